@@ -1,0 +1,85 @@
+"""The ``harbinger.io/`` contract with the cluster: every label and annotation key, once.
+
+Each component imports its keys from here, never spells them itself, so that the
+webhook, the extender, the planner and the chaos controller cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "harbinger.io/"
+
+# --- opt-in -------------------------------------------------------------------------
+#: Namespace label. Only namespaces labelled ``harbinger.io/enabled=true`` are touched.
+ENABLED_LABEL: Final = PREFIX + "enabled"
+ENABLED_VALUE: Final = "true"
+#: Pod or workload annotation. ``"false"`` keeps the webhook away from this pod.
+INJECT: Final = PREFIX + "inject"
+
+#: Namespaces Harbinger never mutates, whatever their labels say.
+PROTECTED_NAMESPACES: Final = frozenset({"kube-system", "kube-public", "kube-node-lease", "harbinger-system"})
+
+# --- which service a workload or pod belongs to -------------------------------------
+#: Workload annotation naming the service when it is not the ``app.kubernetes.io/name`` label.
+SERVICE: Final = PREFIX + "service"
+APP_NAME_LABEL: Final = "app.kubernetes.io/name"
+#: Older charts still label with plain ``app``; used only when the two above are absent.
+LEGACY_APP_LABEL: Final = "app"
+
+# --- stamped onto pods by the webhook -----------------------------------------------
+PREDICTED_TPS: Final = PREFIX + "predicted-tps"
+MODEL_VERSION: Final = PREFIX + "model-version"
+WARMUP: Final = PREFIX + "warmup"
+#: Workload annotation: ``forecast`` lets the webhook size CPU and memory requests.
+RESOURCES: Final = PREFIX + "resources"
+RESOURCES_FORECAST: Final = "forecast"
+
+# The CNI bandwidth plugin reads these two itself; Harbinger writes and the extender sums them.
+INGRESS_BANDWIDTH: Final = "kubernetes.io/ingress-bandwidth"
+EGRESS_BANDWIDTH: Final = "kubernetes.io/egress-bandwidth"
+
+# --- chaos -----------------------------------------------------------------------
+#: Namespace label or workload annotation: ``enabled`` opts into chaos experiments.
+CHAOS: Final = PREFIX + "chaos"
+CHAOS_ENABLED: Final = "enabled"
+CHAOS_PREFIX: Final = PREFIX + "chaos-"
+CHAOS_EXPERIMENT: Final = CHAOS_PREFIX + "experiment"
+CHAOS_FAULT: Final = CHAOS_PREFIX + "fault"
+CHAOS_EXPIRES: Final = CHAOS_PREFIX + "expires"
+CHAOS_SIDECAR_NAME: Final = "harbinger-chaos"
+#: Label put on every object the chaos controller creates, so a sweep can find leftovers.
+CHAOS_OWNED_LABEL: Final = PREFIX + "chaos-owned"
+
+# --- planner -> webhook (Deployment annotations) ------------------------------------
+PLAN: Final = PREFIX + "plan"
+NEXT_PEAK: Final = PREFIX + "next-peak"
+WARMUP_FROM: Final = PREFIX + "warmup-from"
+WARMUP_UNTIL: Final = PREFIX + "warmup-until"
+#: Capacity profile of a service, as a JSON annotation on its Deployment.
+CAPACITY_PROFILE: Final = PREFIX + "capacity-profile"
+
+# --- nodes (extender) ----------------------------------------------------------------
+#: Node label or annotation: network bandwidth capacity, a quantity in bits/s (``10G``).
+NODE_BANDWIDTH: Final = PREFIX + "bandwidth"
+ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+
+#: Field manager name for every server-side apply and patch Harbinger makes.
+FIELD_MANAGER: Final = "harbinger"
+
+
+def service_of(labels: dict[str, str] | None, annotations: dict[str, str] | None) -> str | None:
+    """The service a pod or workload belongs to, by the one rule every component uses.
+
+    ``harbinger.io/service`` wins, then ``app.kubernetes.io/name``, then ``app``.
+    """
+    annotations = annotations or {}
+    labels = labels or {}
+    return annotations.get(SERVICE) or labels.get(APP_NAME_LABEL) or labels.get(LEGACY_APP_LABEL) or None
+
+
+def is_opted_in(namespace: str, namespace_labels: dict[str, str] | None) -> bool:
+    """True when Harbinger may touch objects in this namespace."""
+    if namespace in PROTECTED_NAMESPACES:
+        return False
+    return (namespace_labels or {}).get(ENABLED_LABEL) == ENABLED_VALUE

@@ -1,0 +1,181 @@
+"""The one place Harbinger talks to the Kubernetes API from: client construction and
+watch-fed caches (reflectors).
+
+Hot paths (admission, scheduling) never call the API; they read caches that a
+:class:`Reflector` keeps current with list + watch, as client-go's informers do.
+Objects are kept as plain dicts (the JSON the apiserver sent): deserializing into
+kubernetes-asyncio's model classes costs far more than the hot paths can afford at
+thousands of nodes, and the components read only a few fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from harbinger.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+KubeObject = dict[str, Any]
+
+
+async def new_api_client(kubeconfig: Path | str | None = None, context: str | None = None) -> client.ApiClient:
+    """An ApiClient from, in order: ``kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``, in-cluster."""
+    configuration = client.Configuration()
+    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG")
+    default = Path.home() / ".kube" / "config"
+    if not path and default.exists():
+        path = str(default)
+    if path:
+        if not Path(path).exists():
+            raise InvalidInput("kubeconfig file does not exist", source=path)
+        await config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            raise InvalidInput(
+                "no kubeconfig given, none at $KUBECONFIG or ~/.kube/config, and not running in a cluster"
+            ) from exc
+    return client.ApiClient(configuration=configuration)
+
+
+@contextlib.asynccontextmanager
+async def api_client(kubeconfig: Path | str | None = None, context: str | None = None) -> AsyncIterator[
+    client.ApiClient
+]:
+    """``async with api_client(...) as api:`` closes the connection pool on exit."""
+    api = await new_api_client(kubeconfig, context)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def object_key(obj: KubeObject) -> str:
+    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+
+
+EventHandler = Callable[[str, KubeObject, KubeObject | None], None]
+"""Called with (event type ``ADDED``/``MODIFIED``/``DELETED``, new object, old object or None)."""
+
+
+class Reflector:
+    """Keeps ``store`` equal to the server's view of one resource: list, then watch from the
+    list's resourceVersion; resume after a dropped watch; relist on 410 Gone.
+
+    ``list_fn`` is a kubernetes-asyncio list method (``CoreV1Api.list_node``,
+    ``CoreV1Api.list_pod_for_all_namespaces``, ...), with ``list_kwargs`` such as
+    ``field_selector``. ``on_event`` sees every change (including the synthetic ADDED and
+    DELETED a relist produces) and must be quick: it runs on the event loop.
+    """
+
+    def __init__(
+        self,
+        list_fn: Callable[..., Awaitable[Any]],
+        *,
+        name: str,
+        on_event: EventHandler | None = None,
+        watch_timeout_seconds: int = 300,
+        **list_kwargs: Any,
+    ) -> None:
+        self.name = name
+        self.store: dict[str, KubeObject] = {}
+        self.synced = asyncio.Event()
+        self.resource_version: str | None = None
+        self._list_fn = list_fn
+        self._list_kwargs = list_kwargs
+        self._on_event = on_event
+        self._watch_timeout = watch_timeout_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self.run(), name=f"reflector-{self.name}")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.synced.wait(), timeout)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self._relist()
+                await self._watch()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except ApiException as exc:
+                if exc.status == 410:
+                    # Our resourceVersion fell out of the apiserver's watch cache: only a
+                    # fresh list can tell us what we missed.
+                    log.info("reflector %s: resourceVersion expired, relisting", self.name)
+                    self.resource_version = None
+                    continue
+                log.warning("reflector %s: API error %s, retrying in %.1fs", self.name, exc.status, backoff)
+            except Exception as exc:  # a dropped connection must not end the cache
+                log.warning("reflector %s: %s, retrying in %.1fs", self.name, exc, backoff)
+            await asyncio.sleep(backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, 10.0)
+
+    async def _relist(self) -> None:
+        response = await self._list_fn(_preload_content=False, **self._list_kwargs)
+        body = json.loads(await response.read())
+        fresh = {object_key(item): item for item in body.get("items") or []}
+        old = self.store
+        self.store = fresh
+        self.resource_version = body["metadata"]["resourceVersion"]
+        if self._on_event:
+            for key, obj in fresh.items():
+                self._on_event("MODIFIED" if key in old else "ADDED", obj, old.get(key))
+            for key, obj in old.items():
+                if key not in fresh:
+                    self._on_event("DELETED", obj, obj)
+        self.synced.set()
+
+    async def _watch(self) -> None:
+        stream = watch.Watch(return_type="object")
+        try:
+            async for event in stream.stream(
+                self._list_fn,
+                resource_version=self.resource_version,
+                timeout_seconds=self._watch_timeout,
+                allow_watch_bookmarks=True,
+                **self._list_kwargs,
+            ):
+                kind = event["type"]
+                obj: KubeObject = event["raw_object"]
+                self.resource_version = obj.get("metadata", {}).get("resourceVersion", self.resource_version)
+                if kind == "BOOKMARK":
+                    continue
+                key = object_key(obj)
+                old = self.store.get(key)
+                if kind == "DELETED":
+                    self.store.pop(key, None)
+                else:
+                    self.store[key] = obj
+                if self._on_event:
+                    self._on_event(kind, obj, old)
+        finally:
+            await stream.close()

@@ -1,0 +1,47 @@
+"""Where the control-plane binaries are, as ``hack/build-controlplane.sh`` put them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harbinger.errors import ClusterError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-controlplane.sh"
+NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+
+
+@dataclass(frozen=True)
+class Binaries:
+    dir: Path
+
+    def __getitem__(self, name: str) -> str:
+        return str(self.dir / name)
+
+    @property
+    def kwok_stages(self) -> Path:
+        return self.dir / "kwok-stages.yaml"
+
+
+def find_binaries() -> Binaries:
+    """``$HARBINGER_BIN_DIR``, else the build script's versioned cache directory."""
+    explicit = os.environ.get("HARBINGER_BIN_DIR")
+    if explicit:
+        directory = Path(explicit)
+    elif BUILD_SCRIPT.exists():
+        out = subprocess.run([str(BUILD_SCRIPT), "--print"], capture_output=True, text=True, check=True)
+        directory = Path(out.stdout.strip())
+    else:
+        raise ClusterError("HARBINGER_BIN_DIR is not set and hack/build-controlplane.sh is not here")
+    missing = [n for n in NAMES if not (directory / n).exists()]
+    if not (directory / "kwok-stages.yaml").exists():
+        missing.append("kwok-stages.yaml")
+    if missing:
+        raise ClusterError(
+            f"control-plane binaries missing in {directory}: {', '.join(missing)}. Run 'make setup' "
+            "(it builds them once with Go into that cache)."
+        )
+    return Binaries(directory)

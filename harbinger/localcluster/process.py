@@ -1,0 +1,79 @@
+"""A child process that cannot outlive its parent, with its log kept for error messages."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from harbinger.errors import ClusterError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # If the Python process is killed (SIGKILL, OOM, a crashed test runner), the kernel
+    # sends SIGTERM to each child: no etcd or apiserver is ever left behind.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()  # keep Ctrl-C in the terminal from reaching the children before we stop them
+
+
+class ManagedProcess:
+    """One component of the local control plane (or Prometheus), logging to a file."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, **(self.env or {})}, preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise ClusterError(f"{self.name} could not be started ({self.argv[0]}): {exc.strerror}") from exc
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise a ClusterError naming the component and showing its log if it has exited."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise ClusterError(
+                f"{self.name} exited with code {self._proc.returncode}; last lines of {self.log_path}:\n"
+                + self.log_tail()
+            )
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

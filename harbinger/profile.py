@@ -1,0 +1,105 @@
+"""Capacity profiles: what one replica of a service can serve and what it costs.
+
+Shared by the planner (replicas per forecast), the webhook (requests and bandwidth
+per pod) and the chaos controller (blast radius). Declared in YAML
+(``services: {name: {...}}``) or as the JSON annotation ``harbinger.io/capacity-profile``
+on a Deployment. Every field has a documented default, so an empty profile is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harbinger.errors import InvalidInput
+
+
+class CapacityProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Requests per second one replica serves at its target utilization.
+    rps_per_replica: float = Field(50.0, gt=0)
+    #: CPU cores a replica needs per request/s, on top of ``cpu_base_cores``.
+    cpu_per_rps: float = Field(0.005, ge=0)
+    cpu_base_cores: float = Field(0.05, ge=0)
+    #: Memory a replica needs per request/s, on top of ``memory_base_bytes``.
+    memory_per_rps_bytes: float = Field(1_000_000, ge=0)
+    memory_base_bytes: float = Field(64 * 2**20, ge=0)
+    #: Average request + response size; sizes the bandwidth annotations.
+    bytes_per_request: float = Field(20_000, ge=0)
+    #: Seconds from pod creation to serving traffic.
+    warmup_seconds: float = Field(60.0, ge=0)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(100, ge=1)
+    #: Extra capacity over the P90 forecast, as a fraction (0.2 = 20 %).
+    headroom: float = Field(0.2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> CapacityProfile:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+    def replicas_for(self, rps: float) -> int:
+        """Replicas needed to serve ``rps`` with headroom, within min and max."""
+        needed = math.ceil(max(rps, 0.0) * (1 + self.headroom) / self.rps_per_replica - 1e-9)
+        return max(self.min_replicas, min(self.max_replicas, needed))
+
+    def cpu_cores_for(self, rps_per_replica: float) -> float:
+        return self.cpu_base_cores + self.cpu_per_rps * max(rps_per_replica, 0.0)
+
+    def memory_bytes_for(self, rps_per_replica: float) -> float:
+        return self.memory_base_bytes + self.memory_per_rps_bytes * max(rps_per_replica, 0.0)
+
+    def bandwidth_bits_for(self, rps_per_replica: float) -> float:
+        return max(rps_per_replica, 0.0) * self.bytes_per_request * 8
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'profile'}: {e['msg']}" for e in exc.errors())
+
+
+def parse_profile(data: Any, *, source: str) -> CapacityProfile:
+    if data is None:
+        return CapacityProfile()
+    if not isinstance(data, dict):
+        raise InvalidInput("a capacity profile must be a mapping of fields", source=source)
+    try:
+        return CapacityProfile.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(_validation_message(exc), source=source) from exc
+
+
+def profile_from_annotation(value: str, *, source: str) -> CapacityProfile:
+    """The ``harbinger.io/capacity-profile`` annotation: a JSON object of profile fields."""
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"capacity profile annotation is not JSON: {exc.msg}", source=source) from exc
+    return parse_profile(data, source=source)
+
+
+def load_profiles(path: Path) -> dict[str, CapacityProfile]:
+    """A YAML file ``{defaults: {...}, services: {name: {...}}}``; each service inherits defaults."""
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read profiles: {exc.strerror}", source=source) from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"not valid YAML: {exc}", source=source) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise InvalidInput("expected a mapping with a 'services' mapping of service name to profile", source=source)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise InvalidInput("'defaults' must be a mapping of profile fields", source=source)
+    parse_profile(defaults, source=f"{source}: defaults")
+    return {
+        str(name): parse_profile({**defaults, **(fields or {})}, source=f"{source}: services.{name}")
+        for name, fields in data["services"].items()
+    }

@@ -1,0 +1,146 @@
+"""One settings model for every Harbinger component.
+
+Values come from, in order of precedence: CLI flags (each command copies its flags in),
+environment variables ``HARBINGER_<SECTION>__<FIELD>`` (for example
+``HARBINGER_WEBHOOK__PORT=9443``), a YAML file named by ``HARBINGER_CONFIG``, then
+the defaults below. Each component reads only its own section plus ``kube``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from harbinger.errors import InvalidInput
+
+
+class KubeSettings(BaseModel):
+    #: Path to a kubeconfig; empty means ``$KUBECONFIG``, then ``~/.kube/config``, then in-cluster.
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+class ServerSettings(BaseModel):
+    """What every Harbinger HTTP server shares."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8443, ge=1, le=65535)
+    #: Directory holding ``tls.crt`` and ``tls.key``; empty means plain HTTP (extender only).
+    cert_dir: Path | None = None
+    #: How often the server checks its certificate files for rotation.
+    cert_reload_seconds: float = Field(10.0, gt=0)
+    #: SIGTERM waits this long for in-flight requests before closing.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+
+
+class WebhookSettings(ServerSettings):
+    port: int = Field(8443, ge=1, le=65535)
+    #: Where trained forecasters live: one directory per service, as ``harbinger train`` writes them.
+    models_dir: Path = Path("/var/lib/harbinger/models")
+    #: Bodies above this get 413; the apiserver caps AdmissionReview at 3 MiB itself.
+    max_body_bytes: int = 3 * 1024 * 1024
+    #: Bounds on forecast-sized requests, whatever the profile says.
+    min_cpu_cores: float = Field(0.01, ge=0)
+    max_cpu_cores: float = Field(8.0, gt=0)
+    min_memory_bytes: int = Field(16 * 2**20, ge=0)
+    max_memory_bytes: int = Field(16 * 2**30, gt=0)
+    #: How often the forecast cache is refreshed in the background.
+    forecast_refresh_seconds: float = Field(60.0, gt=0)
+    chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
+
+
+class ExtenderSettings(ServerSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(8888, ge=1, le=65535)
+    #: A placement the extender scored is counted against its node until the watch shows
+    #: the pod bound there, or for this long, whichever comes first.
+    assumed_placement_seconds: float = Field(30.0, gt=0)
+
+
+class PlannerSettings(BaseModel):
+    interval_seconds: float = Field(60.0, gt=0)
+    forecast_only: bool = False
+    #: Scale-down is held this long after the plan last asked for more (the HPA's default).
+    stabilization_seconds: float = Field(300.0, ge=0)
+    lease_name: str = "harbinger-planner"
+    lease_namespace: str = "harbinger-system"
+    lease_duration_seconds: float = Field(15.0, gt=0)
+    models_dir: Path = Path("/var/lib/harbinger/models")
+
+
+class ChaosSettings(BaseModel):
+    prometheus_url: str = "http://127.0.0.1:9090"
+    #: Every fault carries this expiry, so a dead controller cannot leave one behind.
+    fault_ttl_seconds: float = Field(300.0, gt=0)
+    dwell_seconds: float = Field(30.0, gt=0)
+    reports_dir: Path = Path("chaos-reports")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HARBINGER_", env_nested_delimiter="__", extra="forbid")
+
+    log_level: str = "INFO"
+    kube: KubeSettings = KubeSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    extender: ExtenderSettings = ExtenderSettings()
+    planner: PlannerSettings = PlannerSettings()
+    chaos: ChaosSettings = ChaosSettings()
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> Settings:
+        w = self.webhook
+        if w.min_cpu_cores > w.max_cpu_cores:
+            raise ValueError("webhook.min_cpu_cores is above webhook.max_cpu_cores")
+        if w.min_memory_bytes > w.max_memory_bytes:
+            raise ValueError("webhook.min_memory_bytes is above webhook.max_memory_bytes")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``HARBINGER_CONFIG``, if any."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("HARBINGER_CONFIG")
+        if not path:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise InvalidInput(f"cannot read settings file: {exc.strerror}", source=path) from exc
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"not valid YAML: {exc}", source=path) from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise InvalidInput("settings file must be a mapping of sections", source=path)
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable InvalidInput."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidInput(f"invalid settings: {problems}", source="settings") from exc
