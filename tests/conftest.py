@@ -8,10 +8,12 @@ is marked ``integration`` automatically.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -96,3 +98,29 @@ async def make_namespace(kube: client.ApiClient) -> AsyncIterator[MakeNamespace]
 async def namespace(make_namespace: MakeNamespace) -> str:
     """A fresh namespace that is not opted in."""
     return await make_namespace()
+
+
+Eventually = Callable[..., Awaitable[Any]]
+
+
+async def _eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 60, interval: float = 0.25, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns a truthy value, and return that value; fail naming
+    ``what`` (and the last value seen) after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(async_check, timeout=60, what="pods Running")``: the one polling
+    helper for tests that wait on controllers."""
+    return _eventually

@@ -1,0 +1,55 @@
+# Harbinger: `make demo` runs the story on a local control plane, `make test` runs every test.
+# Both set themselves up on a fresh machine (Python 3.11+, Go 1.26+, Debian's apt).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup python debs controlplane test test-unit lint bench demo cluster-up cluster-down kind-up kind-down clean help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: python debs controlplane ## venv + project + dev tools, Debian packages, control-plane binaries
+
+python: $(STAMP)
+$(STAMP): pyproject.toml hack/setup-python.sh
+	@hack/setup-python.sh
+
+debs:
+	@hack/install-debs.sh
+
+controlplane:
+	@hack/build-controlplane.sh
+
+test: setup ## every test: unit and integration (real control plane, real Prometheus)
+	$(PY) -m pytest
+
+test-unit: python ## only the tests that need no control plane and no Prometheus
+	$(PY) -m pytest -m "not integration"
+
+lint: python ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup ## benchmarks; results in bench/results/
+	$(PY) bench/run.py
+
+demo: setup ## the Harbinger story on the local control plane
+	$(PY) -m harbinger.demo
+
+cluster-up: setup ## start the local control plane in the background (.harbinger/kubeconfig)
+	$(VENV)/bin/harbinger cluster up --state-dir .harbinger
+
+cluster-down: ## stop it
+	@if [ -x $(VENV)/bin/harbinger ]; then $(VENV)/bin/harbinger cluster down --state-dir .harbinger; fi
+
+kind-up: ## a kind cluster with Harbinger installed (needs Docker; not on this machine)
+	hack/kind.sh up
+
+kind-down:
+	hack/kind.sh down
+
+clean: cluster-down
+	rm -rf .harbinger .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,129 @@
+"""``harbinger cluster up|down|run|status``: the local control plane from the shell.
+
+``up`` starts ``cluster run`` as a detached process and returns once the apiserver is
+ready and ``STATE_DIR/kubeconfig`` is written; ``down`` stops it. ``run`` keeps the
+cluster in the foreground until SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harbinger.errors import ClusterError
+from harbinger.localcluster.cluster import LocalCluster
+
+PID_FILE = "cluster.pid"
+STATE_FILE = "cluster.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["up", "down", "run", "status"],
+                        help="up: start in the background; down: stop; run: foreground; status: show")
+    parser.add_argument("--state-dir", type=Path, default=Path(".harbinger"),
+                        help="where the kubeconfig, logs and pid file live (default: .harbinger)")
+    parser.add_argument("--apiserver-port", type=int, default=6443,
+                        help="kube-apiserver's port on 127.0.0.1 (default: 6443; 0 picks a free one)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+
+
+def run(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir.resolve()
+    action: str = args.action
+    if action == "run":
+        return _run_foreground(state_dir, args.apiserver_port or None)
+    if action == "up":
+        return _up(state_dir, args.apiserver_port, args.timeout)
+    if action == "down":
+        return _down(state_dir, args.timeout)
+    return _status(state_dir)
+
+
+def _pid(state_dir: Path) -> int | None:
+    try:
+        pid = int((state_dir / PID_FILE).read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _run_foreground(state_dir: Path, port: int | None) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    workdir = state_dir / "cluster"
+    shutil.rmtree(workdir, ignore_errors=True)
+    cluster = LocalCluster(workdir, apiserver_port=port)
+    try:
+        cluster.start()
+        shutil.copy(cluster.kubeconfig, state_dir / "kubeconfig")
+        cluster.write_state(state_dir / STATE_FILE)
+        print(f"cluster ready: kubectl --kubeconfig {state_dir / 'kubeconfig'} get nodes", flush=True)
+        while not stop.wait(2.0):
+            cluster.check_alive()
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        for name in ("kubeconfig", STATE_FILE, PID_FILE):
+            (state_dir / name).unlink(missing_ok=True)
+    return 0
+
+
+def _up(state_dir: Path, port: int, timeout: float) -> int:
+    if _pid(state_dir):
+        print(f"the local cluster is already running (kubeconfig: {state_dir / 'kubeconfig'})")
+        return 0
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "kubeconfig").unlink(missing_ok=True)
+    log = (state_dir / "cluster.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harbinger.cli", "cluster", "run", "--state-dir", str(state_dir),
+         "--apiserver-port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    (state_dir / PID_FILE).write_text(str(process.pid))
+    deadline = time.monotonic() + timeout
+    while not (state_dir / "kubeconfig").exists():
+        if process.poll() is not None:
+            tail = (state_dir / "cluster.log").read_text(errors="replace").splitlines()[-15:]
+            raise ClusterError("the local cluster failed to start:\n" + "\n".join(tail))
+        if time.monotonic() > deadline:
+            process.terminate()
+            raise ClusterError(f"the local cluster was not ready within {timeout:.0f}s; see {state_dir / 'cluster.log'}")
+        time.sleep(0.2)
+    print(f"local cluster up. Try: kubectl --kubeconfig {state_dir / 'kubeconfig'} get nodes")
+    return 0
+
+
+def _down(state_dir: Path, timeout: float) -> int:
+    pid = _pid(state_dir)
+    if pid is None:
+        print("the local cluster is not running")
+        (state_dir / PID_FILE).unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid(state_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid(state_dir):
+        os.kill(pid, signal.SIGKILL)
+    (state_dir / PID_FILE).unlink(missing_ok=True)
+    print("local cluster stopped")
+    return 0
+
+
+def _status(state_dir: Path) -> int:
+    if not _pid(state_dir):
+        print("the local cluster is not running")
+        return 1
+    print(json.dumps(json.loads((state_dir / STATE_FILE).read_text()), indent=2))
+    return 0

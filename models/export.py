@@ -1,0 +1,106 @@
+"""Export a trained model: one ONNX graph (P50 and P90 side by side) + its metadata.
+
+The two fitted regressors are converted by skl2onnx separately and joined into one graph
+with one input (``features``) and two outputs (``p50_ratio``, ``p90_ratio``), so serving
+makes one ``session.run`` per forecast. The graph carries the service and model version in
+its own metadata too, and ``metadata.json`` carries the graph's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import compose, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+
+from models.metadata import (
+    GRAPH_FILE,
+    INPUT_NAME,
+    OUTPUT_P50,
+    OUTPUT_P90,
+    ModelMetadata,
+    write_metadata,
+)
+from models.training import TrainedModel
+
+#: ai.onnx.ml 3 stores tree thresholds as tensors; onnxruntime >= 1.16 runs it.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+
+
+def to_onnx_graph(model: TrainedModel) -> onnx.ModelProto:
+    """The joined P50/P90 graph (without the Harbinger metadata properties)."""
+    n_features = len(model.spec.names)
+    parts = []
+    for prefix, estimator, output in (("p50_", model.p50, OUTPUT_P50), ("p90_", model.p90, OUTPUT_P90)):
+        part = convert_sklearn(estimator, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+                               final_types=[(output, FloatTensorType([None, 1]))], target_opset=TARGET_OPSET)
+        parts.append(compose.add_prefix(part, prefix, rename_inputs=False, rename_outputs=False))
+    first, second = parts
+    graph = helper.make_graph(
+        nodes=[*first.graph.node, *second.graph.node],
+        name=f"harbinger_{_safe(model.service)}",
+        inputs=[first.graph.input[0]],
+        outputs=[first.graph.output[0], second.graph.output[0]],
+        initializer=[*first.graph.initializer, *second.graph.initializer],
+    )
+    opsets = {entry.domain: entry.version for part in parts for entry in part.opset_import}
+    joined = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+                               producer_name="harbinger")
+    joined.ir_version = first.ir_version
+    onnx.checker.check_model(joined)
+    return joined
+
+
+def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None) -> ModelMetadata:
+    """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed)."""
+    graph = to_onnx_graph(model)
+    # The version names the content: same data, config and seed -> same version.
+    content_hash = hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+    model_version = f"{model.training_end:%Y%m%dT%H%MZ}-{content_hash[:12]}"
+    helper.set_model_props(graph, {"harbinger.service": model.service, "harbinger.model_version": model_version})
+    data = graph.SerializeToString(deterministic=True)
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / GRAPH_FILE).write_bytes(data)
+    metadata = ModelMetadata(
+        service=model.service,
+        model_version=model_version,
+        created_at=datetime.now(UTC),
+        training_start=model.training_start,
+        training_end=model.training_end,
+        step_seconds=model.spec.step_seconds,
+        period=model.spec.seasonality,
+        horizon_steps=model.spec.horizon_steps,
+        min_history_steps=model.spec.min_history_steps,
+        feature_spec=model.spec.to_json(),
+        p90_band_scale=model.p90_band_scale,
+        estimator=model.config.estimator,
+        training_rows=model.n_rows,
+        seed=model.config.seed,
+        backtest=backtest,
+        library_versions=library_versions(),
+        graph_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    write_metadata(model_dir, metadata)
+    return metadata
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)

@@ -1,0 +1,246 @@
+"""Serving: recent history + now -> :class:`Forecast`, on onnxruntime, without scikit-learn.
+
+The path of one forecast reads top to bottom in :meth:`Forecaster.forecast`: the origin
+(the step ``now`` falls in), the history window before it, events taken out of the
+history, features, one ``session.run``, ratios back to TPS, events put back in.
+
+One :class:`onnxruntime.InferenceSession` per graph, created once at load, single-threaded
+inside (``intra_op_num_threads=1``): a 24-step forecast is tens of microseconds of tree
+walking, which thread hand-offs would only slow down; callers parallelise across services.
+:class:`ForecasterBatch` forecasts many services with one ``run`` per distinct graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from models.errors import BadRequest, HistoryTooShort, ModelMismatch
+from models.events import Event
+from models.features import FeatureSpec, build_features, event_multipliers, to_tps
+from models.forecast import Forecast
+from models.metadata import INPUT_NAME, OUTPUT_P50, OUTPUT_P90, ModelMetadata, read_metadata
+from models.series import window_before
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+#: Feature rows (float32, origin-major) -> raw P50 and P90 ratios.
+RatioPredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def new_session(graph: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One service's features for one origin, ready for the model."""
+
+    features: np.ndarray
+    level: np.ndarray
+    multipliers: np.ndarray
+    start_ns: int
+    horizon_steps: int
+
+
+class ForecastCore:
+    """What turns a history into model inputs and model outputs into a :class:`Forecast`.
+
+    Shared by the onnxruntime :class:`Forecaster` and the scikit-learn twin used by the
+    benchmark and the backtest, so that both answer from the very same inputs.
+    """
+
+    def __init__(self, service: str, model_version: str, spec: FeatureSpec, band_scale: float) -> None:
+        self.service = service
+        self.model_version = model_version
+        self.spec = spec
+        self.band_scale = band_scale
+
+    @property
+    def step_seconds(self) -> int:
+        return self.spec.step_seconds
+
+    @property
+    def min_history_steps(self) -> int:
+        return self.spec.min_history_steps
+
+    @property
+    def horizon_steps(self) -> int:
+        return self.spec.horizon_steps
+
+    def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
+                events: Sequence[Event] | None = None) -> PreparedRequest:
+        spec = self.spec
+        step_ns = spec.step_seconds * _NS
+        h = self._checked_horizon(horizon_steps)
+        start_ns = self._origin_ns(history, now)
+        window = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
+        known = int(np.count_nonzero(~np.isnan(window)))
+        if known < spec.min_history_steps:
+            raise HistoryTooShort(
+                f"{known} known steps in the {spec.window_steps} steps before "
+                f"{_iso(start_ns)}; the model needs at least {spec.min_history_steps} steps of "
+                f"{spec.step_seconds} s (one day)", source=self.service)
+        future = start_ns + np.arange(h, dtype=np.int64) * step_ns
+        future_multipliers = np.ones(h)
+        if events:
+            past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
+            window = window / event_multipliers(events, self.service, past, spec.step_seconds,
+                                                spec.kind_effects)
+            future_multipliers = event_multipliers(events, self.service, future, spec.step_seconds,
+                                                   spec.kind_effects)
+        features, level = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
+        return PreparedRequest(features, level, future_multipliers, start_ns, h)
+
+    def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
+        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.band_scale)
+        return Forecast(service=self.service, model_version=self.model_version,
+                        start=datetime.fromtimestamp(request.start_ns / _NS, UTC),
+                        step_seconds=self.spec.step_seconds, p50=p50[0], p90=p90[0])
+
+    def forecast_with(self, predict: RatioPredictor, history: pd.Series, now: datetime | None = None,
+                      horizon_steps: int | None = None, events: Sequence[Event] | None = None) -> Forecast:
+        request = self.prepare(history, now, horizon_steps, events)
+        ratio_p50, ratio_p90 = predict(request.features)
+        return self.finish(request, ratio_p50, ratio_p90)
+
+    def _checked_horizon(self, horizon_steps: int | None) -> int:
+        h = self.spec.horizon_steps if horizon_steps is None else horizon_steps
+        if not 1 <= h <= self.spec.horizon_steps:
+            raise BadRequest(f"a horizon of {h} steps; this model forecasts 1 to {self.spec.horizon_steps} "
+                             f"steps of {self.spec.step_seconds} s", source=self.service)
+        return h
+
+    def _origin_ns(self, history: pd.Series, now: datetime | None) -> int:
+        step_ns = self.spec.step_seconds * _NS
+        if now is None:
+            if len(history) == 0:
+                raise HistoryTooShort(f"the history is empty; the model needs at least "
+                                      f"{self.spec.min_history_steps} steps", source=self.service)
+            last = history.index[-1]
+            if not isinstance(last, pd.Timestamp) or last.tzinfo is None:
+                raise BadRequest("the history must have a UTC DatetimeIndex", source=self.service)
+            return (int(last.value) // step_ns + 1) * step_ns
+        if now.tzinfo is None:
+            raise BadRequest("'now' must be timezone-aware (UTC)", source=self.service)
+        # The forecast starts with the step ``now`` falls in: it is not complete yet.
+        return (int(pd.Timestamp(now).value) // step_ns) * step_ns
+
+
+class Forecaster(ForecastCore):
+    """One service's trained model, served by onnxruntime."""
+
+    def __init__(self, metadata: ModelMetadata, session: ort.InferenceSession, graph_sha256: str) -> None:
+        try:
+            spec = FeatureSpec.from_json(metadata.feature_spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelMismatch(f"the feature spec in the metadata is not usable: {exc}",
+                                source=metadata.service) from None
+        super().__init__(metadata.service, metadata.model_version, spec, metadata.p90_band_scale)
+        self.metadata = metadata
+        self.session = session
+        self.graph_sha256 = graph_sha256
+        _check_graph_signature(session, len(spec.names), metadata.service)
+        self._outputs = [OUTPUT_P50, OUTPUT_P90]
+
+    @classmethod
+    def load(cls, model_dir: Path, *, sessions: dict[str, ort.InferenceSession] | None = None) -> Forecaster:
+        """Load a model directory; refuses a graph whose sha256 or signature does not match the metadata.
+
+        ``sessions`` (sha256 -> session) lets many services that share a graph share one session.
+        """
+        metadata, graph = read_metadata(Path(model_dir))
+        session = sessions.get(metadata.graph_sha256) if sessions is not None else None
+        if session is None:
+            try:
+                session = new_session(graph)
+            except Exception as exc:  # onnxruntime raises its own untyped errors on a bad graph
+                raise ModelMismatch(f"onnxruntime cannot load the graph: {exc}",
+                                    source=str(Path(model_dir) / metadata.graph_file)) from None
+            if sessions is not None:
+                sessions[metadata.graph_sha256] = session
+        return cls(metadata, session, metadata.graph_sha256)
+
+    def predict_ratios(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p50, p90 = self.session.run(self._outputs, {INPUT_NAME: features})
+        return p50.reshape(-1), p90.reshape(-1)
+
+    def forecast(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
+                 events: list[Event] | None = None) -> Forecast:
+        """P50/P90 TPS for the ``horizon_steps`` steps from the step ``now`` falls in.
+
+        ``history`` is TPS indexed by UTC timestamps (``NaN`` = unknown), at the model's step
+        or any other (it is then averaged onto the model's grid). ``now`` defaults to just
+        after the last history step. ``events`` should include past events overlapping the
+        history window, so that their effect is taken out of the lags.
+        """
+        return self.forecast_with(self.predict_ratios, history, now, horizon_steps, events)
+
+
+class ForecasterBatch:
+    """Many services at once: one ``session.run`` per distinct graph and horizon."""
+
+    def __init__(self, forecasters: Iterable[Forecaster]) -> None:
+        self.forecasters: dict[str, Forecaster] = {}
+        for forecaster in forecasters:
+            if forecaster.service in self.forecasters:
+                raise BadRequest(f"two models for service {forecaster.service!r}")
+            self.forecasters[forecaster.service] = forecaster
+
+    @classmethod
+    def load_dirs(cls, model_dirs: Iterable[Path]) -> ForecasterBatch:
+        """Load model directories; identical graphs share one session."""
+        sessions: dict[str, ort.InferenceSession] = {}
+        return cls(Forecaster.load(path, sessions=sessions) for path in model_dirs)
+
+    def forecast(self, histories: Mapping[str, pd.Series], now: datetime | None = None,
+                 horizon_steps: int | None = None, events: list[Event] | None = None) -> dict[str, Forecast]:
+        """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`."""
+        unknown = sorted(set(histories) - set(self.forecasters))
+        if unknown:
+            raise BadRequest(f"no model for service(s) {', '.join(unknown[:5])}")
+        groups: dict[tuple[int, int], list[tuple[Forecaster, PreparedRequest]]] = {}
+        for service, history in histories.items():
+            forecaster = self.forecasters[service]
+            request = forecaster.prepare(history, now, horizon_steps, events)
+            groups.setdefault((id(forecaster.session), request.horizon_steps), []).append((forecaster, request))
+        results: dict[str, Forecast] = {}
+        for members in groups.values():
+            stacked = np.concatenate([request.features for _, request in members])
+            p50, p90 = members[0][0].predict_ratios(stacked)
+            offset = 0
+            for forecaster, request in members:
+                rows = request.features.shape[0]
+                results[forecaster.service] = forecaster.finish(
+                    request, p50[offset : offset + rows], p90[offset : offset + rows])
+                offset += rows
+        return results
+
+
+def _check_graph_signature(session: ort.InferenceSession, n_features: int, service: str) -> None:
+    inputs = session.get_inputs()
+    outputs = {output.name for output in session.get_outputs()}
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].shape[-1] != n_features:
+        found = [(i.name, i.shape) for i in inputs]
+        raise ModelMismatch(f"the graph takes {found}; the metadata's feature spec needs "
+                            f"{INPUT_NAME!r} with {n_features} features", source=service)
+    if not {OUTPUT_P50, OUTPUT_P90} <= outputs:
+        raise ModelMismatch(f"the graph outputs {sorted(outputs)}; expected {OUTPUT_P50} and {OUTPUT_P90}",
+                            source=service)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / _NS, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,209 @@
+"""Training: a regular TPS series (+ events) in, a fitted P50/P90 model out.
+
+The path reads top to bottom in :func:`train`:
+
+1. mark the steps inside scheduled events and learn what undeclared event kinds do;
+2. detect the cycle (daily, weekly, none) and fix the feature spec;
+3. cut training rows: sampled forecast origins, every horizon step of each;
+4. calibrate the P90: fit on all but the last part of the history, measure how often the
+   held-out actuals exceed the raw P90, and widen or narrow the P50-P90 band to hit 90 %
+   (quantile boosting is overconfident on the data it was fitted on);
+5. fit the final P50 and P90 on all rows.
+
+Rows are weighted by the origin's traffic level, so the loss counts requests (the ratios
+of a quiet night would otherwise weigh as much as the peak that sizes the cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.errors import BadRequest
+from models.estimators import BoostingParams, EstimatorName, make_quantile_estimator
+from models.events import Event
+from models.features import FeatureSpec, build_features, event_multipliers, inside_events, sliding_windows
+from models.seasonality import SeasonalityReport, detect_seasonality
+from models.series import require_history
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+P90 = 0.9
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    estimator: EstimatorName = "hgb"
+    params: BoostingParams = field(default_factory=BoostingParams)
+    #: Forecast horizon; ``None`` means one day at the series' step.
+    horizon_steps: int | None = None
+    #: Cap on training rows (origins x horizon steps): bounds time and memory on long traces.
+    max_rows: int = 60_000
+    #: Share of the latest origins held out to calibrate the P90 band.
+    calibration_share: float = 0.2
+    #: Rows are weighted by level ** weight_power (1: the loss counts requests).
+    weight_power: float = 1.0
+    #: The level floor, as a share of the mean TPS (avoids dividing by a silent night).
+    level_floor_share: float = 0.01
+    seed: int = 0
+
+
+@dataclass
+class TrainedModel:
+    service: str
+    spec: FeatureSpec
+    p50: Any
+    p90: Any
+    #: P90 = P50 + p90_band_scale * (raw P90 - P50), from the held-out calibration.
+    p90_band_scale: float
+    training_start: datetime
+    training_end: datetime
+    seasonality: SeasonalityReport
+    n_rows: int
+    config: TrainingConfig
+
+    def predict_ratios(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's raw outputs (ratios to the level) for feature rows ``x``."""
+        return (np.asarray(self.p50.predict(x), dtype=np.float64),
+                np.asarray(self.p90.predict(x), dtype=np.float64))
+
+
+def min_training_steps(steps_per_day: int, horizon_steps: int) -> int:
+    """Two days of origins' history plus one full horizon of targets."""
+    return 2 * steps_per_day + horizon_steps
+
+
+def train(series: pd.Series, *, service: str | None = None, events: Sequence[Event] = (),
+          config: TrainingConfig | None = None) -> TrainedModel:
+    """Fit a forecaster on a regular TPS series (see :mod:`models.series`)."""
+    config = config or TrainingConfig()
+    service = service or str(series.name or "service")
+    step = _step_seconds(series)
+    steps_per_day = 86_400 // step
+    horizon = config.horizon_steps or steps_per_day
+    if not 1 <= horizon <= 7 * steps_per_day:
+        raise BadRequest(f"horizon of {horizon} steps: it must be between 1 step and 7 days")
+    require_history(series, min_training_steps(steps_per_day, horizon), step, source=service)
+
+    values = series.to_numpy(dtype=np.float64)
+    times_ns = series.index.as_unit("ns").asi8
+    floor = max(float(np.nanmean(values)) * config.level_floor_share, 1e-6)
+
+    kind_effects = learn_kind_effects(values, times_ns, events, service, step)
+    multipliers = event_multipliers(events, service, times_ns, step, kind_effects)
+    base = values / multipliers
+    report = detect_seasonality(base, steps_per_day, floor=floor)
+    spec = FeatureSpec(step_seconds=step, seasonality=report.seasonality, horizon_steps=horizon,
+                       level_floor=floor, kind_effects=kind_effects)
+    log.info("%s: %s seasonality (daily autocorrelation %.2f, weekly gain %.2f), step %d s, horizon %d",
+             service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
+
+    rng = np.random.default_rng(config.seed)
+    origins = _sample_origins(base, spec, config.max_rows, rng)
+    x, y, weight, origin_of_row = _rows(base, times_ns, origins, spec, config)
+
+    band_scale = _calibrate_band(x, y, weight, origin_of_row, origins, spec, config)
+    p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
+    p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
+    _fit(p50, x, y, weight)
+    _fit(p90, x, y, weight)
+    return TrainedModel(
+        service=service, spec=spec, p50=p50, p90=p90, p90_band_scale=band_scale,
+        training_start=series.index[0].to_pydatetime(), training_end=series.index[-1].to_pydatetime(),
+        seasonality=report, n_rows=int(y.size), config=config)
+
+
+def learn_kind_effects(values: np.ndarray, times_ns: np.ndarray, events: Sequence[Event], service: str,
+                       step_seconds: int) -> dict[str, float]:
+    """Multiplier per event kind, from past events of that kind that declare none.
+
+    Each past occurrence compares the traffic inside the event with the same steps one
+    week earlier (a full cycle, whatever the series' seasonality) outside any event; a
+    kind's effect is the median over its occurrences. Kinds without an occurrence in the
+    history are left out (their events then leave the forecast unchanged).
+    """
+    week = 7 * 86_400 // step_seconds
+    in_any_event = inside_events(events, service, times_ns, step_seconds)
+    ratios: dict[str, list[float]] = {}
+    for event in events:
+        if event.multiplier is not None or event.kind is None or not event.applies_to(service):
+            continue
+        inside = np.flatnonzero(inside_events([event], service, times_ns, step_seconds))
+        inside = inside[inside >= week]
+        before = inside - week
+        usable = ~np.isnan(values[inside]) & ~np.isnan(values[before]) & ~in_any_event[before]
+        if np.count_nonzero(usable) == 0:
+            continue
+        baseline = float(np.sum(values[before[usable]]))
+        if baseline > 0:
+            ratios.setdefault(event.kind, []).append(float(np.sum(values[inside[usable]])) / baseline)
+    return {kind: float(np.median(found)) for kind, found in sorted(ratios.items())}
+
+
+def _step_seconds(series: pd.Series) -> int:
+    index = series.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None or len(index) < 2:
+        raise BadRequest("training needs a regular, UTC-indexed series (use models.series.load_csv)")
+    steps = np.diff(index.as_unit("ns").asi8)
+    if np.any(steps != steps[0]) or steps[0] % _NS or 86_400 * _NS % steps[0]:
+        raise BadRequest("training needs a regular series whose step divides a day")
+    return int(steps[0] // _NS)
+
+
+def _sample_origins(values: np.ndarray, spec: FeatureSpec, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Origins with at least a day of history and a first target inside the series, at most
+    ``max_rows / horizon`` of them, drawn without replacement (seeded), in time order."""
+    candidates = np.arange(spec.steps_per_day, values.size)
+    wanted = max(1, max_rows // spec.horizon_steps)
+    if candidates.size > wanted:
+        candidates = np.sort(rng.choice(candidates, size=wanted, replace=False))
+    return candidates
+
+
+def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray, spec: FeatureSpec,
+          config: TrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    h = spec.horizon_steps
+    windows = sliding_windows(values, origins, spec.window_steps)
+    x, level = build_features(windows, times_ns[origins], spec)
+    target_index = origins[:, None] + np.arange(h)[None, :]
+    inside = target_index < values.size
+    targets = np.where(inside, values[np.minimum(target_index, values.size - 1)], np.nan)
+    y = (targets / level[:, None]).reshape(-1)
+    weight = np.broadcast_to((level ** config.weight_power)[:, None], (origins.size, h)).reshape(-1)
+    origin_of_row = np.broadcast_to(origins[:, None], (origins.size, h)).reshape(-1)
+    keep = ~np.isnan(y) & np.isfinite(level).repeat(h)
+    return x[keep], y[keep], weight[keep], origin_of_row[keep]
+
+
+def _calibrate_band(x: np.ndarray, y: np.ndarray, weight: np.ndarray, origin_of_row: np.ndarray,
+                    origins: np.ndarray, spec: FeatureSpec, config: TrainingConfig) -> float:
+    """Scale of the P50-P90 band that makes 90 % of held-out steps fall at or under the P90."""
+    cut = origins[int(origins.size * (1 - config.calibration_share))] if origins.size > 1 else origins[0]
+    fit_rows = origin_of_row + spec.horizon_steps <= cut  # targets strictly before the held-out origins
+    held_out = origin_of_row >= cut
+    if np.count_nonzero(fit_rows) < 100 or np.count_nonzero(held_out) < 100:
+        log.warning("too little history to calibrate the P90 band; keeping the raw P90")
+        return 1.0
+    p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
+    p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
+    _fit(p50, x[fit_rows], y[fit_rows], weight[fit_rows])
+    _fit(p90, x[fit_rows], y[fit_rows], weight[fit_rows])
+    mid, high = p50.predict(x[held_out]), p90.predict(x[held_out])
+    band = np.maximum(high - mid, 1e-3 * np.maximum(np.abs(mid), spec.level_floor))
+    needed = (y[held_out] - mid) / band
+    return float(max(np.quantile(needed, P90), 0.0))
+
+
+def _fit(estimator: Any, x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> None:
+    last_step = estimator.steps[-1][0] if hasattr(estimator, "steps") else None
+    if last_step is None:
+        estimator.fit(x, y, sample_weight=weight)
+    else:
+        estimator.fit(x, y, **{f"{last_step}__sample_weight": weight})
