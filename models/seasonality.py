@@ -34,11 +34,13 @@ class SeasonalityReport:
 
 def detect_seasonality(values: np.ndarray, steps_per_day: int, *, floor: float) -> SeasonalityReport:
     """Detect the cycle of a regular TPS array (``NaN`` = unknown), see the module docstring."""
+    values, steps_per_day = _hourly(values, steps_per_day)
     logs = np.log(np.maximum(values, 0.0) + floor)
     daily_ac = _autocorrelation(logs - _centred_mean(logs, steps_per_day), steps_per_day)
     week = 7 * steps_per_day
     gain = float("nan")
-    if np.count_nonzero(~np.isnan(logs)) >= MIN_WEEKS_FOR_WEEKLY * week:
+    needed = MIN_WEEKS_FOR_WEEKLY * week
+    if logs.size >= needed and np.count_nonzero(~np.isnan(logs)) >= 0.8 * needed:
         by_day = np.nanmean(np.abs(logs[week:] - logs[week - steps_per_day : -steps_per_day]))
         by_week = np.nanmean(np.abs(logs[week:] - logs[:-week]))
         gain = float(by_day / by_week - 1.0) if by_week > 0 else float("nan")
@@ -49,6 +51,19 @@ def detect_seasonality(values: np.ndarray, steps_per_day: int, *, floor: float) 
     else:
         seasonality = "daily"
     return SeasonalityReport(seasonality, float(daily_ac), gain)
+
+
+def _hourly(values: np.ndarray, steps_per_day: int) -> tuple[np.ndarray, int]:
+    """Hourly means when the step is finer: at 5-15 min, counting noise hides a daily cycle
+    that hourly sums show plainly (elb: autocorrelation 0.18 at 15 min, 0.43 hourly)."""
+    per_hour = steps_per_day // 24
+    if per_hour <= 1 or steps_per_day % 24:
+        return values, steps_per_day
+    usable = values[: values.size // per_hour * per_hour].reshape(-1, per_hour)
+    known = ~np.isnan(usable)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(known.all(axis=1), np.where(known, usable, 0.0).mean(axis=1), np.nan)
+    return means, 24
 
 
 def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:

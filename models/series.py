@@ -93,7 +93,7 @@ def read_counts_csv(path: Path | str) -> CountRows:
         raise BadSeries(f"negative value {raw_values[i]!r}; a request count cannot be negative",
                         source=source, line=i + 2)
 
-    stamps = times.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    stamps = pd.DatetimeIndex(times).as_unit("ns").asi8
     steps = np.diff(stamps)
     not_after = np.flatnonzero(steps <= 0)
     if not_after.size:

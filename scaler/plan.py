@@ -1,0 +1,191 @@
+"""The pure planning core: forecast + capacity profile + now -> a replica plan.
+
+No I/O here. For each step of the forecast horizon the plan says how many replicas
+must be *ready* when the step starts: enough for the P90 forecast with the profile's
+headroom, within its min and max. A replica takes ``warmup_seconds`` from creation to
+serving, so the floor the planner applies at time ``t`` is the largest step need over
+``[t, t + warmup]``: each replica is requested its warm-up time before it is needed.
+Scale-down is held by a stabilization window, as the HPA does, so that a dip between
+two forecast peaks does not throw away pods that are needed again minutes later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+
+from harbinger.errors import InvalidInput
+from harbinger.profile import CapacityProfile
+
+
+class ForecastLike(Protocol):
+    """What the planner reads from :class:`models.forecast.Forecast`."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def model_version(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def step_seconds(self) -> int: ...
+    @property
+    def p50(self) -> np.ndarray: ...
+    @property
+    def p90(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    start: datetime
+    p50_tps: float
+    p90_tps: float
+    #: Replicas that must be ready when the step starts (after the stabilization hold).
+    replicas: int
+    #: When the last of those replicas must be created: ``start - warmup``.
+    request_at: datetime
+    #: What the step's replicas need in total.
+    cpu_cores: float
+    memory_bytes: float
+    bandwidth_bits: float
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    service: str
+    model_version: str
+    made_at: datetime
+    step_seconds: int
+    warmup_seconds: float
+    min_replicas: int
+    steps: tuple[PlanStep, ...]
+
+    def floor_at(self, when: datetime) -> int:
+        """Replicas to have (ready or warming) at ``when``: the largest need of any step that
+        overlaps ``[when, when + warmup]``; the profile minimum outside the horizon."""
+        until = when + timedelta(seconds=self.warmup_seconds)
+        step = timedelta(seconds=self.step_seconds)
+        needs = [s.replicas for s in self.steps if s.start <= until and s.start + step > when]
+        return max([self.min_replicas, *needs])
+
+    def next_peak(self) -> PlanStep | None:
+        """The first step with the largest P90 in the horizon."""
+        if not self.steps:
+            return None
+        return max(self.steps, key=lambda s: (s.p90_tps, -s.start.timestamp()))
+
+    def warmup_window(self) -> tuple[datetime, datetime] | None:
+        """When pods are being created ahead of the next peak: from the request time of the
+        first step of the climb that ends at the peak, until the peak starts."""
+        peak = self.next_peak()
+        if peak is None:
+            return None
+        index = self.steps.index(peak)
+        first = index
+        while first > 0 and self.steps[first - 1].replicas < self.steps[first].replicas:
+            first -= 1
+        return self.steps[first].request_at, peak.start
+
+    def annotation(self, floor: int) -> dict[str, Any]:
+        """The JSON stored in ``harbinger.io/plan`` on the Deployment."""
+        peak = self.next_peak()
+        return {
+            "service": self.service,
+            "replicas": floor,
+            "made_at": rfc3339(self.made_at),
+            "model_version": self.model_version,
+            "next_peak": rfc3339(peak.start) if peak else None,
+            "peak_tps": round(peak.p90_tps, 3) if peak else None,
+            "peak_replicas": peak.replicas if peak else None,
+            "cpu_cores": round(peak.cpu_cores, 3) if peak else None,
+            "memory_bytes": round(peak.memory_bytes) if peak else None,
+            "bandwidth_bits": round(peak.bandwidth_bits) if peak else None,
+            "warmup_seconds": self.warmup_seconds,
+        }
+
+
+def rfc3339(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan_service(
+    forecast: ForecastLike,
+    profile: CapacityProfile,
+    now: datetime,
+    *,
+    stabilization_seconds: float,
+) -> ServicePlan:
+    """Turn one service's forecast into a plan (see the module docstring)."""
+    source = f"forecast for {forecast.service}"
+    p50 = np.asarray(forecast.p50, dtype=np.float64)
+    p90 = np.asarray(forecast.p90, dtype=np.float64)
+    if p50.shape != p90.shape or p50.ndim != 1:
+        raise InvalidInput(f"p50 and p90 must be 1-D arrays of one length, got {p50.shape} and {p90.shape}",
+                           source=source)
+    if not (np.all(np.isfinite(p90)) and np.all(np.isfinite(p50))) or np.any(p90 < 0) or np.any(p50 < 0):
+        raise InvalidInput("the forecast has negative or non-finite values", source=source)
+    if forecast.step_seconds <= 0:
+        raise InvalidInput(f"step_seconds must be positive, got {forecast.step_seconds}", source=source)
+    if forecast.start.tzinfo is None:
+        raise InvalidInput("the forecast's start has no time zone", source=source)
+
+    step = timedelta(seconds=forecast.step_seconds)
+    raw = [profile.replicas_for(float(tps)) for tps in p90]
+    held = hold_scale_down(raw, max(0, math.ceil(stabilization_seconds / forecast.step_seconds)))
+    warmup = timedelta(seconds=profile.warmup_seconds)
+    steps = []
+    for i, replicas in enumerate(held):
+        start = forecast.start + i * step
+        per_replica = float(p90[i]) / replicas if replicas else 0.0
+        steps.append(PlanStep(
+            start=start,
+            p50_tps=float(p50[i]),
+            p90_tps=float(p90[i]),
+            replicas=replicas,
+            request_at=start - warmup,
+            cpu_cores=replicas * profile.cpu_cores_for(per_replica),
+            memory_bytes=replicas * profile.memory_bytes_for(per_replica),
+            bandwidth_bits=replicas * profile.bandwidth_bits_for(per_replica),
+        ))
+    return ServicePlan(
+        service=forecast.service,
+        model_version=forecast.model_version,
+        made_at=now,
+        step_seconds=forecast.step_seconds,
+        warmup_seconds=profile.warmup_seconds,
+        min_replicas=profile.min_replicas,
+        steps=tuple(steps),
+    )
+
+
+def hold_scale_down(needs: Sequence[int], window_steps: int) -> list[int]:
+    """Each value becomes the max of itself and the ``window_steps`` values before it."""
+    out = []
+    for i in range(len(needs)):
+        out.append(max(needs[max(0, i - window_steps) : i + 1]))
+    return out
+
+
+class FloorHold:
+    """Holds a floor up for ``window_seconds`` after it was last recommended, the way the
+    HPA holds scale-down: the applied value is the max of every recommendation in the window.
+
+    Used by the controller across runs (seeded from what is on the cluster, so a new leader
+    does not drop a floor its predecessor raised) and by the replay, identically.
+    """
+
+    def __init__(self, window_seconds: float) -> None:
+        self.window = timedelta(seconds=window_seconds)
+        self._recent: deque[tuple[datetime, int]] = deque()
+
+    def update(self, now: datetime, recommended: int) -> int:
+        self._recent.append((now, recommended))
+        while self._recent and self._recent[0][0] < now - self.window:
+            self._recent.popleft()
+        return max(value for _, value in self._recent)
