@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ class Incident:
     kind: FaultKind
 
 
-def _incident(row: dict[str, Any], *, source: str, line: int) -> Incident:
+def _incident(row: dict[str, Any], *, source: str, line: int | None) -> Incident:
     missing = [key for key in ("time", "service", "kind") if not str(row.get(key) or "").strip()]
     if missing:
         raise InvalidInput(f"missing {', '.join(missing)}", source=source, line=line)
@@ -63,9 +62,7 @@ def parse_history(text: str, *, source: str, json_format: bool) -> list[Incident
             raise InvalidInput(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from exc
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
             raise InvalidInput("expected a JSON list of {time, service, kind} objects", source=source)
-        return [_incident(item, source=f"{source}[{i}]", line=None or 0) if False else
-                _incident(item, source=f"{source}: item {i}", line=None)  # type: ignore[arg-type]
-                for i, item in enumerate(data)]
+        return [_incident(item, source=f"{source}: item {i}", line=None) for i, item in enumerate(data)]
     reader = csv.DictReader(io.StringIO(text))
     header = set(reader.fieldnames or [])
     if not {"time", "service", "kind"} <= header:
@@ -90,16 +87,19 @@ class FailureWeights:
     by_service_kind: dict[tuple[str, FaultKind], float]
 
     @classmethod
-    def of(cls, incidents: list[Incident], *, now: datetime | None = None, half_life_days: float = 90.0) -> FailureWeights:
+    def of(
+        cls, incidents: list[Incident], *, now: datetime | None = None, half_life_days: float = 90.0
+    ) -> FailureWeights:
         now = now or datetime.now(UTC)
-        by_service: Counter[str] = Counter()
-        by_kind: Counter[tuple[str, FaultKind]] = Counter()
+        by_service: dict[str, float] = {}
+        by_kind: dict[tuple[str, FaultKind], float] = {}
         for incident in incidents:
             age_days = max((now - incident.time).total_seconds(), 0.0) / 86400
             weight = math.pow(0.5, age_days / half_life_days)
-            by_service[incident.service] += weight
-            by_kind[(incident.service, incident.kind)] += weight
-        return cls(dict(by_service), dict(by_kind))
+            by_service[incident.service] = by_service.get(incident.service, 0.0) + weight
+            key = (incident.service, incident.kind)
+            by_kind[key] = by_kind.get(key, 0.0) + weight
+        return cls(by_service, by_kind)
 
     def service(self, name: str) -> float:
         return self.by_service.get(name, 0.0)

@@ -85,9 +85,12 @@ def describe(bits: int) -> str:
         return "-" + describe(-bits)
     for unit, suffix in _UNITS:
         if bits >= unit:
-            scaled = bits / unit
-            digits = 0 if scaled >= 100 else 1 if scaled >= 10 else 2
-            factor = 10**digits
-            text = f"{math.floor(scaled * factor) / factor:.{digits}f}".rstrip("0").rstrip(".")
+            whole = bits // unit
+            digits = 0 if whole >= 100 else 1 if whole >= 10 else 2
+            # Integer arithmetic: floats would print 2.9G as 2.89G.
+            scaled = bits * 10**digits // unit
+            text = str(scaled) if not digits else f"{scaled // 10**digits}.{scaled % 10**digits:0{digits}d}"
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
             return text + suffix
     return str(bits)

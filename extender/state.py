@@ -63,7 +63,9 @@ class ClusterState:
         self.assumed_placement_seconds = assumed_placement_seconds
         self._clock = clock
         self.slots: dict[str, int] = {}
-        self.slot_names: list[str] = []
+        # Slot 0 is a sentinel that is never a node: names the cache has not seen map to
+        # it, so lookups need no branch ("unknown" reads as not known, no capacity).
+        self.slot_names: list[str] = [""]
         self._free_slots: list[int] = []
         size = initial_slots
         self.known: npt.NDArray[np.bool_] = np.zeros(size, dtype=np.bool_)
@@ -99,6 +101,7 @@ class ClusterState:
 
     # --- slots -------------------------------------------------------------------------
     def slot_of(self, name: str) -> int:
+        """The slot of ``name``, allocated on first sight (pods may arrive before their node)."""
         slot = self.slots.get(name)
         if slot is not None:
             return slot

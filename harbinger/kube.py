@@ -43,7 +43,7 @@ async def new_api_client(kubeconfig: Path | str | None = None, context: str | No
         await config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
     else:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException as exc:
             raise InvalidInput(
                 "no kubeconfig given, none at $KUBECONFIG or ~/.kube/config, and not running in a cluster"

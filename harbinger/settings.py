@@ -51,6 +51,13 @@ class WebhookSettings(ServerSettings):
     max_memory_bytes: int = Field(16 * 2**30, gt=0)
     #: How often the forecast cache is refreshed in the background.
     forecast_refresh_seconds: float = Field(60.0, gt=0)
+    #: On a cache miss a review waits at most this long for the model; the run goes on in
+    #: the background either way (the apiserver gives the whole review 2 s).
+    forecast_miss_budget_seconds: float = Field(0.5, gt=0, le=1.5)
+    #: Where a service's recent traffic comes from for its model: PromQL with ``{service}``.
+    prometheus_url: str = "http://prometheus.monitoring.svc:9090"
+    history_query: str = 'sum(rate(istio_requests_total{destination_service_name="{service}"}[5m]))'
+    history_lookback_seconds: float = Field(8 * 86400.0, gt=0)
     chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
 
 
@@ -60,6 +67,10 @@ class ExtenderSettings(ServerSettings):
     #: A placement the extender scored is counted against its node until the watch shows
     #: the pod bound there, or for this long, whichever comes first.
     assumed_placement_seconds: float = Field(30.0, gt=0)
+    #: Whether a node that declares no ``harbinger.io/bandwidth`` may take a pod that
+    #: declares bandwidth (it then scores lowest on bandwidth). False keeps such pods on
+    #: nodes with proven headroom only.
+    admit_undeclared_nodes: bool = True
 
 
 class PlannerSettings(BaseModel):
@@ -79,6 +90,19 @@ class ChaosSettings(BaseModel):
     fault_ttl_seconds: float = Field(300.0, gt=0)
     dwell_seconds: float = Field(30.0, gt=0)
     reports_dir: Path = Path("chaos-reports")
+    #: Steady state is measured this long before the first fault.
+    baseline_seconds: float = Field(30.0, gt=0)
+    sample_interval_seconds: float = Field(2.0, gt=0)
+    #: PromQL rate window; at least a few scrape intervals.
+    query_window_seconds: float = Field(30.0, gt=0)
+    #: After rollback, keep sampling this long so the report shows the recovery.
+    recovery_seconds: float = Field(10.0, ge=0)
+    #: ``sidecar`` (the chaos sidecar's metrics) or ``istio`` (istio_requests_total).
+    query_preset: str = Field("sidecar", pattern="^(sidecar|istio)$")
+    #: Label matchers picking one service's series; ``{service}`` and ``{namespace}`` are filled in.
+    query_selector: str | None = None
+    #: Controller: how often it looks for due rehearsals and sweeps expired faults.
+    controller_interval_seconds: float = Field(30.0, gt=0)
 
 
 class Settings(BaseSettings):

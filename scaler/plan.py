@@ -137,7 +137,8 @@ def plan_service(
 
     step = timedelta(seconds=forecast.step_seconds)
     raw = [profile.replicas_for(float(tps)) for tps in p90]
-    held = hold_scale_down(raw, max(0, math.ceil(stabilization_seconds / forecast.step_seconds)))
+    # Only whole steps can be held inside the plan; finer holds are the FloorHold's job.
+    held = hold_scale_down(raw, int(stabilization_seconds // forecast.step_seconds))
     warmup = timedelta(seconds=profile.warmup_seconds)
     steps = []
     for i, replicas in enumerate(held):

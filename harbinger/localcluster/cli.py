@@ -98,7 +98,8 @@ def _up(state_dir: Path, port: int, timeout: float) -> int:
             raise ClusterError("the local cluster failed to start:\n" + "\n".join(tail))
         if time.monotonic() > deadline:
             process.terminate()
-            raise ClusterError(f"the local cluster was not ready within {timeout:.0f}s; see {state_dir / 'cluster.log'}")
+            log_path = state_dir / "cluster.log"
+            raise ClusterError(f"the local cluster was not ready within {timeout:.0f}s; see {log_path}")
         time.sleep(0.2)
     print(f"local cluster up. Try: kubectl --kubeconfig {state_dir / 'kubeconfig'} get nodes")
     return 0

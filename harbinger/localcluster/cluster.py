@@ -368,7 +368,8 @@ def _insecure_tls() -> ssl.SSLContext:
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    with contextlib.suppress(OSError, urllib.error.URLError):
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:
-            return bool(response.status == 200)
+    with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(
+        url, timeout=2, context=context
+    ) as response:
+        return bool(response.status == 200)
     return False

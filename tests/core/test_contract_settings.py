@@ -51,5 +51,5 @@ def test_bad_settings_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     config = tmp_path / "bad.yaml"
     config.write_text("webhook: [unclosed\n")
     monkeypatch.setenv("HARBINGER_CONFIG", str(config))
-    with pytest.raises(InvalidInput, match="bad.yaml"):
+    with pytest.raises(InvalidInput, match=r"bad\.yaml"):
         load_settings()

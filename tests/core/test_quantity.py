@@ -27,7 +27,7 @@ def test_parses_kubernetes_quantities(text: str, expected: Decimal) -> None:
 
 @pytest.mark.parametrize("text", ["", "M", "10 M", "10MB", "ten", "1.2.3", "--1", "10Mi5"])
 def test_refuses_what_is_not_a_quantity_and_names_the_field(text: str) -> None:
-    with pytest.raises(InvalidInput, match="annotation kubernetes.io/egress-bandwidth"):
+    with pytest.raises(InvalidInput, match=r"annotation kubernetes\.io/egress-bandwidth"):
         parse_quantity(text, what="annotation kubernetes.io/egress-bandwidth")
 
 

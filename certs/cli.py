@@ -1,0 +1,57 @@
+"""``harbinger certs --out DIR --hosts NAMES [--secret NS/NAME --kubeconfig K] [--inject-webhook NAME]``.
+
+Makes a CA and a serving certificate for NAMES, then, in this order so that a failure
+half-way leaves every server still trusted: injects the CA into the webhook
+configuration's ``caBundle`` (next to the previous CA), stores the set as a Secret,
+writes ``tls.crt``, ``tls.key`` and ``ca.crt`` into DIR. Every argument is checked,
+and the webhook configuration looked up, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, store_secret
+from certs.serving import ServingSet, issue_serving_set, parse_hosts
+from harbinger.errors import InvalidInput
+from harbinger.kube import api_client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory for tls.crt, tls.key and ca.crt")
+    parser.add_argument("--hosts", required=True,
+                        help="comma-separated DNS names and IPs for the certificate "
+                             "(e.g. harbinger-webhook.harbinger-system.svc,127.0.0.1)")
+    parser.add_argument("--days", type=int, default=365, help="validity of the serving certificate (default 365)")
+    parser.add_argument("--secret", help="also store the set as this kubernetes.io/tls Secret (NAMESPACE/NAME)")
+    parser.add_argument("--inject-webhook", metavar="NAME",
+                        help="put the CA into this MutatingWebhookConfiguration's caBundle")
+    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default $KUBECONFIG, then in-cluster)")
+
+
+def run(args: argparse.Namespace) -> int:
+    hosts = parse_hosts(args.hosts)
+    if not 1 <= args.days <= 3650:
+        raise InvalidInput(f"{args.days} is outside 1..3650", source="--days")
+    if args.out.exists() and not args.out.is_dir():
+        raise InvalidInput("exists and is not a directory", source=f"--out {args.out}")
+    secret = parse_secret_ref(args.secret) if args.secret else None
+    serving = issue_serving_set(hosts, days=args.days)
+    if secret or args.inject_webhook:
+        asyncio.run(_apply(args, serving, secret))
+    serving.write(args.out)
+    print(f"wrote {args.out}/tls.crt, tls.key, ca.crt for {', '.join(hosts)}")
+    return 0
+
+
+async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[str, str] | None) -> None:
+    async with api_client(args.kubeconfig) as api:
+        if args.inject_webhook:
+            await read_webhook_configuration(api, args.inject_webhook)  # fail before writing anything
+            await inject_ca_bundle(api, args.inject_webhook, serving.ca_pem)
+            print(f"injected the CA into MutatingWebhookConfiguration {args.inject_webhook}")
+        if secret:
+            await store_secret(api, *secret, serving)
+            print(f"stored Secret {secret[0]}/{secret[1]}")

@@ -1,0 +1,88 @@
+"""Scheduled rehearsals: run each planned experiment in its window, one at a time, and
+keep the cluster clean.
+
+On start the controller sweeps every fault a previous controller left (it is the only
+one: its Deployment runs one replica with the Recreate strategy). Then, every
+``controller_interval_seconds``: sweep expired faults, re-read the plan, and run the
+highest-ranked experiment whose window is open and still long enough for it. Each
+(experiment, window) runs once; its report goes to ``reports_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from chaos.backends.base import FaultBackend
+from chaos.experiment import Experiment, load_experiments
+from chaos.monitor import Monitor
+from chaos.record import RunRecord
+from chaos.report import write_report
+from chaos.runner import RunConfig, run_experiment
+from harbinger.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+Sweep = Callable[[bool], Awaitable[int]]
+BackendFactory = Callable[[Experiment], FaultBackend]
+
+
+def due(experiments: list[Experiment], now: datetime, done: set[tuple[str, datetime]],
+        config: RunConfig) -> Experiment | None:
+    """The first experiment (in rank order) whose window is open, long enough, and not yet used."""
+    for experiment in experiments:
+        window = experiment.window
+        if window is None or not window.contains(now) or (experiment.name, window.start) in done:
+            continue
+        needed = experiment.total_seconds(config.dwell_seconds, config.baseline_seconds)
+        if now + timedelta(seconds=needed) <= window.end:
+            return experiment
+    return None
+
+
+async def run_controller(
+    plan: Path, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
+    monitor: Monitor, sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
+) -> list[RunRecord]:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    swept = await sweep(True)
+    if swept:
+        log.warning("swept %d fault(s) left by a previous controller", swept)
+    done: set[tuple[str, datetime]] = set()
+    records: list[RunRecord] = []
+    experiments: list[Experiment] = []
+    try:
+        while not stop.is_set():
+            await sweep(False)
+            try:
+                experiments = load_experiments(plan)
+            except InvalidInput as exc:
+                log.error("keeping the previous plan: %s", exc)
+            experiment = due(experiments, datetime.now(UTC), done, config)
+            if experiment is not None and experiment.window is not None:
+                done.add((experiment.name, experiment.window.start))
+                log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
+                record = await run_experiment(experiment, make_backend(experiment), monitor, config, abort=stop,
+                                              handle_signals=False)
+                analysis = write_report(record, reports_dir / record.run_id)
+                log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
+                records.append(record)
+                continue
+            if once:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_seconds)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return records

@@ -1,0 +1,95 @@
+"""Reading forecasts (as ``harbinger forecast`` writes them) and finding what chaos needs in
+them: the predicted peaks, the load in a window, the quietest window.
+
+The forecaster itself lives in ``models/``; this module only reads its output.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chaos.faults import parse_time
+from harbinger.errors import InvalidInput
+from models.forecast import Forecast
+
+
+def forecast_from_json(data: Any, *, source: str) -> Forecast:
+    """The JSON form of :meth:`models.forecast.Forecast.to_json`."""
+    if not isinstance(data, dict):
+        raise InvalidInput("a forecast must be a JSON object", source=source)
+    missing = [k for k in ("service", "start", "step_seconds", "p50", "p90") if k not in data]
+    if missing:
+        raise InvalidInput(f"forecast lacks {', '.join(missing)}", source=source)
+    try:
+        p50 = np.asarray(data["p50"], dtype=float)
+        p90 = np.asarray(data["p90"], dtype=float)
+        step = int(data["step_seconds"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"forecast values must be numbers: {exc}", source=source) from exc
+    if step <= 0:
+        raise InvalidInput("step_seconds must be positive", source=source)
+    if p50.ndim != 1 or p50.shape != p90.shape or p50.size == 0:
+        raise InvalidInput("p50 and p90 must be non-empty lists of the same length", source=source)
+    if not (np.all(np.isfinite(p90)) and np.all(p90 >= 0)):
+        raise InvalidInput("p90 must be finite and non-negative", source=source)
+    start = parse_time(str(data["start"]), what=f"{source}: start")
+    return Forecast(str(data["service"]), str(data.get("model_version", "")), start, step, p50, p90)
+
+
+def load_forecasts(path: Path) -> dict[str, Forecast]:
+    """A JSON file with one forecast object or a list of them; by service."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read forecasts: {exc.strerror}", source=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON: {exc.msg}", source=str(path), line=exc.lineno) from exc
+    items = data if isinstance(data, list) else [data]
+    forecasts = [forecast_from_json(item, source=f"{path}: forecast {i}") for i, item in enumerate(items)]
+    return {f.service: f for f in forecasts}
+
+
+def _index(forecast: Forecast, moment: datetime) -> int:
+    return int((moment - forecast.start).total_seconds() // forecast.step_seconds)
+
+
+def peak_times(forecast: Forecast, *, min_fraction: float = 0.8, min_gap_steps: int = 6) -> list[datetime]:
+    """Start of each predicted peak: local maxima of P90 within ``min_fraction`` of the
+    highest, at least ``min_gap_steps`` apart, in time order."""
+    p90 = forecast.p90
+    top = float(p90.max())
+    if top <= 0:
+        return []
+    order = np.argsort(-p90, kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if p90[i] < min_fraction * top:
+            break
+        if all(abs(int(i) - c) >= min_gap_steps for c in chosen):
+            chosen.append(int(i))
+    return [forecast.start + timedelta(seconds=forecast.step_seconds * i) for i in sorted(chosen)]
+
+
+def max_load(forecast: Forecast, start: datetime, end: datetime) -> float:
+    """The highest P90 over the steps that overlap ``[start, end)``; the nearest step outside the horizon."""
+    first = max(0, min(_index(forecast, start), forecast.horizon_steps - 1))
+    last = max(first, min(_index(forecast, end - timedelta(microseconds=1)), forecast.horizon_steps - 1))
+    return float(forecast.p90[first:last + 1].max())
+
+
+def quietest_window(forecast: Forecast, seconds: float, *, not_before: datetime) -> tuple[datetime, datetime]:
+    """The window of ``seconds`` (whole steps) with the lowest summed P90, starting no earlier than ``not_before``."""
+    steps = max(1, int(np.ceil(seconds / forecast.step_seconds)))
+    first = max(0, _index(forecast, not_before) + (1 if not_before > forecast.start else 0))
+    p90 = forecast.p90
+    if first + steps > p90.size:
+        first = max(0, p90.size - steps)
+    sums = np.convolve(p90[first:], np.ones(steps), mode="valid")
+    best = first + int(np.argmin(sums)) if sums.size else first
+    start = forecast.start + timedelta(seconds=forecast.step_seconds * best)
+    return start, start + timedelta(seconds=forecast.step_seconds * steps)

@@ -1,0 +1,111 @@
+"""What one experiment run did and saw: the input to its report, kept as ``run.json``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from chaos.experiment import Experiment
+from chaos.faults import Fault, validation_message
+from harbinger.errors import InvalidInput
+
+
+class RunStatus(StrEnum):
+    #: Every step held.
+    HELD = "held"
+    #: A watched service left its steady state; faults were rolled back.
+    BREACHED = "breached"
+    #: Stopped by a signal or by the caller before the ramp ended.
+    ABORTED = "aborted"
+    #: The system was outside its SLO before anything was injected; nothing was injected.
+    NOT_STEADY = "not-steady"
+    #: An error (API, Prometheus) ended the run; faults were rolled back.
+    FAILED = "failed"
+
+
+class StepRecord(BaseModel):
+    index: int
+    fault: Fault
+    description: str
+    started: datetime
+    ended: datetime | None = None
+    #: ``held``, ``breached`` or ``aborted``.
+    outcome: str = "running"
+
+
+class SampleRecord(BaseModel):
+    time: datetime
+    #: ``baseline``, ``step`` or ``recovery``.
+    phase: str
+    step_index: int | None
+    service: str
+    error_rate: float | None
+    p99_seconds: float | None
+    throughput_rps: float | None
+
+
+class BaselineRecord(BaseModel):
+    error_rate: float
+    p99_seconds: float
+    throughput_rps: float
+
+
+class BreachRecord(BaseModel):
+    service: str
+    metric: str
+    value: float
+    limit: float
+    step_index: int
+    detected_at: datetime
+
+
+class RollbackRecord(BaseModel):
+    #: Why the faults were removed: ``breach``, ``completed``, ``aborted`` or ``error``.
+    reason: str
+    started: datetime
+    finished: datetime
+    #: From breach detection (or the start of rollback, when no breach) to every fault removed.
+    seconds: float
+    objects_restored: int
+    error: str | None = None
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    experiment: Experiment
+    status: RunStatus
+    started: datetime
+    finished: datetime | None = None
+    targets: list[str] = []
+    dwell_seconds: float
+    baseline: dict[str, BaselineRecord] = {}
+    steps: list[StepRecord] = []
+    samples: list[SampleRecord] = []
+    breach: BreachRecord | None = None
+    rollback: RollbackRecord | None = None
+    notes: list[str] = []
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the run record: {exc.strerror}", source=str(path)) from exc
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"not valid JSON: {exc.msg}", source=str(path), line=exc.lineno) from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput(f"not a chaos run record: {validation_message(exc)}", source=str(path)) from exc

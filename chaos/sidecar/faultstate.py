@@ -1,0 +1,108 @@
+"""The sidecar's view of its fault: read from the annotations file, re-read on change,
+dropped at its expiry whatever the file still says.
+
+The file is polled (cheap: a few hundred bytes) rather than watched with inotify, because
+the kubelet updates downward-API volumes by swapping a symlink, which inotify on the file
+itself does not see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chaos.faults import ActiveFault, fault_from_annotations, format_time
+from chaos.sidecar.metrics import SidecarMetrics
+from chaos.sidecar.podinfo import read_annotations
+from chaos.sidecar.stress import Stress
+from harbinger.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+EFFECTS = ("delay", "abort", "bandwidth", "cpu", "memory")
+
+
+class FaultState:
+    def __init__(self, annotations_file: Path, stress: Stress, metrics: SidecarMetrics) -> None:
+        self.annotations_file = annotations_file
+        self.stress = stress
+        self.metrics = metrics
+        self._declared: ActiveFault | None = None
+        self._last_text: str | None = None
+        self.error: str | None = None
+
+    def current(self, now: datetime | None = None) -> ActiveFault | None:
+        """The fault in force now: declared, valid and not expired."""
+        declared = self._declared
+        if declared is None or declared.expired(now):
+            return None
+        return declared
+
+    def reload(self) -> None:
+        """Re-read the file if it changed. A file that cannot be read as a valid fault means no
+        fault: the sidecar never injects what it does not understand."""
+        try:
+            text = self.annotations_file.read_text()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            text = f"<unreadable: {exc.strerror}>"
+        if text == self._last_text:
+            return
+        self._last_text = text
+        try:
+            annotations = read_annotations(self.annotations_file)
+            declared = fault_from_annotations(annotations, source=str(self.annotations_file))
+            self.error = None
+        except InvalidInput as exc:
+            declared = None
+            self.error = str(exc)
+            self.metrics.annotation_errors.inc()
+            log.warning("ignoring the chaos annotations: %s", exc)
+        if declared != self._declared:
+            log.info("fault now: %s", f"{declared.fault.describe()} until {format_time(declared.expires)}"
+                     if declared else "none")
+        self._declared = declared
+
+    async def sync(self) -> None:
+        """Bring stress and gauges in line with the fault in force now."""
+        active = self.current()
+        fault = active.fault if active else None
+        await self.stress.set(
+            (fault.cpu_cores or 0.0) if fault else 0.0,
+            (fault.memory_bytes or 0) if fault else 0,
+            active.expires.timestamp() if active else 0.0,
+        )
+        effects = set(fault.effects()) if fault else set()
+        for effect in EFFECTS:
+            self.metrics.fault_active.labels(effect=effect).set(1 if effect in effects else 0)
+        self.metrics.fault_expiry.set(active.expires.timestamp() if active else 0)
+        self.metrics.stress_cpu.set(self.stress.cpu_cores)
+        self.metrics.stress_memory.set(self.stress.memory_bytes)
+
+    async def run(self, poll_seconds: float) -> None:
+        try:
+            while True:
+                self.reload()
+                await self.sync()
+                await asyncio.sleep(poll_seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.stress.stop())
+
+    def describe(self) -> dict[str, Any]:
+        active = self.current()
+        return {
+            "active": active is not None,
+            "fault": active.fault.model_dump(exclude_none=True) if active else None,
+            "expires": format_time(active.expires) if active else None,
+            "experiment": active.experiment if active else None,
+            "error": self.error,
+            "stress": {"cpu_cores": self.stress.cpu_cores, "memory_bytes": self.stress.memory_bytes,
+                       "burners": len(self.stress.burner_pids())},
+            "now": format_time(datetime.now(UTC)),
+        }

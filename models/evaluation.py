@@ -1,0 +1,168 @@
+"""Rolling-origin backtest of the forecaster against seasonal-naive and Prophet.
+
+Origins: ``folds`` origins one ``spacing`` apart (default one day), the last one a full
+horizon before the end of the series, so that with a one-day horizon the folds tile the
+last ``folds`` days. Every model is refitted at every origin on the history before it
+(nothing after the origin is seen) and forecasts the full horizon. An origin is dropped
+when less than ``min_train_days`` of history lie before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.baselines import ProphetBaseline, seasonal_naive
+from models.errors import BadRequest, HistoryTooShort
+from models.events import Event
+from models.metrics import FoldErrors, Scores, mase_scale, pooled_scores
+from models.serving import ForecastCore
+from models.training import TrainingConfig, train
+
+HARBINGER = "harbinger"
+NAIVE_DAILY = "seasonal-naive-daily"
+NAIVE_WEEKLY = "seasonal-naive-weekly"
+#: The better (lower MASE) of the daily and weekly seasonal-naive forecasts.
+NAIVE_BEST = "seasonal-naive"
+PROPHET = "prophet"
+BASELINES = ("seasonal-naive", "prophet")
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    folds: int = 10
+    spacing_steps: int | None = None  # None: one day
+    min_train_days: float = 7.0
+    baselines: tuple[str, ...] = BASELINES
+
+
+@dataclass
+class FoldForecast:
+    start: pd.Timestamp
+    actual: np.ndarray
+    p50: dict[str, np.ndarray] = field(default_factory=dict)
+    p90: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class BacktestResult:
+    trace: str
+    step_seconds: int
+    horizon_steps: int
+    scores: dict[str, Scores]
+    folds: list[FoldForecast]
+    seconds: dict[str, float]
+    #: Which seasonal-naive variant was the better one.
+    naive_choice: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"trace": NAME, "models": {model: {mase, smape, under_p90, coverage_p90, ...}}, ...}``."""
+        models = {name: score.to_json() for name, score in self.scores.items()}
+        if self.naive_choice:
+            models[NAIVE_BEST] = {**self.scores[self.naive_choice].to_json(),
+                                  "variant": self.naive_choice.rsplit("-", 1)[-1]}
+        return {
+            "trace": self.trace,
+            "models": models,
+            "folds": len(self.folds),
+            "step_seconds": self.step_seconds,
+            "horizon_steps": self.horizon_steps,
+            "test_start": _iso(self.folds[0].start) if self.folds else None,
+            "fit_seconds": {name: round(value, 2) for name, value in self.seconds.items()},
+        }
+
+
+def fold_origins(n_steps: int, steps_per_day: int, horizon: int, config: BacktestConfig) -> list[int]:
+    spacing = config.spacing_steps or steps_per_day
+    last = n_steps - horizon
+    earliest = int(np.ceil(config.min_train_days * steps_per_day))
+    origins = [last - k * spacing for k in range(config.folds)]
+    return sorted(o for o in origins if o >= earliest)
+
+
+def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | None = None,
+             config: BacktestConfig | None = None, training: TrainingConfig | None = None,
+             progress: Progress | None = None) -> BacktestResult:
+    config = config or BacktestConfig()
+    training = training or TrainingConfig()
+    unknown = set(config.baselines) - set(BASELINES)
+    if unknown:
+        raise BadRequest(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from {', '.join(BASELINES)}")
+    name = service or str(series.name or "series")
+    step = int((series.index[1] - series.index[0]).total_seconds())
+    day = 86_400 // step
+    horizon = training.horizon_steps or day
+    origins = fold_origins(len(series), day, horizon, config)
+    if not origins:
+        raise HistoryTooShort(f"{len(series)} steps: a backtest needs at least {config.min_train_days:g} days "
+                              f"of training plus a {horizon}-step horizon", source=name)
+    values = series.to_numpy(dtype=np.float64)
+    models = [HARBINGER]
+    if "seasonal-naive" in config.baselines:
+        models += [NAIVE_DAILY, NAIVE_WEEKLY]
+    if "prophet" in config.baselines:
+        models.append(PROPHET)
+    errors: dict[str, list[FoldErrors]] = {m: [] for m in models}
+    seconds = dict.fromkeys(models, 0.0)
+    folds: list[FoldForecast] = []
+    for number, origin in enumerate(origins):
+        if progress:
+            progress(number, len(origins), f"fold {number + 1}/{len(origins)}")
+        history = series.iloc[:origin]
+        actual = values[origin : origin + horizon]
+        fold = FoldForecast(start=series.index[origin], actual=actual)
+        scale = mase_scale(values[:origin], day)
+        for model in models:
+            began = time.perf_counter()
+            fold.p50[model], fold.p90[model] = _forecast(model, history, horizon, events, name, training, day)
+            seconds[model] += time.perf_counter() - began
+            errors[model].append(FoldErrors(actual, fold.p50[model], fold.p90[model], scale))
+        folds.append(fold)
+    if progress:
+        progress(len(origins), len(origins), "done")
+    scores = {model: pooled_scores(errors[model]) for model in models}
+    naive_choice = None
+    if NAIVE_DAILY in scores:
+        naive_choice = min((NAIVE_DAILY, NAIVE_WEEKLY), key=lambda m: _or_inf(scores[m].mase))
+    return BacktestResult(trace=name, step_seconds=step, horizon_steps=horizon, scores=scores, folds=folds,
+                          seconds=seconds, naive_choice=naive_choice)
+
+
+def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Event], service: str,
+              training: TrainingConfig, day: int) -> tuple[np.ndarray, np.ndarray]:
+    values = history.to_numpy(dtype=np.float64)
+    if model == HARBINGER:
+        trained = train(history, service=service, events=events, config=training)
+        core = ForecastCore(service, "backtest", trained.spec, trained.p90_band_scale)
+        forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
+        return forecast.p50, forecast.p90
+    if model == NAIVE_DAILY:
+        return seasonal_naive(values, horizon, day)
+    if model == NAIVE_WEEKLY:
+        return seasonal_naive(values, horizon, 7 * day)
+    if model == PROPHET:
+        future = pd.date_range(history.index[-1] + history.index.freq, periods=horizon, freq=history.index.freq) \
+            if history.index.freq is not None else _future_index(history, horizon)
+        prophet = ProphetBaseline(seed=training.seed).fit(history, events, service)
+        return prophet.predict(future)
+    raise BadRequest(f"unknown model {model!r}")
+
+
+def _future_index(history: pd.Series, horizon: int) -> pd.DatetimeIndex:
+    step = history.index[1] - history.index[0]
+    return pd.date_range(history.index[-1] + step, periods=horizon, freq=step)
+
+
+def _or_inf(value: float) -> float:
+    return value if np.isfinite(value) else float("inf")
+
+
+def _iso(moment: pd.Timestamp) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

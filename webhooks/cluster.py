@@ -1,0 +1,138 @@
+"""The webhook's view of the cluster: namespaces and Deployments, read from watch-fed
+stores, never fetched during a review.
+
+:class:`WatchedCluster` keeps two :class:`harbinger.kube.Reflector` caches (every
+namespace, every Deployment) current; :class:`ClusterView` answers the hot path's
+questions from whichever stores it is given, so the same code serves the real
+apiserver and a test that fills the stores by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubernetes_asyncio import client
+
+from harbinger.kube import KubeObject, Reflector, new_api_client
+from webhooks.review import Pod
+
+#: The label the ReplicaSet controller puts on a Deployment's pods; its value is the
+#: suffix of the ReplicaSet's name, ``<deployment>-<pod-template-hash>``.
+POD_TEMPLATE_HASH: str = "pod-template-hash"
+
+
+class Store(Protocol):
+    """A ``key -> object`` store; :class:`Reflector` is one. Read ``store`` on every access:
+    a relist replaces the dict."""
+
+    @property
+    def store(self) -> dict[str, KubeObject]: ...
+
+
+@dataclass
+class StaticStore:
+    """A store filled by hand (tests, benchmarks)."""
+
+    store: dict[str, KubeObject] = field(default_factory=dict)
+
+    def put(self, obj: KubeObject) -> None:
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        self.store[key] = obj
+
+
+def owning_deployment(pod: Pod) -> str | None:
+    """The Deployment that owns a pod at CREATE, from its controlling ReplicaSet's name
+    minus the ``-<pod-template-hash>`` suffix (no ReplicaSet cache needed)."""
+    template_hash = (pod.metadata.labels or {}).get(POD_TEMPLATE_HASH)
+    if not template_hash:
+        return None
+    for owner in pod.metadata.owner_references or []:
+        if owner.kind == "ReplicaSet" and owner.controller is not False:
+            suffix = "-" + template_hash
+            if owner.name.endswith(suffix) and len(owner.name) > len(suffix):
+                return owner.name[: -len(suffix)]
+    return None
+
+
+class ClusterView:
+    def __init__(self, namespaces: Store, deployments: Store) -> None:
+        self._namespaces = namespaces
+        self._deployments = deployments
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The namespace's labels, or None when the cache has not seen it yet."""
+        namespace = self._namespaces.store.get(name)
+        if namespace is None:
+            return None
+        labels = (namespace.get("metadata") or {}).get("labels") or {}
+        return dict(labels)
+
+    def deployment(self, namespace: str, name: str) -> KubeObject | None:
+        return self._deployments.store.get(f"{namespace}/{name}")
+
+
+def deployment_annotations(deployment: KubeObject | None) -> dict[str, str]:
+    if deployment is None:
+        return {}
+    return dict((deployment.get("metadata") or {}).get("annotations") or {})
+
+
+def deployment_replicas(deployment: KubeObject | None) -> Any:
+    """``spec.replicas`` as the apiserver stores it (defaulted to 1)."""
+    if deployment is None:
+        return None
+    return (deployment.get("spec") or {}).get("replicas", 1)
+
+
+class _ReflectorStore:
+    """The store of a reflector that starts later; empty until then."""
+
+    def __init__(self) -> None:
+        self.reflector: Reflector | None = None
+
+    @property
+    def store(self) -> dict[str, KubeObject]:
+        return self.reflector.store if self.reflector else {}
+
+
+class WatchedCluster:
+    """Two reflectors (namespaces, Deployments) over one API client. ``view`` can be handed
+    out before :meth:`start`; it reads empty until the first lists arrive."""
+
+    def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        self._kubeconfig = kubeconfig
+        self._context = context
+        self._api: client.ApiClient | None = None
+        self._namespaces = _ReflectorStore()
+        self._deployments = _ReflectorStore()
+        self.view = ClusterView(self._namespaces, self._deployments)
+
+    def _reflectors(self) -> list[Reflector]:
+        return [r for r in (self._namespaces.reflector, self._deployments.reflector) if r]
+
+    async def start(self) -> None:
+        self._api = await new_api_client(self._kubeconfig, self._context)
+        self._namespaces.reflector = Reflector(client.CoreV1Api(self._api).list_namespace, name="namespaces")
+        self._deployments.reflector = Reflector(
+            client.AppsV1Api(self._api).list_deployment_for_all_namespaces, name="deployments"
+        )
+        for reflector in self._reflectors():
+            reflector.start()
+
+    def synced(self) -> bool:
+        reflectors = self._reflectors()
+        return len(reflectors) == 2 and all(r.synced.is_set() for r in reflectors)
+
+    async def wait_synced(self, timeout: float) -> None:
+        for reflector in self._reflectors():
+            await reflector.wait_synced(timeout)
+
+    async def stop(self) -> None:
+        for reflector in self._reflectors():
+            await reflector.stop()
+        if self._api:
+            await self._api.close()
+            self._api = None

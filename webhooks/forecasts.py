@@ -1,0 +1,267 @@
+"""Where the webhook's forecasts come from: a cache the hot path reads, filled either
+directly (tests, demos) or from trained models refreshed in the background.
+
+The hot path asks one question, :meth:`ForecastProvider.outlook`: "what is this
+service's peak P90 from now to the end of its horizon, and which model said so?".
+A cached forecast answers it with one array lookup. Only on a miss, for a service
+that has a trained model, does :class:`ModelForecasts` run the model inline, bounded
+by ``miss_budget_seconds``; the run goes on in the background when the budget is
+spent, so one slow Prometheus never holds a pod's admission past its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from models.forecast import Forecast
+from webhooks import metrics
+
+log = logging.getLogger(__name__)
+
+
+class ServingModel(Protocol):
+    """What the webhook needs of ``models.serving.Forecaster``."""
+
+    @property
+    def step_seconds(self) -> int: ...
+    def forecast(
+        self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None
+    ) -> Forecast: ...
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """A service's forecast as of one moment: the highest P90 still ahead in the horizon."""
+
+    service: str
+    model_version: str
+    peak_p90_tps: float
+
+
+class ForecastProvider(Protocol):
+    async def outlook(self, service: str, now: datetime) -> Outlook | None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def ready(self) -> bool: ...
+
+
+class _Entry:
+    """A forecast with its suffix maxima, so "peak from step i on" is one index."""
+
+    __slots__ = ("forecast", "peak_from")
+
+    def __init__(self, forecast: Forecast) -> None:
+        p90 = np.nan_to_num(np.asarray(forecast.p90, dtype=float), nan=0.0)
+        self.forecast = forecast
+        # peak_from[i] = max(p90[i:]); reversed running max.
+        self.peak_from = np.maximum.accumulate(p90[::-1])[::-1] if len(p90) else p90
+
+    def outlook(self, now: datetime) -> Outlook | None:
+        """None once the whole horizon lies in the past (a stale forecast says nothing)."""
+        elapsed = (now - self.forecast.start).total_seconds()
+        step = max(math.floor(elapsed / self.forecast.step_seconds), 0) if self.forecast.step_seconds > 0 else 0
+        if step >= len(self.peak_from):
+            return None
+        return Outlook(self.forecast.service, self.forecast.model_version, max(float(self.peak_from[step]), 0.0))
+
+
+class ForecastCache:
+    """Service name -> latest forecast. Reads are dictionary lookups on the event loop."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    def put(self, forecast: Forecast) -> None:
+        self._entries[forecast.service] = _Entry(forecast)
+
+    def cached(self, service: str, now: datetime) -> Outlook | None:
+        entry = self._entries.get(service)
+        return entry.outlook(now) if entry else None
+
+    def services(self) -> list[str]:
+        return list(self._entries)
+
+
+class StaticForecasts(ForecastCache):
+    """Forecasts handed in directly; services without one get no forecast stamps."""
+
+    def __init__(self, forecasts: list[Forecast] | None = None) -> None:
+        super().__init__()
+        for forecast in forecasts or []:
+            self.put(forecast)
+
+    async def outlook(self, service: str, now: datetime) -> Outlook | None:
+        found = self.cached(service, now)
+        metrics.FORECAST_LOOKUPS.labels("hit" if found else "none").inc()
+        return found
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+
+HistorySource = Callable[[str, int], Awaitable[pd.Series]]
+"""``(service, step_seconds) -> recent TPS history`` on the model's grid."""
+
+ModelLoader = Callable[[Path], ServingModel]
+
+#: A service name that can safely be a directory name (no ``/``, no ``..``).
+_SERVICE_DIR = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def load_forecaster(model_dir: Path) -> ServingModel:
+    """``models.serving.Forecaster.load``, imported on first use: onnxruntime loads only
+    once some service actually has a model."""
+    from models.serving import Forecaster
+
+    return Forecaster.load(model_dir)
+
+
+class ModelForecasts(ForecastCache):
+    """Forecasts from trained models in ``models_dir/<service>/``, fed by ``history``.
+
+    A background task re-runs every model that has been asked for, every
+    ``refresh_seconds``, and rescans ``models_dir`` for new or retrained models.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        history: HistorySource,
+        *,
+        refresh_seconds: float = 60.0,
+        miss_budget_seconds: float = 0.5,
+        load_model: ModelLoader = load_forecaster,
+    ) -> None:
+        super().__init__()
+        self.models_dir = models_dir
+        self._history = history
+        self._refresh_seconds = refresh_seconds
+        self._miss_budget = miss_budget_seconds
+        self._load_model = load_model
+        self._available: dict[str, float] = {}  # service -> model dir mtime at last scan
+        self._models: dict[str, tuple[float, ServingModel]] = {}
+        self._wanted: set[str] = set()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._failed_at: dict[str, float] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._scanned = False
+
+    # --- hot path ---------------------------------------------------------------------
+    async def outlook(self, service: str, now: datetime) -> Outlook | None:
+        found = self.cached(service, now)
+        if found:
+            metrics.FORECAST_LOOKUPS.labels("hit").inc()
+            return found
+        if service not in self._available:
+            metrics.FORECAST_LOOKUPS.labels("none").inc()
+            return None
+        self._wanted.add(service)
+        failed_at = self._failed_at.get(service)
+        if failed_at is not None and time.monotonic() - failed_at < self._refresh_seconds:
+            # The last run failed: wait for the background refresh rather than make every
+            # pod of this service pay the budget again.
+            metrics.FORECAST_LOOKUPS.labels("none").inc()
+            return None
+        metrics.FORECAST_LOOKUPS.labels("miss").inc()
+        task = self._compute(service)
+        # shield: when the budget runs out the run goes on and fills the cache for the next pod.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self._miss_budget)
+        return self.cached(service, now)
+
+    # --- background -------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._scan)
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="webhook-forecast-refresh")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._refresher, *self._inflight.values()) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def ready(self) -> bool:
+        return self._scanned
+
+    def _scan(self) -> None:
+        found: dict[str, float] = {}
+        try:
+            for child in self.models_dir.iterdir():
+                if child.is_dir() and _SERVICE_DIR.match(child.name):
+                    found[child.name] = child.stat().st_mtime
+        except OSError as exc:
+            log.warning("cannot list models directory %s: %s", self.models_dir, exc.strerror)
+        self._available = found
+        self._scanned = True
+
+    def _compute(self, service: str) -> asyncio.Task[None]:
+        """One run per service at a time: concurrent misses share it."""
+        task = self._inflight.get(service)
+        if task is None or task.done():
+            task = asyncio.create_task(self._run_model(service), name=f"webhook-forecast-{service}")
+            self._inflight[service] = task
+        return task
+
+    async def _run_model(self, service: str) -> None:
+        try:
+            mtime = self._available[service]
+            loaded = self._models.get(service)
+            if loaded is None or loaded[0] != mtime:  # new or retrained model
+                model = await asyncio.to_thread(self._load_model, self.models_dir / service)
+                self._models[service] = (mtime, model)
+            model = self._models[service][1]
+            history = await self._history(service, model.step_seconds)
+            forecast = await asyncio.to_thread(model.forecast, history)
+            self.put(forecast)
+            self._failed_at.pop(service, None)
+            metrics.FORECAST_RUNS.labels("ok").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bad model or a Prometheus outage must not end the cache
+            self._failed_at[service] = time.monotonic()
+            metrics.FORECAST_RUNS.labels("error").inc()
+            log.warning("forecast for service %s failed: %s", service, exc)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            await asyncio.to_thread(self._scan)
+            for service in sorted(self._wanted & set(self._available)):
+                await self._compute(service)
+
+
+class PrometheusHistory:
+    """Recent TPS of a service from Prometheus, by a PromQL template with ``{service}``."""
+
+    def __init__(self, url: str, query_template: str, lookback_seconds: float) -> None:
+        self.url = url
+        self.query_template = query_template
+        self.lookback = timedelta(seconds=lookback_seconds)
+
+    async def __call__(self, service: str, step_seconds: int) -> pd.Series:
+        from models.prometheus import query_range  # the models package's one Prometheus reader
+
+        end = pd.Timestamp.now(tz="UTC").to_pydatetime()
+        query = self.query_template.replace("{service}", service)
+        return await query_range(self.url, query, end - self.lookback, end, step_seconds, name=service)
