@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -34,22 +35,25 @@ def parse_secret_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
-async def _read_json(response: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(await response.read())
-    return data
+async def _get(read: Awaitable[Any], what: str) -> dict[str, Any] | None:
+    """A GET as raw JSON (so that no field is lost to the client's models); None on 404.
+    Without preloading, the client does not raise on an error status: check it here."""
+    response = await read
+    body: dict[str, Any] = json.loads(await response.read())
+    if response.status == 404:
+        return None
+    if not 200 <= response.status < 300:
+        raise HarbingerError(f"cannot read {what}: HTTP {response.status}: {body.get('message', '')}")
+    return body
 
 
 async def read_webhook_configuration(api: client.ApiClient, name: str) -> dict[str, Any]:
     admission = client.AdmissionregistrationV1Api(api)
-    try:
-        return await _read_json(
-            await admission.read_mutating_webhook_configuration(name, _preload_content=False)
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            raise InvalidInput(f"MutatingWebhookConfiguration {name!r} does not exist",
-                               source="--inject-webhook") from exc
-        raise HarbingerError(f"cannot read MutatingWebhookConfiguration {name!r}: {exc.reason}") from exc
+    what = f"MutatingWebhookConfiguration {name!r}"
+    config = await _get(admission.read_mutating_webhook_configuration(name, _preload_content=False), what)
+    if config is None:
+        raise InvalidInput(f"{what} does not exist", source="--inject-webhook")
+    return config
 
 
 async def inject_ca_bundle(api: client.ApiClient, name: str, ca_pem: bytes) -> bytes:
@@ -89,12 +93,8 @@ async def store_secret(api: client.ApiClient, namespace: str, name: str, serving
             ((CERT_FILE, serving.cert_pem), (KEY_FILE, serving.key_pem), (CA_FILE, serving.ca_pem))}
     labels = {"app.kubernetes.io/part-of": "harbinger"}
     for _attempt in range(_ATTEMPTS):
-        try:
-            current = await _read_json(await core.read_namespaced_secret(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise HarbingerError(f"cannot read Secret {namespace}/{name}: {exc.reason}") from exc
-            current = None
+        current = await _get(core.read_namespaced_secret(name, namespace, _preload_content=False),
+                             f"Secret {namespace}/{name}")
         try:
             if current is None:
                 await core.create_namespaced_secret(namespace, client.V1Secret(

@@ -47,7 +47,7 @@ def due(experiments: list[Experiment], now: datetime, done: set[tuple[str, datet
 
 async def run_controller(
     plan: Path, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
-    monitor: Monitor, sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
+    make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
 ) -> list[RunRecord]:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,8 +71,8 @@ async def run_controller(
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
                 log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
-                record = await run_experiment(experiment, make_backend(experiment), monitor, config, abort=stop,
-                                              handle_signals=False)
+                record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
+                                              abort=stop, handle_signals=False)
                 analysis = write_report(record, reports_dir / record.run_id)
                 log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
                 records.append(record)

@@ -65,12 +65,12 @@ def peak_times(forecast: Forecast, *, min_fraction: float = 0.8, min_gap_steps: 
     top = float(p90.max())
     if top <= 0:
         return []
-    order = np.argsort(-p90, kind="stable")
+    left = np.concatenate(([-np.inf], p90[:-1]))
+    right = np.concatenate((p90[1:], [-np.inf]))
+    local_max = (p90 >= left) & (p90 >= right) & (p90 >= min_fraction * top)
     chosen: list[int] = []
-    for i in order:
-        if p90[i] < min_fraction * top:
-            break
-        if all(abs(int(i) - c) >= min_gap_steps for c in chosen):
+    for i in np.argsort(-p90, kind="stable"):
+        if local_max[i] and all(abs(int(i) - c) >= min_gap_steps for c in chosen):
             chosen.append(int(i))
     return [forecast.start + timedelta(seconds=forecast.step_seconds * i) for i in sorted(chosen)]
 

@@ -123,9 +123,11 @@ def _window(view: _ServiceView, options: GenerateOptions, now: datetime) -> Wind
     return None
 
 
-def _ramp(kind: FaultKind, options: GenerateOptions) -> list[Fault]:
+def _ramp(kind: FaultKind, options: GenerateOptions, allowed: float) -> list[Fault]:
     if kind is FaultKind.LATENCY:
-        return [Fault(delay_ms=ms, delay_percent=options.latency_percent) for ms in options.latency_ms]
+        # Latency rises step by step on a share of requests the blast radius can afford.
+        share = min(options.latency_percent, math.floor(allowed * 100))
+        return [Fault(delay_ms=ms, delay_percent=share) for ms in options.latency_ms] if share >= 1 else []
     if kind is FaultKind.ERROR:
         return [Fault(abort_status=options.error_status, abort_percent=p) for p in options.error_percents]
     if kind is FaultKind.DEPENDENCY_FAILURE:
@@ -228,7 +230,7 @@ def _experiment(
         pods = None if allowed_pods >= capacity.replicas else allowed_pods
     elif not kind.request_level:
         pods = options.resource_pods
-    steps = [s for s in _ramp(kind, options)
+    steps = [s for s in _ramp(kind, options, allowed)
              if degraded_fraction(kind, s, view.profile, capacity, pods) <= allowed + 1e-9]
     if not steps:
         skipped.append(f"{name}: blast radius: even the mildest step degrades too much ({limit_reason})")

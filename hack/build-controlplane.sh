@@ -40,7 +40,7 @@ fetch() { # module-dir
 build_step() { # name, then the command
   local name=$1; shift
   local start=$SECONDS
-  echo "build-controlplane: building $name (first time only; the Kubernetes build takes 10-25 min on 2 cores)..."
+  echo "build-controlplane: building $name (first time only; about 6 min on 2 cores for Kubernetes)..."
   "$@" || die "building $name failed (see the Go output above)"
   echo "build-controlplane: built $name in $((SECONDS - start)) s"
 }

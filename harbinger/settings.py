@@ -82,6 +82,16 @@ class PlannerSettings(BaseModel):
     lease_namespace: str = "harbinger-system"
     lease_duration_seconds: float = Field(15.0, gt=0)
     models_dir: Path = Path("/var/lib/harbinger/models")
+    #: Where the request-rate history that feeds the forecasters comes from.
+    prometheus_url: str = "http://prometheus.istio-system:9090"
+    #: PromQL giving one service's requests/s; ``{service}`` and ``{namespace}`` are filled in.
+    query: str = (
+        'sum(rate(istio_requests_total{destination_workload="{service}",'
+        'destination_workload_namespace="{namespace}",reporter="destination"}[5m]))'
+    )
+    #: ``/metrics``, ``/healthz`` and ``/readyz`` of the planner.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(8080, ge=1, le=65535)
 
 
 class ChaosSettings(BaseModel):

@@ -11,7 +11,6 @@ two forecast peaks does not throw away pods that are needed again minutes later.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -160,8 +160,11 @@ class RollingPlanner:
     history has completed (the forecast cannot change in between)."""
 
     def __init__(self, trace: Trace, profile: CapacityProfile, forecaster: HistoryForecaster,
-                 *, stabilization_seconds: float = 300.0) -> None:
+                 *, history: pd.Series | None = None, stabilization_seconds: float = 300.0) -> None:
         self.trace = trace
+        #: What the forecaster is fed: the trace's rate at any regular step (the model's is cheapest).
+        self.history = trace.rate if history is None else history
+        self._history_step = pd.Timedelta(self.history.index[1] - self.history.index[0])
         self.profile = profile
         self.forecaster = forecaster
         self.stabilization_seconds = stabilization_seconds
@@ -183,11 +186,11 @@ class RollingPlanner:
         return self._floor
 
     def _replan(self, now: datetime) -> None:
-        rate = self.trace.rate
-        end = rate.index.searchsorted(pd.Timestamp(now) - pd.Timedelta(seconds=self.trace.interval_seconds),
-                                      side="right")
-        begin = rate.index.searchsorted(pd.Timestamp(now) - pd.Timedelta(days=HISTORY_DAYS), side="left")
-        forecast = self.forecaster.forecast(rate.iloc[begin:end], now=now)
+        # Only steps that are over by ``now`` are history; the forecaster must not see the future.
+        index = self.history.index
+        end = index.searchsorted(pd.Timestamp(now) - self._history_step, side="right")
+        begin = index.searchsorted(pd.Timestamp(now) - pd.Timedelta(days=HISTORY_DAYS), side="left")
+        forecast = self.forecaster.forecast(self.history.iloc[begin:end], now=now)
         self.forecasts += 1
         self.plan = plan_service(forecast, self.profile, now, stabilization_seconds=self.stabilization_seconds)
         step = timedelta(seconds=forecast.step_seconds)
@@ -197,8 +200,8 @@ class RollingPlanner:
 
 
 def run_harbinger(trace: Trace, profile: CapacityProfile, first: int, last: int,
-                  forecaster: HistoryForecaster) -> Outcome:
-    planner = RollingPlanner(trace, profile, forecaster)
+                  forecaster: HistoryForecaster, history: pd.Series | None = None) -> Outcome:
+    planner = RollingPlanner(trace, profile, forecaster, history=history)
     return run_hpa(trace, profile, first, last, floor=planner.floor, strategy="harbinger")
 
 
@@ -207,6 +210,8 @@ class Replay:
     trace: str
     profile: CapacityProfile
     first_tick: int
+    #: Demand (req/s) at each replayed tick, indexed by time.
+    demand: pd.Series
     hpa: Outcome
     harbinger: Outcome
     oracle: Outcome
@@ -217,17 +222,20 @@ class Replay:
 
 
 def replay(trace: Trace, profile: CapacityProfile, forecaster: HistoryForecaster, *,
-           first_tick: int, last_tick: int | None = None) -> Replay:
+           first_tick: int, last_tick: int | None = None, history: pd.Series | None = None) -> Replay:
     """All three strategies over ticks ``[first_tick, last_tick)``."""
     last = len(trace.demand) if last_tick is None else last_tick
     if not 0 <= first_tick < last <= len(trace.demand):
         raise InvalidInput(f"replay window [{first_tick}, {last}) is outside the trace's {len(trace.demand)} ticks",
                            source=trace.name)
+    times = pd.date_range(trace.tick_time(first_tick), periods=last - first_tick,
+                          freq=pd.Timedelta(seconds=trace.tick_seconds))
     return Replay(
         trace=trace.name,
         profile=profile,
         first_tick=first_tick,
+        demand=pd.Series(trace.demand[first_tick:last], index=times, name=trace.name),
         hpa=run_hpa(trace, profile, first_tick, last),
-        harbinger=run_harbinger(trace, profile, first_tick, last, forecaster),
+        harbinger=run_harbinger(trace, profile, first_tick, last, forecaster, history),
         oracle=run_oracle(trace, profile, first_tick, last),
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.series import counts_to_tps, read_counts_csv
+from models.series import AbsentRows, counts_to_tps, read_counts_csv
 
 TICK_SECONDS = 15
 #: Traces at this interval or finer are access-log counts: an absent row is a zero.
@@ -52,7 +52,7 @@ class Trace:
 def load_trace(path: Path | str, *, tick_seconds: int = TICK_SECONDS) -> Trace:
     """Read a ``timestamp,value`` count CSV (errors name the file and line)."""
     rows = read_counts_csv(path)
-    absent = "zero" if rows.interval_seconds <= ACCESS_LOG_INTERVAL_SECONDS else "missing"
+    absent: AbsentRows = "zero" if rows.interval_seconds <= ACCESS_LOG_INTERVAL_SECONDS else "missing"
     rate = counts_to_tps(rows, step_seconds=rows.interval_seconds, absent=absent, name=Path(path).stem)
     return trace_from_rate(rate, rows.interval_seconds, name=Path(path).stem, tick_seconds=tick_seconds)
 

@@ -1,0 +1,1 @@
+"""The mutating admission webhook: AdmissionReview v1 in, JSONPatch out (see README.md)."""

@@ -100,11 +100,14 @@ class _ReflectorStore:
 
 class WatchedCluster:
     """Two reflectors (namespaces, Deployments) over one API client. ``view`` can be handed
-    out before :meth:`start`; it reads empty until the first lists arrive."""
+    out before :meth:`start`; it reads empty until the first lists arrive. Given ``api``,
+    it uses that client (and leaves closing it to the caller); else it makes its own."""
 
-    def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+    def __init__(self, kubeconfig: Path | None = None, context: str | None = None, *,
+                 api: client.ApiClient | None = None) -> None:
         self._kubeconfig = kubeconfig
         self._context = context
+        self._given_api = api
         self._api: client.ApiClient | None = None
         self._namespaces = _ReflectorStore()
         self._deployments = _ReflectorStore()
@@ -114,7 +117,7 @@ class WatchedCluster:
         return [r for r in (self._namespaces.reflector, self._deployments.reflector) if r]
 
     async def start(self) -> None:
-        self._api = await new_api_client(self._kubeconfig, self._context)
+        self._api = self._given_api or await new_api_client(self._kubeconfig, self._context)
         self._namespaces.reflector = Reflector(client.CoreV1Api(self._api).list_namespace, name="namespaces")
         self._deployments.reflector = Reflector(
             client.AppsV1Api(self._api).list_deployment_for_all_namespaces, name="deployments"
@@ -133,6 +136,6 @@ class WatchedCluster:
     async def stop(self) -> None:
         for reflector in self._reflectors():
             await reflector.stop()
-        if self._api:
+        if self._api and self._api is not self._given_api:
             await self._api.close()
-            self._api = None
+        self._api = None

@@ -105,7 +105,7 @@ class StaticForecasts(ForecastCache):
 
     async def outlook(self, service: str, now: datetime) -> Outlook | None:
         found = self.cached(service, now)
-        metrics.FORECAST_LOOKUPS.labels("hit" if found else "none").inc()
+        (metrics.LOOKUP_HIT if found else metrics.LOOKUP_NONE).inc()
         return found
 
     async def start(self) -> None:
@@ -169,19 +169,19 @@ class ModelForecasts(ForecastCache):
     async def outlook(self, service: str, now: datetime) -> Outlook | None:
         found = self.cached(service, now)
         if found:
-            metrics.FORECAST_LOOKUPS.labels("hit").inc()
+            metrics.LOOKUP_HIT.inc()
             return found
         if service not in self._available:
-            metrics.FORECAST_LOOKUPS.labels("none").inc()
+            metrics.LOOKUP_NONE.inc()
             return None
         self._wanted.add(service)
         failed_at = self._failed_at.get(service)
         if failed_at is not None and time.monotonic() - failed_at < self._refresh_seconds:
             # The last run failed: wait for the background refresh rather than make every
             # pod of this service pay the budget again.
-            metrics.FORECAST_LOOKUPS.labels("none").inc()
+            metrics.LOOKUP_NONE.inc()
             return None
-        metrics.FORECAST_LOOKUPS.labels("miss").inc()
+        metrics.LOOKUP_MISS.inc()
         task = self._compute(service)
         # shield: when the budget runs out the run goes on and fills the cache for the next pod.
         with contextlib.suppress(TimeoutError):

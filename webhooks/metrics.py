@@ -32,3 +32,11 @@ FORECAST_LOOKUPS = Counter(
 FORECAST_RUNS = Counter(
     "harbinger_webhook_forecast_runs", "Model runs (inline or background refresh), by result.", ["result"]
 )
+
+# Children bound once: ``.labels(...)`` on every review costs a lock and a dict lookup.
+STAMP_COUNTERS = {stamp: STAMPS.labels(stamp) for stamp in ("forecast", "resources", "bandwidth", "warmup", "chaos")}
+BAD_ANNOTATIONS = ERRORS.labels("bad_annotation")
+LOOKUP_HIT = FORECAST_LOOKUPS.labels("hit")
+LOOKUP_MISS = FORECAST_LOOKUPS.labels("miss")
+LOOKUP_NONE = FORECAST_LOOKUPS.labels("none")
+ANSWERED = REQUESTS.labels("200")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
 from harbinger import contract, sidecar
@@ -39,6 +40,7 @@ CHAOS_SIDECAR_IMAGE: Final = contract.CHAOS_PREFIX + "sidecar"
 #: The kubelet refuses bandwidth annotations outside [1k, 1P] bits/s.
 MIN_BANDWIDTH_BITS: Final = Decimal(1000)
 MAX_BANDWIDTH_BITS: Final = Decimal(10) ** 15
+DEFAULT_PROFILE: Final = CapacityProfile()
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,9 @@ class Mutator:
         if patch:
             metrics.PATCHED.inc()
             for stamp in decision.stamps:
-                metrics.STAMPS.labels(stamp).inc()
+                metrics.STAMP_COUNTERS[stamp].inc()
         if decision.warnings:
-            metrics.ERRORS.labels("bad_annotation").inc(len(decision.warnings))
+            metrics.BAD_ANNOTATIONS.inc(len(decision.warnings))
             log.warning("pod %s/%s: %s", namespace, pod.metadata.name or "(generated)", "; ".join(decision.warnings))
         return encode_response(request.uid, patch, decision.warnings)
 
@@ -192,13 +194,49 @@ class Mutator:
 # --- reading workload annotations: each bad value becomes a warning, never an error ---------
 
 
+# Annotation texts repeat for every pod of a workload: each is parsed once, bounded caches.
+_CACHE = 4096
+
+
+@lru_cache(maxsize=_CACHE)
+def _quantity(value: str | int | float) -> Decimal:
+    return parse_quantity(value)
+
+
+@lru_cache(maxsize=_CACHE)
+def _profile(text: str) -> CapacityProfile | str:
+    """The profile, or what is wrong with the annotation (CapacityProfile is frozen: shareable)."""
+    try:
+        return profile_from_annotation(text, source=f"annotation {contract.CAPACITY_PROFILE}")
+    except InvalidInput as exc:
+        return str(exc)
+
+
+@lru_cache(maxsize=_CACHE)
+def _plan_replicas(text: str) -> int | None:
+    try:
+        replicas = json.loads(text).get("replicas")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1 else None
+
+
+@lru_cache(maxsize=_CACHE)
+def _moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def _within_limit(request: str, limit: str | int | float | None) -> str:
     """A request never exceeds the container's limit (the apiserver would refuse the pod):
     above it, the request becomes the limit itself."""
     if limit is None:
         return request
     try:
-        return request if parse_quantity(request) <= parse_quantity(limit) else str(limit)
+        return request if _quantity(request) <= _quantity(limit) else str(limit)
     except InvalidInput:
         return request
 
@@ -207,11 +245,8 @@ def _planned_replicas(deployment: dict[str, Any] | None, decision: Decision, whe
     """The planner's ``harbinger.io/plan`` replicas, else the Deployment's, else 1."""
     plan = deployment_annotations(deployment).get(contract.PLAN)
     if plan is not None:
-        try:
-            replicas = json.loads(plan).get("replicas")
-        except (json.JSONDecodeError, AttributeError):
-            replicas = None
-        if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1:
+        replicas = _plan_replicas(plan)
+        if replicas is not None:
             return replicas
         decision.warnings.append(
             f"{where}: annotation {contract.PLAN} is not a JSON object with a positive integer 'replicas'"
@@ -223,25 +258,21 @@ def _planned_replicas(deployment: dict[str, Any] | None, decision: Decision, whe
 def _capacity_profile(workload: dict[str, str], decision: Decision, where: str) -> CapacityProfile | None:
     text = workload.get(contract.CAPACITY_PROFILE)
     if text is None:
-        return CapacityProfile()
-    try:
-        return profile_from_annotation(text, source=f"{where}: annotation {contract.CAPACITY_PROFILE}")
-    except InvalidInput as exc:
-        decision.warnings.append(str(exc) + "; requests and bandwidth not sized")
+        return DEFAULT_PROFILE
+    profile = _profile(text)
+    if isinstance(profile, str):
+        decision.warnings.append(f"{where}: {profile}; requests and bandwidth not sized")
         return None
+    return profile
 
 
 def _rfc3339(workload: dict[str, str], key: str, decision: Decision, where: str) -> datetime | None:
     text = workload.get(key)
     if text is None:
         return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
+    moment = _moment(text)
+    if moment is None:
         decision.warnings.append(f"{where}: annotation {key}={text!r} is not an RFC 3339 time with a zone")
-        return None
     return moment
 
 

@@ -8,6 +8,7 @@ an empty patch: the webhook is idempotent on its own output and
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from harbinger.errors import InvalidInput
@@ -35,9 +36,10 @@ def set_annotations(pod: dict[str, Any], wanted: dict[str, str]) -> JSONPatch:
     ]
 
 
-def _same_quantity(current: Any, wanted: str) -> bool:
+@lru_cache(maxsize=4096)
+def _same_quantity(current: str | int | float, wanted: str) -> bool:
     try:
-        return isinstance(current, str | int | float) and parse_quantity(current) == parse_quantity(wanted)
+        return parse_quantity(current) == parse_quantity(wanted)
     except InvalidInput:
         return False
 
@@ -58,7 +60,7 @@ def set_requests(pod: dict[str, Any], index: int, wanted: dict[str, str]) -> JSO
     return [
         {"op": "add", "path": f"{base}/resources/requests/{escape(name)}", "value": value}
         for name, value in wanted.items()
-        if not _same_quantity(requests.get(name), value)
+        if not (isinstance(current := requests.get(name), str | int | float) and _same_quantity(current, value))
     ]
 
 

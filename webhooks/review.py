@@ -10,10 +10,10 @@ first offending field (``request.uid: Field required``), which the server maps t
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from harbinger.errors import InvalidInput
 
@@ -149,7 +149,7 @@ def encode_response(uid: str, patch: JSONPatch | None = None, warnings: list[str
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(to_json(patch)).decode()
     if warnings:
         response["warnings"] = warnings
-    return json.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": response}).encode()
+    return to_json({"apiVersion": API_VERSION, "kind": KIND, "response": response})

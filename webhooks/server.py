@@ -54,7 +54,7 @@ async def mutate(request: web.Request) -> web.Response:
     except InvalidInput as exc:
         return _error(400, "bad_request", str(exc))
     metrics.LATENCY.observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels("200").inc()
+    metrics.ANSWERED.inc()
     return web.Response(body=answer, content_type=JSON)
 
 

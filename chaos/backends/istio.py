@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_CREATED, OWNED_PATCHED, FaultBackend
+from chaos.backends.optin import require_namespace
 from chaos.experiment import Experiment
 from chaos.faults import Fault, format_time, parse_time
 from harbinger import contract
@@ -92,6 +93,7 @@ class IstioBackend(FaultBackend):
     def __init__(self, experiment: Experiment, api: client.ApiClient) -> None:
         super().__init__(experiment)
         self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
         self.names: list[str] = []
         self.created: set[str] = set()
 
@@ -109,6 +111,7 @@ class IstioBackend(FaultBackend):
         return dict(json.loads(await response.read()))
 
     async def _discover(self) -> None:
+        await require_namespace(self.core, self.namespace, allow_pod_opt_in=False)
         response = await self.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, _preload_content=False)
         items = json.loads(await response.read()).get("items") or []

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_PATCHED, FaultBackend
+from chaos.backends.optin import chaos_allowed, require_namespace
 from chaos.experiment import Experiment
 from chaos.faults import FAULT_KEYS, ActiveFault, Fault, parse_time
 from harbinger import contract
@@ -48,15 +49,18 @@ class PodAnnotationBackend(FaultBackend):
         return [f"pod {self.experiment.namespace}/{name}" for name in self.pods]
 
     async def _select(self) -> list[str]:
+        labels = await require_namespace(self.core, self.experiment.namespace, allow_pod_opt_in=True)
         items = (await _json(self.core.list_namespaced_pod(self.experiment.namespace, _preload_content=False))
                  ).get("items") or []
         names = sorted(
             p["metadata"]["name"] for p in items
             if _is_live(p) and contract.service_of(p["metadata"].get("labels"), p["metadata"].get("annotations"))
             == self.experiment.target
+            and chaos_allowed(self.experiment.namespace, labels, p["metadata"].get("annotations"))
         )
         if not names:
-            raise HarbingerError(f"no running pods of service {self.experiment.target!r} in namespace "
+            raise HarbingerError(f"no running pods of service {self.experiment.target!r} that opted into chaos "
+                                 f"({contract.CHAOS}={contract.CHAOS_ENABLED}) in namespace "
                                  f"{self.experiment.namespace!r}")
         return names[: self.experiment.pods] if self.experiment.pods else names
 

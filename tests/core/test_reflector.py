@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from kubernetes_asyncio import client
 
 from harbinger.kube import KubeObject, Reflector

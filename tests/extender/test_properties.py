@@ -28,7 +28,7 @@ quantities = st.one_of(
     st.text(max_size=6),  # mostly not quantities at all
 )
 node_names = st.one_of(st.sampled_from([*CLUSTER_NODES, "ghost", ""]), st.text(max_size=12))
-annotations = st.dictionaries(
+pod_annotations = st.dictionaries(
     st.sampled_from([contract.WARMUP, contract.INGRESS_BANDWIDTH, contract.EGRESS_BANDWIDTH,
                      contract.SERVICE, "other"]),
     st.one_of(st.just("true"), quantities),
@@ -39,7 +39,7 @@ pods = st.fixed_dictionaries(
         "name": st.text(max_size=8),
         "namespace": st.sampled_from(["shop", "", "kube-system"]),
         "uid": st.one_of(st.just(""), st.uuids().map(str), st.sampled_from(["u1", "u2"])),
-        "annotations": st.one_of(st.none(), annotations),
+        "annotations": st.one_of(st.none(), pod_annotations),
         "labels": st.one_of(st.none(), st.dictionaries(
             st.sampled_from([contract.APP_NAME_LABEL, contract.LEGACY_APP_LABEL]),
             st.sampled_from(["web", "cart"]))),

@@ -1,0 +1,426 @@
+"""Extender benchmark: filter + prioritize latency at 100, 1,000 and 5,000 nodes (in process
+and over HTTP), and the real kube-scheduler's throughput with and without the extender.
+
+Every latency comes with a baseline measured the same way in the same run: in process,
+the least any extender must do (parse the body, write the node names back); over HTTP, a
+bare aiohttp handler doing that on the same server stack. Throughput: 1,000 pods onto
+1,000 KWOK nodes on a LocalCluster of its own, first without the extender, then with
+it (warm-up pods, every one checked; then plain pods, the fast path), as pods/s and the
+ratio to the run without.
+
+Writes bench/results/extender.json and extender.md. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import yaml
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from extender.answer import Extender
+from extender.server import make_app
+from extender.state import ClusterState
+from harbinger import contract
+from harbinger.kube import Reflector, api_client
+from harbinger.localcluster import LocalCluster
+from harbinger.localcluster.cluster import free_port
+from harbinger.serving import serve
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = (100, 1_000, 5_000)
+CALLS = 300
+PODS_PER_NODE = 5
+SERVICES = 50
+THROUGHPUT_NODES = 1_000
+THROUGHPUT_PODS = 1_000
+TARGET_P99_MS = 2.0
+TARGET_RATIO = 0.70
+
+
+# --- the objects ------------------------------------------------------------------------
+def node_name(i: int) -> str:
+    return f"bench-node-{i:05d}.pool-a.example.internal"
+
+
+def scheduler_pod(*, warmup: bool, service: str = "svc-1") -> dict[str, Any]:
+    """A pod as kube-scheduler sends it: the whole object, defaults filled in."""
+    annotations = {contract.WARMUP: "true", contract.EGRESS_BANDWIDTH: "20M", contract.INGRESS_BANDWIDTH: "10M",
+                   contract.PREDICTED_TPS: "412.5", contract.MODEL_VERSION: "v7"} if warmup else {}
+    return {
+        "metadata": {"name": "cart-7d9f8-x2k4q", "generateName": "cart-7d9f8-", "namespace": "shop",
+                     "uid": "6a1f0f6e-93a4-4d55-9d37-3f1c6e0b9a11", "resourceVersion": "123456",
+                     "labels": {contract.APP_NAME_LABEL: service, "pod-template-hash": "7d9f8"},
+                     "annotations": annotations,
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cart-7d9f8",
+                                          "uid": "0b5e", "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {
+            "containers": [{
+                "name": "cart", "image": "registry.example/shop/cart:1.42.0",
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "env": [{"name": f"SETTING_{i}", "value": "x" * 24} for i in range(12)],
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5},
+                "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent",
+            }],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default", "schedulerName": "default-scheduler", "priority": 0,
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                             "tolerationSeconds": 300}],
+        },
+        "status": {"phase": "Pending", "qosClass": "Burstable"},
+    }
+
+
+def loaded_state(nodes: int) -> tuple[ClusterState, list[str]]:
+    """``nodes`` nodes in three zones with 10G each, and PODS_PER_NODE bound pods on each."""
+    state = ClusterState()
+    names = [node_name(i) for i in range(nodes)]
+    for i, name in enumerate(names):
+        state.on_node_event("ADDED", {"metadata": {"name": name, "labels": {
+            contract.NODE_BANDWIDTH: "10G", contract.ZONE_LABEL: f"zone-{i % 3}"}}})
+    for i in range(nodes * PODS_PER_NODE):
+        state.on_pod_event("ADDED", {
+            "metadata": {"name": f"p{i}", "namespace": "shop", "uid": f"bound-{i}",
+                         "labels": {contract.APP_NAME_LABEL: f"svc-{i % SERVICES}"},
+                         "annotations": {contract.EGRESS_BANDWIDTH: f"{10 + i % 90}M",
+                                         contract.INGRESS_BANDWIDTH: f"{5 + i % 40}M"}},
+            "spec": {"nodeName": names[(i * 7919) % nodes]}, "status": {"phase": "Running"}})
+    return state, names
+
+
+def body_for(pod: dict[str, Any], names: list[str]) -> bytes:
+    return json.dumps({"Pod": pod, "Nodes": None, "NodeNames": names}).encode()
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4)}
+
+
+def bare_answer(body: bytes) -> bytes:
+    """The baseline: parse the request and write the node names back, nothing else."""
+    return json.dumps({"NodeNames": json.loads(body)["NodeNames"]}).encode()
+
+
+# --- latency ------------------------------------------------------------------------------
+def in_process(extender: Extender, bodies: dict[str, bytes]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind, body in bodies.items():
+        for verb, call in (("filter", extender.filter), ("prioritize", extender.prioritize)):
+            timings = []
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                status, _ = call(body)
+                timings.append(time.perf_counter() - started)
+                assert status == 200
+            out[f"{kind}_{verb}"] = percentiles(timings)
+        # filter + prioritize, as one scheduling cycle asks both
+        timings = []
+        for _ in range(CALLS):
+            started = time.perf_counter()
+            extender.filter(body)
+            extender.prioritize(body)
+            timings.append(time.perf_counter() - started)
+        out[f"{kind}_filter+prioritize"] = percentiles(timings)
+    baseline = []
+    body = bodies["warmup"]
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        bare_answer(body)
+        baseline.append(time.perf_counter() - started)
+    out["baseline_parse_and_echo"] = percentiles(baseline)
+    return out
+
+
+def baseline_app() -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=bare_answer(await request.read()), content_type="application/json")
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/filter", echo)
+    app.router.add_post("/prioritize", echo)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> Any:
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, host="127.0.0.1", port=port, stop=stop, shutdown_grace_seconds=1))
+    for _ in range(200):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+async def over_http(extender: Extender, bodies: dict[str, bytes]) -> dict[str, Any]:
+    """One call at a time on a kept-alive connection, as kube-scheduler calls an extender."""
+    out: dict[str, Any] = {}
+    headers = {"Content-Type": "application/json"}
+
+    async def measure(url: str, body: bytes, verbs: tuple[str, ...]) -> dict[str, float]:
+        timings = []
+        async with aiohttp.ClientSession(url) as http:
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                for verb in verbs:
+                    async with http.post(f"/{verb}", data=body, headers=headers) as response:
+                        await response.read()
+                        assert response.status == 200
+                timings.append(time.perf_counter() - started)
+        return percentiles(timings)
+
+    async with serving(make_app(extender, ready=lambda: True)) as url:
+        for kind, body in bodies.items():
+            for verbs in (("filter",), ("prioritize",), ("filter", "prioritize")):
+                out[f"{kind}_{'+'.join(verbs)}"] = await measure(url, body, verbs)
+    async with serving(baseline_app()) as url:
+        out["baseline_bare_aiohttp_filter"] = await measure(url, bodies["warmup"], ("filter",))
+        out["baseline_bare_aiohttp_filter+prioritize"] = await measure(url, bodies["warmup"], ("filter", "prioritize"))
+    return out
+
+
+async def latency() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for nodes in SIZES:
+        state, names = loaded_state(nodes)
+        bodies = {"warmup": body_for(scheduler_pod(warmup=True), names),
+                  "plain": body_for(scheduler_pod(warmup=False), names)}
+        extender = Extender(state)
+        results[str(nodes)] = {
+            "request_bytes": len(bodies["warmup"]),
+            "in_process": in_process(extender, bodies),
+            "http": await over_http(extender, bodies),
+        }
+        print(f"  latency at {nodes} nodes done", flush=True)
+    return results
+
+
+# --- the real scheduler -------------------------------------------------------------------
+async def create_nodes(core: client.CoreV1Api, count: int) -> None:
+    resources = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+    semaphore = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            await core.create_node(client.V1Node(
+                metadata=client.V1ObjectMeta(name=f"tp-{i:04d}", labels={
+                    "type": "kwok", contract.NODE_BANDWIDTH: "10G", contract.ZONE_LABEL: f"zone-{i % 3}"}),
+                status=client.V1NodeStatus(allocatable=resources, capacity=resources)))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+    async def schedulable() -> int:
+        nodes = (await core.list_node()).items
+        return sum(1 for n in nodes if not n.spec.taints and any(
+            c.type == "Ready" and c.status == "True" for c in n.status.conditions or []))
+
+    deadline = time.monotonic() + 300
+    while await schedulable() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the benchmark's nodes did not all become Ready and untainted")
+        await asyncio.sleep(1)
+
+
+async def create_pods(core: client.CoreV1Api, namespace: str, count: int, *, warmup: bool) -> None:
+    semaphore = asyncio.Semaphore(32)
+    annotations = {contract.WARMUP: "true", contract.EGRESS_BANDWIDTH: "10M"} if warmup else None
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            await core.create_namespaced_pod(namespace, client.V1Pod(
+                metadata=client.V1ObjectMeta(name=f"p-{i:04d}", annotations=annotations,
+                                             labels={contract.APP_NAME_LABEL: f"svc-{i % 20}"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="app", image="example.invalid/app:1",
+                    resources=client.V1ResourceRequirements(requests={"cpu": "100m", "memory": "64Mi"}))])))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def scheduling_run(cluster: LocalCluster, api: client.ApiClient, label: str, extenders: list[dict[str, Any]],
+                         *, warmup: bool) -> dict[str, Any]:
+    """Stop the scheduler, queue THROUGHPUT_PODS pods, start it, time until all are bound."""
+    core = client.CoreV1Api(api)
+    namespace = f"bench-{label}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    cluster.processes.pop("kube-scheduler").stop()
+    await create_pods(core, namespace, THROUGHPUT_PODS, warmup=warmup)
+
+    bound: set[str] = set()
+    done = asyncio.Event()
+    finished_at = 0.0
+
+    def on_event(kind: str, pod: dict[str, Any], _old: dict[str, Any] | None) -> None:
+        nonlocal finished_at
+        if (pod.get("spec") or {}).get("nodeName"):
+            bound.add(pod["metadata"]["name"])
+            if len(bound) == THROUGHPUT_PODS and not done.is_set():
+                finished_at = time.perf_counter()
+                done.set()
+
+    watcher = Reflector(core.list_namespaced_pod, name=f"bench-{label}", on_event=on_event, namespace=namespace)
+    watcher.start()
+    await watcher.wait_synced(60)
+    await asyncio.to_thread(cluster.restart_scheduler, extenders)
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(done.wait(), timeout=600)
+    finally:
+        await watcher.stop()
+    seconds = finished_at - started
+    return {"pods": THROUGHPUT_PODS, "seconds": round(seconds, 3),
+            "pods_per_second": round(THROUGHPUT_PODS / seconds, 1)}
+
+
+@contextlib.contextmanager
+def extender_process(kubeconfig: Path, port: int) -> Any:
+    """The extender as its own process, as it runs beside kube-scheduler in production."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harbinger.cli", "--log-level=WARNING", "extender",
+         "--kubeconfig", str(kubeconfig), "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the extender exited with {process.returncode}")
+            if _ready(f"http://127.0.0.1:{port}/readyz"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the extender did not become ready")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _ready(url: str) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+        return bool(response.status == 200)
+    return False
+
+
+def extender_config(url: str) -> dict[str, Any]:
+    shipped = Path(__file__).resolve().parents[1] / "manifests" / "base" / "extender" / "scheduler-config.yaml"
+    config = yaml.safe_load(yaml.safe_load(shipped.read_text())["data"]["kube-scheduler.yaml"])
+    return {**config["extenders"][0], "urlPrefix": url}
+
+
+async def throughput() -> dict[str, Any]:
+    with LocalCluster() as cluster:
+        async with api_client(cluster.kubeconfig) as api:
+            await create_nodes(client.CoreV1Api(api), THROUGHPUT_NODES)
+            print("  nodes ready", flush=True)
+            without = await scheduling_run(cluster, api, "without", [], warmup=True)
+            print(f"  without the extender: {without}", flush=True)
+            with extender_process(cluster.kubeconfig, free_port()) as url:
+                config = [extender_config(url)]
+                warm = await scheduling_run(cluster, api, "with-warmup", config, warmup=True)
+                print(f"  with the extender, warm-up pods: {warm}", flush=True)
+                plain = await scheduling_run(cluster, api, "with-plain", config, warmup=False)
+                print(f"  with the extender, plain pods: {plain}", flush=True)
+    return {
+        "nodes": THROUGHPUT_NODES,
+        "without_extender": without,
+        "with_extender_warmup_pods": warm,
+        "with_extender_plain_pods": plain,
+        "ratio_warmup": round(warm["pods_per_second"] / without["pods_per_second"], 3),
+        "ratio_plain": round(plain["pods_per_second"] / without["pods_per_second"], 3),
+        "order": "without, then with (warm-up), then with (plain); earlier runs' pods stay bound, "
+                 "so later runs schedule onto a fuller cluster",
+    }
+
+
+# --- report -------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    load = os.getloadavg()
+    return {
+        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "packages": {p: version(p) for p in ("aiohttp", "numpy", "pydantic", "pydantic-core", "kubernetes-asyncio")},
+        "kubernetes": "v1.37.2 (kube-scheduler from the project's Go build)",
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["# Extender benchmark", "",
+             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
+             f"{result['machine']['python']}, load average at start {result['machine']['load_average_at_start']}.",
+             "", "## filter + prioritize latency (one scheduling cycle: both calls)", "",
+             "| nodes | where | pod | p50 ms | p99 ms | baseline p50 ms | ratio p50 to baseline |",
+             "| ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    for nodes, per in result["latency"].items():
+        for where, key in (("in process", "baseline_parse_and_echo"),
+                           ("HTTP", "baseline_bare_aiohttp_filter+prioritize")):
+            figures = per["in_process" if where == "in process" else "http"]
+            base = figures[key]["p50_ms"]
+            if where == "in process":
+                base = base * 2  # the baseline is one call; a cycle is two
+            for pod in ("warmup", "plain"):
+                f = figures[f"{pod}_filter+prioritize"]
+                lines.append(f"| {nodes} | {where} | {pod} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} | {base:.3f} | "
+                             f"{f['p50_ms'] / base:.2f} |")
+    tp = result["throughput"]
+    lines += ["", f"## real kube-scheduler, {tp['without_extender']['pods']} pods onto {tp['nodes']} KWOK nodes", "",
+              "| run | seconds | pods/s | ratio to without |", "| --- | ---: | ---: | ---: |",
+              f"| without extender | {tp['without_extender']['seconds']} | "
+              f"{tp['without_extender']['pods_per_second']} | 1.00 |",
+              f"| with extender, warm-up pods (checked) | {tp['with_extender_warmup_pods']['seconds']} | "
+              f"{tp['with_extender_warmup_pods']['pods_per_second']} | {tp['ratio_warmup']:.2f} |",
+              f"| with extender, plain pods (fast path) | {tp['with_extender_plain_pods']['seconds']} | "
+              f"{tp['with_extender_plain_pods']['pods_per_second']} | {tp['ratio_plain']:.2f} |",
+              "", f"Run order: {tp['order']}.", "",
+              f"Targets: p99 <= {TARGET_P99_MS} ms per call at 5,000 nodes; throughput with the extender >= "
+              f"{TARGET_RATIO:.0%} of without.", ""]
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    result: dict[str, Any] = {"machine": machine()}
+    print("extender bench: latency", flush=True)
+    result["latency"] = await latency()
+    print("extender bench: real kube-scheduler throughput", flush=True)
+    result["throughput"] = await throughput()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "extender.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "extender.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,346 @@
+"""``harbinger chaos generate|run|report|controller|sweep|sidecar``.
+
+Exit codes: 0 the run held (or the command did its work), 1 a steady state broke or the
+run could not judge it, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from chaos.backends.base import FaultBackend
+from chaos.backends.files import AnnotationsFileBackend, parse_file_mapping, sweep_files
+from chaos.backends.istio import IstioBackend, sweep_virtual_services
+from chaos.backends.pods import PodAnnotationBackend, sweep_pods
+from chaos.experiment import BackendKind, Experiment, FaultKind, Plan, dump, load_experiments
+from chaos.faults import parse_time
+from chaos.monitor import Monitor, PrometheusClient, Queries
+from chaos.record import RunRecord, RunStatus
+from chaos.report import RUN_JSON, write_report
+from chaos.runner import RunConfig, run_experiment
+from harbinger.errors import InvalidInput
+from harbinger.kube import new_api_client
+from harbinger.quantity import parse_nonnegative
+from harbinger.settings import ChaosSettings, load_settings
+from harbinger.sidecar import METRICS_PORT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="chaos_command", metavar="ACTION", required=True)
+
+    gen = sub.add_parser("generate", help="rank experiments from the graph, failure history and forecasts")
+    gen.add_argument("--graph", type=Path, help="dependency graph YAML (services, edges)")
+    gen.add_argument("--graph-from-prometheus", metavar="URL",
+                     help="derive the graph from istio_requests_total caller -> callee edges")
+    gen.add_argument("--graph-from-virtual-services", action="store_true",
+                     help="add services and caller-pinned calls from the cluster's VirtualServices")
+    gen.add_argument("--profiles", type=Path, help="capacity profiles YAML (defaults, services)")
+    gen.add_argument("--forecasts", type=Path, help="forecast JSON (one or a list, as 'harbinger forecast' writes)")
+    gen.add_argument("--history", type=Path, help="failure history CSV or JSON (time, service, kind)")
+    gen.add_argument("--schedule", choices=["before-peak", "low-traffic"], default="before-peak")
+    gen.add_argument("--rehearsal-lead", type=float, default=600.0,
+                     help="seconds between a rehearsal window's end and the peak it rehearses")
+    gen.add_argument("--rehearsal-window", type=float, default=3600.0, help="length of a rehearsal window (s)")
+    gen.add_argument("--backend", choices=[b.value for b in BackendKind], default=BackendKind.SIDECAR.value)
+    gen.add_argument("--kinds", nargs="+", choices=[k.value for k in FaultKind],
+                     help="kinds of experiment to generate (default: all)")
+    gen.add_argument("--namespace", default="default")
+    gen.add_argument("--max", type=int, dest="max_experiments", help="keep only the N riskiest")
+    gen.add_argument("--now", help="RFC 3339 time to plan from (default: now)")
+    gen.add_argument("--out", type=Path, help="write the plan here (.yaml or .json); default: stdout as YAML")
+    _kube_flags(gen)
+
+    run = sub.add_parser("run", help="run one experiment: baseline, ramp, watch, roll back, report")
+    run.add_argument("experiment", type=Path, help="experiment or plan file (YAML or JSON)")
+    run.add_argument("--name", help="which experiment of a plan (default: the only, or the first)")
+    _run_flags(run)
+
+    report = sub.add_parser("report", help="(re)write a run's report.json and report.html and print its summary")
+    report.add_argument("run", type=Path, help="a run directory or its run.json")
+    report.add_argument("--out", type=Path, help="directory for the report (default: the run's)")
+
+    ctl = sub.add_parser("controller", help="run scheduled rehearsals from a plan, sweeping leftover faults")
+    ctl.add_argument("--plan", type=Path, required=True, help="plan file from 'chaos generate' (re-read each cycle)")
+    ctl.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    ctl.add_argument("--cycle", type=float, help="seconds between controller cycles")
+    _run_flags(ctl)
+
+    sweep = sub.add_parser("sweep", help="remove faults left behind (expired ones, or --all)")
+    sweep.add_argument("--all", action="store_true", help="every fault chaos owns, expired or not")
+    sweep.add_argument("--annotations-file", action="append", default=[], metavar="SERVICE=PATH")
+    _kube_flags(sweep)
+
+    side = sub.add_parser("sidecar", help="the fault-injecting proxy the webhook injects next to an application")
+    side.add_argument("--listen", required=True, metavar="HOST:PORT")
+    side.add_argument("--upstream", required=True, metavar="HOST:PORT")
+    side.add_argument("--annotations-file", required=True, type=Path)
+    side.add_argument("--metrics-port", type=int, default=METRICS_PORT)
+    side.add_argument("--poll-seconds", type=float, default=0.2, help="how often the annotations file is re-read")
+    side.add_argument("--max-cpu", type=float, default=2.0, help="most CPU cores stress may burn")
+    side.add_argument("--max-memory", default="64Mi", help="most memory stress may hold (stay below the limit)")
+    side.add_argument("--upstream-timeout", type=float, default=30.0)
+
+
+def _kube_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus-url")
+    parser.add_argument("--annotations-file", action="append", default=[], metavar="SERVICE=PATH",
+                        help="local sidecars: write faults to these annotation files instead of the cluster")
+    parser.add_argument("--query-preset", choices=["sidecar", "istio"])
+    parser.add_argument("--selector", help="PromQL label matchers for one service, with {service}, {namespace}")
+    for flag, what in (("dwell", "seconds each step is held (when the experiment does not say)"),
+                       ("baseline", "seconds of steady state measured first"),
+                       ("interval", "seconds between samples"),
+                       ("window", "PromQL rate window in seconds"),
+                       ("ttl", "seconds each fault lives unless renewed"),
+                       ("recovery", "seconds sampled after rollback")):
+        parser.add_argument(f"--{flag}", type=float, dest=f"{flag}_seconds", help=what)
+    parser.add_argument("--reports-dir", type=Path)
+    _kube_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    command: str = args.chaos_command
+    handlers: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "generate": _generate, "run": _run, "report": _report, "controller": _controller, "sweep": _sweep,
+        "sidecar": _sidecar,
+    }
+    return asyncio.run(handlers[command](args))
+
+
+# --- settings ---------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace) -> ChaosSettings:
+    chaos = load_settings().chaos
+    overrides: dict[str, Any] = {}
+    for flag, field in (("prometheus_url", "prometheus_url"), ("dwell_seconds", "dwell_seconds"),
+                        ("baseline_seconds", "baseline_seconds"), ("interval_seconds", "sample_interval_seconds"),
+                        ("window_seconds", "query_window_seconds"), ("ttl_seconds", "fault_ttl_seconds"),
+                        ("recovery_seconds", "recovery_seconds"), ("reports_dir", "reports_dir"),
+                        ("query_preset", "query_preset"), ("selector", "query_selector")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    if getattr(args, "cycle", None) is not None:
+        overrides["controller_interval_seconds"] = args.cycle
+    return load_settings(chaos={**chaos.model_dump(), **overrides}).chaos
+
+
+def _config(settings: ChaosSettings) -> RunConfig:
+    return RunConfig(dwell_seconds=settings.dwell_seconds, baseline_seconds=settings.baseline_seconds,
+                     sample_interval_seconds=settings.sample_interval_seconds,
+                     fault_ttl_seconds=settings.fault_ttl_seconds, recovery_seconds=settings.recovery_seconds)
+
+
+def _queries(settings: ChaosSettings) -> Queries:
+    queries = Queries.istio() if settings.query_preset == "istio" else Queries()
+    if settings.query_selector:
+        if "{service}" not in settings.query_selector:
+            raise InvalidInput("the selector must contain {service}", source="--selector")
+        queries = queries.model_copy(update={"selector": settings.query_selector})
+    return queries
+
+
+@dataclass
+class _Backends:
+    """Where faults go: local annotation files, or the cluster (pods or VirtualServices)."""
+
+    files: dict[str, list[Path]]
+    api: client.ApiClient | None
+
+    def make(self, experiment: Experiment) -> FaultBackend:
+        if self.files:
+            if experiment.backend is not BackendKind.SIDECAR:
+                raise InvalidInput(f"{experiment.name}: local annotation files serve the sidecar backend only",
+                                   source="--annotations-file")
+            return AnnotationsFileBackend(experiment, self.files)
+        assert self.api is not None
+        if experiment.backend is BackendKind.ISTIO:
+            return IstioBackend(experiment, self.api)
+        return PodAnnotationBackend(experiment, self.api)
+
+    async def sweep(self, everything: bool) -> int:
+        if self.files:
+            return sweep_files([p for paths in self.files.values() for p in paths], everything=everything)
+        assert self.api is not None
+        return await sweep_pods(self.api, everything=everything) + await sweep_virtual_services(
+            self.api, everything=everything)
+
+
+@contextlib.asynccontextmanager
+async def _backends(args: argparse.Namespace) -> AsyncIterator[_Backends]:
+    files = parse_file_mapping(args.annotations_file)
+    if files:
+        yield _Backends(files, None)
+        return
+    api = await new_api_client(args.kubeconfig)
+    try:
+        yield _Backends({}, api)
+    finally:
+        await api.close()
+
+
+# --- commands -----------------------------------------------------------------------------
+
+async def _generate(args: argparse.Namespace) -> int:
+    from chaos import graphsource
+    from chaos.forecasts import load_forecasts
+    from chaos.generate import GenerateOptions, generate
+    from chaos.history import load_history
+    from harbinger.graph import ServiceGraph
+    from harbinger.profile import load_profiles
+
+    if not (args.graph or args.graph_from_prometheus or args.graph_from_virtual_services):
+        raise InvalidInput("give --graph, --graph-from-prometheus or --graph-from-virtual-services", source="generate")
+    services: set[str] = set()
+    edges: set[tuple[str, str]] = set()
+    if args.graph:
+        graph = ServiceGraph.load(args.graph)
+        services |= set(graph.services)
+        edges |= {(caller, callee) for caller, callees in graph.calls.items() for callee in callees}
+    if args.graph_from_prometheus:
+        edges |= await graphsource.edges_from_prometheus(args.graph_from_prometheus)
+    if args.graph_from_virtual_services:
+        async with contextlib.AsyncExitStack() as stack:
+            api = await new_api_client(args.kubeconfig)
+            stack.push_async_callback(api.close)
+            found, vs_edges = graphsource.edges_from_virtual_services(
+                await graphsource.virtual_services(api, args.namespace))
+            services |= found
+            edges |= vs_edges
+    graph = graphsource.merge(services, edges, source="generate")
+    now = parse_time(args.now, what="--now") if args.now else datetime.now(UTC)
+    options = GenerateOptions(
+        namespace=args.namespace, backend=BackendKind(args.backend),
+        kinds=[FaultKind(k) for k in args.kinds] if args.kinds else list(FaultKind), schedule=args.schedule,
+        rehearsal_lead_seconds=args.rehearsal_lead, rehearsal_window_seconds=args.rehearsal_window,
+        max_experiments=args.max_experiments)
+    plan = generate(
+        graph, profiles=load_profiles(args.profiles) if args.profiles else None,
+        forecasts=load_forecasts(args.forecasts) if args.forecasts else None,
+        history=load_history(args.history) if args.history else None, options=options, now=now)
+    if args.out:
+        dump(plan, args.out)
+    else:
+        import yaml
+        sys.stdout.write(yaml.safe_dump(plan.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    _print_ranking(plan)
+    return 0
+
+
+def _print_ranking(plan: Plan) -> None:
+    for rank, exp in enumerate(plan.experiments, start=1):
+        window = f"{exp.window.start:%Y-%m-%d %H:%M}Z" if exp.window else "on demand"
+        print(f"{rank:3d}. {exp.risk:.3f}  {exp.name:40s} {len(exp.steps)} steps  {window}", file=sys.stderr)
+    for reason in plan.skipped:
+        print(f"  skipped: {reason}", file=sys.stderr)
+
+
+def _pick(experiments: list[Experiment], name: str | None, source: str) -> Experiment:
+    if name is None:
+        return experiments[0]
+    for exp in experiments:
+        if exp.name == name:
+            return exp
+    raise InvalidInput(f"no experiment named {name!r} (have: {', '.join(e.name for e in experiments)})",
+                       source=source)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    experiment = _pick(load_experiments(args.experiment), args.name, str(args.experiment))
+    settings = _settings(args)
+    config = _config(settings)
+    async with _backends(args) as backends:
+        backend = backends.make(experiment)
+        await backends.sweep(False)
+        prometheus = PrometheusClient(settings.prometheus_url)
+        try:
+            monitor = Monitor(prometheus, namespace=experiment.namespace,
+                              window_seconds=settings.query_window_seconds, queries=_queries(settings))
+            record = await run_experiment(experiment, backend, monitor, config)
+        finally:
+            await prometheus.close()
+    directory = settings.reports_dir / record.run_id
+    analysis = write_report(record, directory)
+    _print_summary(analysis, directory)
+    return _exit_code(record)
+
+
+def _exit_code(record: RunRecord) -> int:
+    if record.status is RunStatus.HELD:
+        return 0
+    return 130 if record.status is RunStatus.ABORTED else 1
+
+
+def _print_summary(analysis: dict[str, Any], directory: Path) -> None:
+    print(json.dumps({k: analysis[k] for k in ("run_id", "status", "steps_reached", "steps_planned", "breach",
+                                               "resilience_score", "weaknesses")}, indent=2))
+    rollback = analysis.get("rollback")
+    if rollback:
+        print(f"faults removed {rollback['seconds']:.3f}s after {rollback['reason']}", file=sys.stderr)
+    print(f"report: {directory / 'report.html'}", file=sys.stderr)
+
+
+async def _report(args: argparse.Namespace) -> int:
+    path: Path = args.run / RUN_JSON if args.run.is_dir() else args.run
+    record = RunRecord.load(path)
+    directory = args.out or path.parent
+    analysis = write_report(record, directory)
+    _print_summary(analysis, directory)
+    return 0
+
+
+async def _controller(args: argparse.Namespace) -> int:
+    from chaos.controller import run_controller
+
+    settings = _settings(args)
+    queries = _queries(settings)
+    load_experiments(args.plan)  # refuse a bad plan at start, not at the first rehearsal
+    async with _backends(args) as backends:
+        prometheus = PrometheusClient(settings.prometheus_url)
+        try:
+            def monitor_for(experiment: Experiment) -> Monitor:
+                return Monitor(prometheus, namespace=experiment.namespace,
+                               window_seconds=settings.query_window_seconds, queries=queries)
+
+            records = await run_controller(
+                args.plan, config=_config(settings), reports_dir=settings.reports_dir,
+                interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
+                make_monitor=monitor_for, sweep=backends.sweep, once=args.once)
+        finally:
+            await prometheus.close()
+    return 0 if all(r.status is RunStatus.HELD for r in records) else 1
+
+
+async def _sweep(args: argparse.Namespace) -> int:
+    async with _backends(args) as backends:
+        swept = await backends.sweep(args.all)
+    print(f"swept {swept} object(s)", file=sys.stderr)
+    return 0
+
+
+async def _sidecar(args: argparse.Namespace) -> int:
+    from chaos.sidecar.proxy import run_sidecar
+
+    if args.poll_seconds <= 0:
+        raise InvalidInput("must be positive", source="--poll-seconds")
+    await run_sidecar(
+        listen=args.listen, upstream=args.upstream, annotations_file=args.annotations_file,
+        metrics_port=args.metrics_port, poll_seconds=args.poll_seconds, max_cpu_cores=args.max_cpu,
+        max_memory_bytes=int(parse_nonnegative(args.max_memory, what="--max-memory")),
+        upstream_timeout=args.upstream_timeout)
+    return 0

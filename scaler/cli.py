@@ -1,0 +1,142 @@
+"""``harbinger plan`` and ``harbinger simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from harbinger.errors import InvalidInput
+from harbinger.kube import api_client
+from harbinger.serving import add_standard_routes, serve
+from harbinger.settings import PlannerSettings, load_settings
+from scaler.clock import SystemClock
+from scaler.controller import Planner
+from scaler.forecasting import ModelForecasts
+from scaler.inputs import PlannerInputs, load_inputs
+from scaler.leader import LeaderElector
+
+log = logging.getLogger(__name__)
+
+
+# --- harbinger plan --------------------------------------------------------------------
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--interval", type=float, metavar="S", help="seconds between planner runs (default 60)")
+    parser.add_argument("--forecast-only", action="store_true",
+                        help="compute and record plans (log, metrics), change nothing on the cluster")
+    parser.add_argument("--profiles", type=Path, metavar="YAML", help="capacity profiles {defaults, services}")
+    parser.add_argument("--graph", type=Path, metavar="YAML", help="service dependency graph {services, edges}")
+    parser.add_argument("--events", type=Path, metavar="YAML", help="scheduled events for the forecasters")
+    parser.add_argument("--models-dir", type=Path, metavar="DIR", help="trained forecasters, one directory per service")
+    parser.add_argument("--prometheus-url", help="where the request-rate history comes from")
+    parser.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (default 8080)")
+    parser.add_argument("--once", action="store_true",
+                        help="one run (taking the Lease if it is free), print the plans as JSON, exit")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    overrides = {key: value for key, value in {
+        "interval_seconds": args.interval,
+        "forecast_only": True if args.forecast_only else None,
+        "models_dir": args.models_dir,
+        "prometheus_url": args.prometheus_url,
+        "metrics_port": args.metrics_port,
+    }.items() if value is not None}
+    base = load_settings()
+    settings = load_settings(planner=base.planner.model_copy(update=overrides).model_dump(),
+                             kube=base.kube.model_dump())
+    # Bad files are refused here, before the planner talks to the cluster at all.
+    inputs = load_inputs(args.profiles, args.graph, args.events)
+    return asyncio.run(_plan(args, settings.planner, inputs, args.kubeconfig or settings.kube.kubeconfig))
+
+
+async def _plan(args: argparse.Namespace, settings: PlannerSettings, inputs: PlannerInputs,
+                kubeconfig: Path | None) -> int:
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    clock = SystemClock()
+    async with api_client(kubeconfig) as api:
+        elector = LeaderElector(api, name=settings.lease_name, namespace=settings.lease_namespace,
+                                identity=identity, duration_seconds=settings.lease_duration_seconds, clock=clock)
+        forecasts = ModelForecasts(settings.models_dir, settings.prometheus_url, settings.query, inputs.events)
+        planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,
+                          stabilization_seconds=settings.stabilization_seconds,
+                          forecast_only=settings.forecast_only, elector=elector, identity=identity)
+        if args.once:
+            if not settings.forecast_only:
+                await elector.try_acquire_or_renew()
+            try:
+                report = await planner.run_once()
+            finally:
+                await elector.release()
+            print(json.dumps({
+                "outcome": report.outcome,
+                "plans": {s: p.annotation(report.allocation.granted.get(s, report.floors[s])
+                                          if report.allocation else report.floors[s])
+                          for s, p in report.plans.items()},
+                "changes": [c.__dict__ for c in report.changes],
+            }, indent=2, default=str))
+            return 0
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        app = web.Application()
+        add_standard_routes(app, ready=lambda: planner.runs > 0)
+        tasks = [
+            asyncio.create_task(serve(app, host=settings.metrics_host, port=settings.metrics_port, stop=stop)),
+            asyncio.create_task(planner.run(stop, settings.interval_seconds)),
+        ]
+        if not settings.forecast_only:
+            tasks.append(asyncio.create_task(elector.run(stop)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return 0
+
+
+# --- harbinger simulate ----------------------------------------------------------------
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trace", type=Path, required=True, metavar="CSV", help="a timestamp,value count CSV")
+    parser.add_argument("--profile", type=Path, metavar="YAML",
+                        help="capacity profile (default: sized to the trace, see docs/scaling.md)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the three strategies")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="write demand and capacity over time")
+    parser.add_argument("--train-fraction", type=float, default=0.7,
+                        help="share of the trace the forecaster is trained on; the rest is replayed (0.7)")
+    parser.add_argument("--replay-days", type=float, help="replay only this many days after the training part")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from scaler.simulate import SimulationSetup, plot, read_profile, simulate
+
+    if args.replay_days is not None and args.replay_days <= 0:
+        raise InvalidInput(f"must be positive, got {args.replay_days}", source="--replay-days")
+    profile = read_profile(args.profile, args.trace.stem) if args.profile else None
+    result = simulate(args.trace, profile=profile,
+                      setup=SimulationSetup(train_fraction=args.train_fraction, replay_days=args.replay_days))
+    if args.plot:
+        plot(result, args.plot)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        print(f"{result.trace}: {result.profile.rps_per_replica:.4g} req/s per replica, "
+              f"{len(result.demand) * 15 / 86400:.1f} days replayed")
+        for outcome in (result.hpa, result.harbinger, result.oracle):
+            print(f"  {outcome.strategy:<10} {outcome.under_minutes:10.1f} min under capacity "
+                  f"{outcome.replica_hours:12.1f} replica-hours {outcome.changes:8d} changes")
+    return 0

@@ -1,0 +1,286 @@
+"""The planner controller: one run reads the cluster, plans every service, shares short
+capacity bottlenecks first, and (when it leads and may change things) applies the floors.
+
+One run, top to bottom in :meth:`Planner.run_once`:
+
+1. read: opted-in namespaces, their Deployments and HPAs, ready Nodes and their pods;
+2. check: profiles (annotation, file, defaults) and graph, all refused together before
+   anything is written (:func:`scaler.inputs.check_inputs`);
+3. forecast and plan each service (:func:`scaler.plan.plan_service`), hold scale-down
+   (:class:`scaler.plan.FloorHold`);
+4. allocate the increases within the cluster's free capacity
+   (:func:`scaler.allocation.allocate`), callees before callers;
+5. apply, in that order: floor, plan annotations, Event -- unless ``forecast_only`` or
+   another replica holds the Lease, in which case the plans are only logged and exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from harbinger import contract
+from harbinger.errors import InvalidInput
+from harbinger.kube import KubeObject
+from harbinger.quantity import parse_nonnegative
+from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
+from scaler.apply import (
+    Change,
+    annotate_plan,
+    apply_floor,
+    declared_floor,
+    planned_change,
+    raised_floor,
+    record_event,
+)
+from scaler.clock import Clock
+from scaler.forecasting import ForecastSource
+from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs
+from scaler.leader import LeaderElector
+from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLANNED_REPLICAS, RUNS
+from scaler.plan import FloorHold, ServicePlan, plan_service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What one run decided; returned for logs and tests."""
+
+    outcome: str
+    plans: dict[str, ServicePlan] = field(default_factory=dict)
+    floors: dict[str, int] = field(default_factory=dict)
+    allocation: Allocation | None = None
+    changes: list[Change] = field(default_factory=list)
+
+
+class Planner:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        forecasts: ForecastSource,
+        clock: Clock,
+        inputs: PlannerInputs | None = None,
+        stabilization_seconds: float = 300.0,
+        forecast_only: bool = False,
+        elector: LeaderElector | None = None,
+        identity: str = "harbinger-planner",
+        namespaces: frozenset[str] | None = None,
+        node_selector: str | None = None,
+    ) -> None:
+        self.api = api
+        self.forecasts = forecasts
+        self.clock = clock
+        self.inputs = inputs or PlannerInputs()
+        self.stabilization_seconds = stabilization_seconds
+        self.forecast_only = forecast_only
+        self.elector = elector
+        self.identity = identity
+        #: Plan only in these namespaces (still only opted-in ones); None: every opted-in namespace.
+        self.namespaces = namespaces
+        #: Label selector of the Nodes whose free capacity the plans share; None: every Node.
+        self.node_selector = node_selector
+        self.holds: dict[str, FloorHold] = {}
+        self.runs = 0
+
+    # --- one run ---------------------------------------------------------------------
+    async def run_once(self) -> RunReport:
+        try:
+            report = await self._run()
+        except InvalidInput as exc:
+            RUNS.labels("refused").inc()
+            log.error("planner run refused, nothing applied: %s", exc)
+            raise
+        except Exception:
+            RUNS.labels("failed").inc()
+            raise
+        RUNS.labels(report.outcome).inc()
+        self.runs += 1
+        return report
+
+    async def _run(self) -> RunReport:
+        now = self.clock.now()
+        targets = await self._targets()
+        check_inputs(targets, self.inputs)
+        forecasts = await self.forecasts.forecasts({s: t.namespace for s, t in targets.items()}, now)
+
+        plans: dict[str, ServicePlan] = {}
+        floors: dict[str, int] = {}
+        for service, target in targets.items():
+            forecast = forecasts.get(service)
+            if forecast is None:
+                continue
+            plan = plan_service(forecast, target.profile, now, stabilization_seconds=self.stabilization_seconds)
+            plans[service] = plan
+            floors[service] = self._hold(target).update(now, plan.floor_at(now))
+
+        allocation = await self._allocate(targets, plans, floors)
+        for service, plan in plans.items():
+            target = targets[service]
+            labels = (target.namespace, service)
+            PLANNED_REPLICAS.labels(*labels).set(allocation.granted.get(service, floors[service]))
+            ACTUAL_REPLICAS.labels(*labels).set(int((target.deployment.get("status") or {}).get("replicas") or 0))
+            peak = plan.next_peak()
+            PEAK_TPS.labels(*labels).set(peak.p90_tps if peak else 0.0)
+        report = RunReport("forecast_only", plans, floors, allocation)
+        if self.forecast_only:
+            self._log_plans(report, "forecast-only")
+            return report
+        if self.elector is not None and not self.elector.is_leader():
+            report.outcome = "follower"
+            self._log_plans(report, "not the leader")
+            return report
+
+        report.outcome = "applied"
+        for service in allocation.order:
+            if service in plans:
+                change = await self._apply(targets[service], plans[service], allocation.granted[service], now)
+                if change is not None:
+                    report.changes.append(change)
+        return report
+
+    # --- reading the cluster ---------------------------------------------------------
+    async def _targets(self) -> dict[str, Target]:
+        core, apps, autoscaling = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.AutoscalingV2Api(
+            self.api)
+        namespaces = await _items(core.list_namespace(_preload_content=False))
+        opted = {n["metadata"]["name"] for n in namespaces
+                 if contract.is_opted_in(n["metadata"]["name"], n["metadata"].get("labels"))
+                 and (n.get("status") or {}).get("phase") != "Terminating"
+                 and (self.namespaces is None or n["metadata"]["name"] in self.namespaces)}
+        deployments = [d for d in await _items(apps.list_deployment_for_all_namespaces(_preload_content=False))
+                       if d["metadata"]["namespace"] in opted]
+        hpas = [h for h in await _items(
+            autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(_preload_content=False))
+            if h["metadata"]["namespace"] in opted]
+        return build_targets(deployments, hpas, self.inputs.profiles)
+
+    async def free_capacity(self) -> Capacity:
+        """Allocatable CPU, memory and pod slots of Ready, schedulable Nodes, minus what the
+        pods bound to them request."""
+        core = client.CoreV1Api(self.api)
+        selector = {"label_selector": self.node_selector} if self.node_selector else {}
+        nodes = [n for n in await _items(core.list_node(_preload_content=False, **selector)) if _schedulable(n)]
+        pods = await _items(core.list_pod_for_all_namespaces(
+            field_selector="status.phase!=Succeeded,status.phase!=Failed", _preload_content=False))
+        cpu = memory = 0.0
+        slots = 0
+        names = set()
+        for node in nodes:
+            names.add(node["metadata"]["name"])
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            cpu += float(parse_nonnegative(allocatable.get("cpu", 0), what="node allocatable cpu"))
+            memory += float(parse_nonnegative(allocatable.get("memory", 0), what="node allocatable memory"))
+            slots += int(parse_nonnegative(allocatable.get("pods", 0), what="node allocatable pods"))
+        for pod in pods:
+            if (pod.get("spec") or {}).get("nodeName") not in names:
+                continue
+            slots -= 1
+            for container in pod["spec"].get("containers") or []:
+                requests = (container.get("resources") or {}).get("requests") or {}
+                cpu -= float(parse_nonnegative(requests.get("cpu", 0), what="pod cpu request"))
+                memory -= float(parse_nonnegative(requests.get("memory", 0), what="pod memory request"))
+        return Capacity(cpu_cores=max(cpu, 0.0), memory_bytes=max(memory, 0.0), pods=max(slots, 0))
+
+    async def _allocate(self, targets: Mapping[str, Target], plans: Mapping[str, ServicePlan],
+                        floors: Mapping[str, int]) -> Allocation:
+        requests = {}
+        for service, plan in plans.items():
+            target = targets[service]
+            current = max(target.replicas, target.hpa_replicas())
+            cpu, memory = target.per_replica_request()
+            peak = plan.next_peak()
+            serving = max(current, 1) * target.profile.rps_per_replica
+            requests[service] = ScaleRequest(service, current, floors[service], cpu, memory,
+                                             utilization=(peak.p90_tps if peak else 0.0) / serving)
+        increase = any(r.wanted > r.current for r in requests.values())
+        # Only an increase can run out of room; skip listing every pod otherwise.
+        free = await self.free_capacity() if increase else Capacity(float("inf"), float("inf"), 2**31)
+        allocation = allocate(requests, self.inputs.graph, free)
+        # A floor below the current count is a lowering: it needs no room and is not capped.
+        granted = {s: (floors[s] if floors[s] <= requests[s].current else allocation.granted[s]) for s in requests}
+        if allocation.short:
+            log.warning("cluster capacity is short of the plan (free: %s); granted %s, wanted %s",
+                        free, granted, dict(floors))
+        return Allocation(granted=granted, order=allocation.order, short=allocation.short)
+
+    # --- writing -----------------------------------------------------------------------
+    def _hold(self, target: Target) -> FloorHold:
+        hold = self.holds.get(target.service)
+        if hold is None:
+            hold = self.holds[target.service] = FloorHold(self.stabilization_seconds)
+            current = raised_floor(target)
+            if current is not None:
+                # A floor a previous leader raised counts as recommended now, so a failover
+                # does not drop it before its stabilization window is over.
+                hold.update(self.clock.now(), current)
+        return hold
+
+    async def _apply(self, target: Target, plan: ServicePlan, floor: int, now: datetime) -> Change | None:
+        change = planned_change(target, floor)
+        # Back at the declared floor with our annotation still there: write to remove it.
+        stale = raised_floor(target) is not None and change.after == declared_floor(target)
+        write = change.before != change.after or stale
+        try:
+            if write:
+                await apply_floor(self.api, target, change)
+            await annotate_plan(self.api, target, plan, change.after)
+            if change.before != change.after:
+                FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
+                reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
+                peak = plan.next_peak()
+                message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
+                           + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
+                              f"{peak.start:%Y-%m-%dT%H:%M:%SZ}" if peak else ""))
+                await record_event(self.api, target, change, reason, message, now, self.identity)
+                log.info("%s/%s: %s", target.namespace, target.name, message)
+        except ApiException as exc:
+            kind = "conflict" if exc.status == 409 else "api"
+            ERRORS.labels(kind).inc()
+            log.warning("%s/%s: could not apply the floor (%s %s); retrying next run", target.namespace,
+                        target.name, exc.status, exc.reason)
+            return None
+        return change
+
+    def _log_plans(self, report: RunReport, why: str) -> None:
+        for service, plan in report.plans.items():
+            peak = plan.next_peak()
+            log.info("%s (%s): floor %d, next peak %s", service, why,
+                     report.allocation.granted.get(service, report.floors[service]) if report.allocation else 0,
+                     json.dumps(plan.annotation(report.floors[service])["next_peak"]) if peak else "none")
+
+    # --- the loop ----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, interval_seconds: float) -> None:
+        """Run every ``interval_seconds`` until ``stop``; a failed run is logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except InvalidInput:
+                pass  # already logged and counted; the inputs may be fixed before the next run
+            except Exception:
+                log.exception("planner run failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_seconds)
+
+
+def _schedulable(node: KubeObject) -> bool:
+    if (node.get("spec") or {}).get("unschedulable"):
+        return False
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def _items(call: Any) -> list[KubeObject]:
+    response = await call
+    body: dict[str, Any] = json.loads(await response.read())
+    return list(body.get("items") or [])

@@ -1,0 +1,23 @@
+"""The planner's Prometheus metrics, registered once per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+PLANNED_REPLICAS = Gauge(
+    "harbinger_planner_planned_replicas", "Replica floor the plan asks for now (after bottleneck allocation)",
+    ["namespace", "service"])
+ACTUAL_REPLICAS = Gauge(
+    "harbinger_planner_actual_replicas", "Replicas the Deployment has (status.replicas)", ["namespace", "service"])
+PEAK_TPS = Gauge(
+    "harbinger_planner_next_peak_tps", "P90 requests/s of the next predicted peak in the horizon",
+    ["namespace", "service"])
+RUNS = Counter(
+    "harbinger_planner_runs_total",
+    "Planner runs by outcome: applied, forecast_only, follower (not the leader), refused (bad input), failed",
+    ["outcome"])
+ERRORS = Counter("harbinger_planner_errors_total", "Errors by kind", ["kind"])
+FLOOR_CHANGES = Counter(
+    "harbinger_planner_floor_changes_total", "Floors raised or lowered on the cluster",
+    ["namespace", "service", "direction"])
+IS_LEADER = Gauge("harbinger_planner_is_leader", "1 while this replica holds the planner Lease")

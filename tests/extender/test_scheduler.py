@@ -1,0 +1,262 @@
+"""The real kube-scheduler calling the extender, with the extender configuration shipped
+in ``manifests/base/extender`` (only ``urlPrefix`` pointed at the test's port).
+
+Every test makes its own KWOK nodes (unique names, a taint only these tests' pods
+tolerate, and a pool label the pods select), so nothing here mixes with other tests'
+nodes and pods. The scheduler is restored without the extender when the module ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from extender.answer import Extender
+from extender.server import ClusterWatch, make_app, watching
+from extender.state import ClusterState
+from harbinger import contract
+from harbinger.kube import api_client
+from harbinger.localcluster import LocalCluster
+from harbinger.localcluster.cluster import free_port
+from harbinger.serving import serve
+
+CONFIG_MAP = Path(__file__).resolve().parents[2] / "manifests" / "base" / "extender" / "scheduler-config.yaml"
+POOL_LABEL = "harbinger-test/extender-pool"
+TAINT_KEY = "harbinger-test/extender"
+
+
+def shipped_extender_config(url: str) -> dict[str, Any]:
+    """The ``extenders[0]`` of the KubeSchedulerConfiguration in the ConfigMap we ship."""
+    config_map = yaml.safe_load(CONFIG_MAP.read_text())
+    config = yaml.safe_load(config_map["data"]["kube-scheduler.yaml"])
+    (extender,) = config["extenders"]
+    assert extender["nodeCacheCapable"] is True and extender["ignorable"] is True
+    return {**extender, "urlPrefix": url}
+
+
+class Harness:
+    """The extender served in-process on a fixed port, stoppable and restartable."""
+
+    def __init__(self, state: ClusterState, watch: ClusterWatch) -> None:
+        self.state = state
+        self.watch = watch
+        self.port = free_port()
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app: web.Application = make_app(Extender(self.state), ready=self.watch.synced)
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(serve(app, host="127.0.0.1", port=self.port, stop=self._stop,
+                                               shutdown_grace_seconds=1))
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            await asyncio.sleep(0.02)
+        raise RuntimeError("the extender did not start listening")
+
+    async def stop(self) -> None:
+        if self._stop and self._task:
+            self._stop.set()
+            await self._task
+            self._task = None
+
+
+@pytest.fixture(scope="module")
+async def harness(cluster: LocalCluster) -> AsyncIterator[Harness]:
+    state = ClusterState(assumed_placement_seconds=30)
+    async with api_client(cluster.kubeconfig) as api, watching(state, api) as watch:
+        await watch.wait_synced(timeout=30)
+        harness = Harness(state, watch)
+        await harness.start()
+        await asyncio.to_thread(cluster.restart_scheduler, [shipped_extender_config(harness.url)])
+        try:
+            yield harness
+        finally:
+            await asyncio.to_thread(cluster.restart_scheduler, [])
+            await harness.stop()
+
+
+MakeNodes = Callable[[dict[str, dict[str, str]]], Awaitable[str]]
+
+
+@pytest.fixture
+async def make_nodes(kube: client.ApiClient, eventually: Any) -> AsyncIterator[MakeNodes]:
+    """``pool = await make_nodes({"small": {"bandwidth": "1G", "zone": "a", "cpu": "8"}})``:
+    Ready KWOK nodes named ``hx-<pool>-<key>``; deleted after the test."""
+    core = client.CoreV1Api(kube)
+    created: list[str] = []
+
+    async def make(specs: dict[str, dict[str, str]]) -> str:
+        pool = f"hx-{uuid.uuid4().hex[:6]}"
+        names = []
+        for key, spec in specs.items():
+            name = f"{pool}-{key}"
+            labels = {POOL_LABEL: pool, "type": "kwok"}
+            if "bandwidth" in spec:
+                labels[contract.NODE_BANDWIDTH] = spec["bandwidth"]
+            if "zone" in spec:
+                labels[contract.ZONE_LABEL] = spec["zone"]
+            cpu = spec.get("cpu", "8")
+            memory = spec.get("memory", "32Gi")
+            resources = {"cpu": cpu, "memory": memory, "pods": "110"}
+            await core.create_node(client.V1Node(
+                metadata=client.V1ObjectMeta(name=name, labels=labels),
+                spec=client.V1NodeSpec(taints=[client.V1Taint(key=TAINT_KEY, value=pool, effect="NoSchedule")]),
+                status=client.V1NodeStatus(allocatable=resources, capacity=resources),
+            ))
+            created.append(name)
+            names.append(name)
+
+        async def ready() -> bool:
+            # Ready, and the node lifecycle controller has lifted its not-ready taint
+            # (until then the scheduler filters the node out before asking the extender).
+            for name in names:
+                node = await core.read_node(name)
+                if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []):
+                    return False
+                if any(t.key != TAINT_KEY for t in node.spec.taints or []):
+                    return False
+            return True
+
+        await eventually(ready, timeout=60, what=f"KWOK to mark {names} Ready")
+        return pool
+
+    yield make
+    for name in created:
+        with contextlib.suppress(client.ApiException):
+            await core.delete_node(name)
+
+
+def pod_body(name: str, pool: str, *, egress: str | None = None, warmup: bool = False, service: str | None = None,
+             cpu: str | None = None, memory: str | None = None) -> client.V1Pod:
+    annotations: dict[str, str] = {}
+    if egress:
+        annotations[contract.EGRESS_BANDWIDTH] = egress
+    if warmup:
+        annotations[contract.WARMUP] = "true"
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations,
+                                     labels={contract.APP_NAME_LABEL: service} if service else None),
+        spec=client.V1PodSpec(
+            containers=[client.V1Container(name="app", image="example.invalid/app:1",
+                                           resources=client.V1ResourceRequirements(requests=requests or None))],
+            node_selector={POOL_LABEL: pool},
+            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Equal", value=pool, effect="NoSchedule")],
+            termination_grace_period_seconds=0,
+        ),
+    )
+
+
+async def bound_node(core: client.CoreV1Api, namespace: str, name: str, eventually: Any) -> str:
+    async def node() -> str | None:
+        pod = await core.read_namespaced_pod(name, namespace)
+        return pod.spec.node_name or None
+
+    return str(await eventually(node, timeout=60, what=f"pod {name} to be bound"))
+
+
+async def test_warmup_pods_land_only_where_the_headroom_is(
+    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+) -> None:
+    """Three nodes, only one with the bandwidth: a burst of warm-up pods all lands there
+    until it is full; the next one stays Pending with the extender's reason, until room
+    is made."""
+    pool = await make_nodes({"tiny": {"bandwidth": "50M"}, "small": {"bandwidth": "50M"},
+                             "big": {"bandwidth": "500M"}})
+    core = client.CoreV1Api(kube)
+    # Created back to back: the scheduler places them faster than the watch reports the
+    # bindings, so only the assumed placements keep the big node from being overfilled.
+    for i in range(5):
+        await core.create_namespaced_pod(namespace, pod_body(f"warm-{i}", pool, egress="100M", warmup=True))
+    placed = [await bound_node(core, namespace, f"warm-{i}", eventually) for i in range(5)]
+    assert placed == [f"{pool}-big"] * 5
+
+    await core.create_namespaced_pod(namespace, pod_body("one-too-many", pool, egress="100M", warmup=True))
+
+    async def unschedulable() -> str | None:
+        pod = await core.read_namespaced_pod("one-too-many", namespace)
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False" and condition.message:
+                return str(condition.message)
+        return None
+
+    message = await eventually(unschedulable, timeout=60, what="one-too-many to be reported unschedulable")
+    assert "needs 100M egress bandwidth, 0 free of 500M" in message
+    assert "needs 100M egress bandwidth, 50M free of 50M" in message
+    pod = await core.read_namespaced_pod("one-too-many", namespace)
+    assert pod.spec.node_name is None
+
+    async def event_with_reason() -> str | None:
+        events = await core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=one-too-many,reason=FailedScheduling")
+        return next((e.message for e in events.items if "egress bandwidth" in (e.message or "")), None)
+
+    assert await eventually(event_with_reason, timeout=60, what="a FailedScheduling event with the reason")
+
+    # A warm-up pod goes away: the watch frees its bandwidth and the waiting pod fits.
+    await core.delete_namespaced_pod("warm-0", namespace, grace_period_seconds=0)
+    assert await bound_node(core, namespace, "one-too-many", eventually) == f"{pool}-big"
+
+
+async def test_other_pods_are_placed_as_without_the_extender(
+    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+) -> None:
+    """The roomiest node by CPU and memory has almost no bandwidth: a plain pod goes there
+    (the default scoring's choice, the extender has no say), a warm-up pod does not."""
+    pool = await make_nodes({"cpu2": {"bandwidth": "10G", "cpu": "2", "memory": "8Gi"},
+                             "cpu4": {"bandwidth": "10G", "cpu": "4", "memory": "16Gi"},
+                             "cpu8": {"bandwidth": "1M", "cpu": "8", "memory": "32Gi"}})
+    core = client.CoreV1Api(kube)
+    await core.create_namespaced_pod(namespace, pod_body("plain", pool, cpu="1", memory="1Gi"))
+    assert await bound_node(core, namespace, "plain", eventually) == f"{pool}-cpu8"
+
+    await core.create_namespaced_pod(namespace, pod_body("warm", pool, cpu="1", memory="1Gi", egress="10M",
+                                                         warmup=True))
+    assert await bound_node(core, namespace, "warm", eventually) != f"{pool}-cpu8"
+
+
+async def test_one_services_warmup_replicas_spread_over_zones(
+    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+) -> None:
+    pool = await make_nodes({"a1": {"bandwidth": "10G", "zone": "a"}, "a2": {"bandwidth": "10G", "zone": "a"},
+                             "b1": {"bandwidth": "10G", "zone": "b"}, "c1": {"bandwidth": "10G", "zone": "c"}})
+    core = client.CoreV1Api(kube)
+    for i in range(3):
+        await core.create_namespaced_pod(namespace, pod_body(f"cart-{i}", pool, egress="10M", warmup=True,
+                                                             service="cart"))
+    placed = {await bound_node(core, namespace, f"cart-{i}", eventually) for i in range(3)}
+    zones = {name.rsplit("-", 1)[1][0] for name in placed}
+    assert zones == {"a", "b", "c"}
+
+
+async def test_a_stopped_extender_does_not_stop_scheduling(
+    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+) -> None:
+    pool = await make_nodes({"only": {"bandwidth": "1M"}})
+    core = client.CoreV1Api(kube)
+    await harness.stop()
+    try:
+        # The extender would turn this pod down everywhere; with it gone (ignorable: true)
+        # the scheduler places it as if it had never been configured.
+        await core.create_namespaced_pod(namespace, pod_body("unchecked", pool, egress="5G", warmup=True))
+        assert await bound_node(core, namespace, "unchecked", eventually) == f"{pool}-only"
+    finally:
+        await harness.start()

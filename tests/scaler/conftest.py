@@ -1,0 +1,167 @@
+"""Helpers shared by the planner's tests: scripted forecasts, a seasonal-naive stand-in
+for replay tests (never shipped: ``harbinger simulate`` uses the real forecaster), and
+Nodes, Deployments and HPAs on the local control plane."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from kubernetes_asyncio import client
+
+from harbinger import contract
+from models.forecast import Forecast
+from scaler.plan import ForecastLike
+
+TEST_LABEL = "harbinger-test"
+TEST_VALUE = "scaler"
+
+
+def make_forecast(service: str, start: datetime, p90: Sequence[float], *, step_seconds: int = 300,
+                  p50: Sequence[float] | None = None) -> Forecast:
+    values = np.asarray(p90, dtype=np.float64)
+    return Forecast(service=service, model_version="scripted", start=start, step_seconds=step_seconds,
+                    p50=np.asarray(p50, dtype=np.float64) if p50 is not None else values * 0.8, p90=values)
+
+
+class ScriptedForecasts:
+    """A ForecastSource answering with forecasts a test wrote down."""
+
+    def __init__(self, forecasts: Mapping[str, Forecast]) -> None:
+        self.forecasts_by_service = dict(forecasts)
+        self.asked: list[tuple[dict[str, str], datetime]] = []
+
+    async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
+        self.asked.append((dict(services), now))
+        return {s: f for s, f in self.forecasts_by_service.items() if s in services}
+
+
+class SeasonalNaive:
+    """Test stand-in for the forecaster: the same step one day earlier, P90 = P50 x spread."""
+
+    def __init__(self, step_seconds: int, *, horizon_steps: int = 24, spread: float = 1.2) -> None:
+        self.step_seconds = step_seconds
+        self.horizon_steps = horizon_steps
+        self.spread = spread
+
+    def forecast(self, history: pd.Series, now: datetime | None = None,
+                 horizon_steps: int | None = None) -> Forecast:
+        assert now is not None
+        start = pd.Timestamp(now).floor(f"{self.step_seconds}s")
+        assert history.index[-1] < start, "the replay must not show the forecaster the future"
+        steps = [start + pd.Timedelta(seconds=self.step_seconds * i) - pd.Timedelta(days=1)
+                 for i in range(horizon_steps or self.horizon_steps)]
+        values = history.reindex(steps).to_numpy(dtype=np.float64)
+        values = np.nan_to_num(values, nan=float(np.nanmean(history.to_numpy(dtype=np.float64))))
+        return Forecast(service=str(history.name), model_version="seasonal-naive", start=start.to_pydatetime(),
+                        step_seconds=self.step_seconds, p50=values, p90=values * self.spread)
+
+
+# --- the local control plane ---------------------------------------------------------------
+def node_body(name: str, pods: int) -> dict[str, Any]:
+    allocatable = {"cpu": "64", "memory": "256Gi", "pods": str(pods)}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"type": "kwok", TEST_LABEL: TEST_VALUE}},
+        "spec": {"taints": [{"key": TEST_LABEL, "value": TEST_VALUE, "effect": "NoSchedule"}]},
+        "status": {"allocatable": allocatable, "capacity": allocatable},
+    }
+
+
+MakeNodes = Callable[..., Awaitable[list[str]]]
+
+
+@pytest.fixture
+async def make_nodes(kube: client.ApiClient, eventually: Any) -> AsyncIterator[MakeNodes]:
+    """``await make_nodes(count, pods=110)``: Ready KWOK nodes only this module's pods fit on,
+    deleted after the test."""
+    core = client.CoreV1Api(kube)
+    created: list[str] = []
+
+    async def make(count: int, *, pods: int = 110) -> list[str]:
+        names = [f"scl-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
+        for name in names:
+            await core.create_node(node_body(name, pods))
+            created.append(name)
+
+        async def ready() -> bool:
+            for name in names:
+                node = await core.read_node(name)
+                if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []):
+                    return False
+            return True
+
+        await eventually(ready, what="KWOK to mark the test nodes Ready")
+        return names
+
+    yield make
+    for name in created:
+        try:
+            await core.delete_node(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def deployment_body(name: str, *, service: str | None = None, replicas: int = 1,
+                    annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    labels = {contract.APP_NAME_LABEL: service or name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": "app", "image": "example.invalid/app:1",
+                                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+                    "nodeSelector": {TEST_LABEL: TEST_VALUE},
+                    "tolerations": [{"key": TEST_LABEL, "operator": "Equal", "value": TEST_VALUE,
+                                     "effect": "NoSchedule"}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+
+
+def hpa_body(name: str, *, min_replicas: int = 1, max_replicas: int = 20) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": min_replicas, "maxReplicas": max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }
+
+
+async def create_service(kube: client.ApiClient, namespace: str, name: str, *, with_hpa: bool = True,
+                         min_replicas: int = 1, annotations: dict[str, str] | None = None) -> None:
+    apps: Any = client.AppsV1Api(kube)
+    await apps.create_namespaced_deployment(namespace, deployment_body(name, annotations=annotations,
+                                                                       replicas=min_replicas))
+    if with_hpa:
+        autoscaling: Any = client.AutoscalingV2Api(kube)
+        await autoscaling.create_namespaced_horizontal_pod_autoscaler(namespace, hpa_body(name,
+                                                                                          min_replicas=min_replicas))
+
+
+async def running_pods(kube: client.ApiClient, namespace: str, service: str) -> int:
+    pods = await client.CoreV1Api(kube).list_namespaced_pod(
+        namespace, label_selector=f"{contract.APP_NAME_LABEL}={service}")
+    return sum(1 for p in pods.items if p.status.phase == "Running" and not p.metadata.deletion_timestamp)
+
+
+def aligned(start: datetime, step_seconds: int) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=start.tzinfo)
+    return epoch + ((start - epoch) // timedelta(seconds=step_seconds)) * timedelta(seconds=step_seconds)

@@ -1,0 +1,95 @@
+"""The pure planning core: P90 x headroom within min/max, warm-up lead, scale-down hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harbinger.errors import InvalidInput
+from harbinger.profile import CapacityProfile
+from scaler.plan import FloorHold, plan_service
+from tests.scaler.conftest import make_forecast
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+PROFILE = CapacityProfile(rps_per_replica=10, headroom=0.2, warmup_seconds=120, min_replicas=2, max_replicas=30)
+
+
+def test_each_step_gets_p90_with_headroom_within_min_and_max() -> None:
+    forecast = make_forecast("checkout", T0, [1, 50, 100, 1000])
+    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    # 1 -> below min (2); 50 * 1.2 / 10 = 6; 100 * 1.2 / 10 = 12; 1000 -> capped at max (30)
+    assert [s.replicas for s in plan.steps] == [2, 6, 12, 30]
+    assert plan.steps[1].request_at == plan.steps[1].start - timedelta(seconds=120)
+    step = plan.steps[2]
+    per_replica = 100 / 12
+    assert step.cpu_cores == pytest.approx(12 * PROFILE.cpu_cores_for(per_replica))
+    assert step.memory_bytes == pytest.approx(12 * PROFILE.memory_bytes_for(per_replica))
+    assert step.bandwidth_bits == pytest.approx(100 * PROFILE.bytes_per_request * 8)
+
+
+def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:
+    forecast = make_forecast("checkout", T0, [10, 10, 10, 100, 10, 10])  # peak at T0 + 15 min
+    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    peak = T0 + timedelta(minutes=15)
+    assert plan.floor_at(peak - timedelta(seconds=121)) == 2
+    assert plan.floor_at(peak - timedelta(seconds=120)) == 12
+    assert plan.floor_at(peak + timedelta(minutes=4)) == 12
+    assert plan.floor_at(peak + timedelta(minutes=5)) == 2
+    assert plan.floor_at(T0 + timedelta(days=1)) == PROFILE.min_replicas  # beyond the horizon
+
+
+def test_next_peak_and_its_warmup_window() -> None:
+    forecast = make_forecast("checkout", T0, [10, 20, 40, 100, 60, 10])
+    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    peak = plan.next_peak()
+    assert peak is not None and peak.start == T0 + timedelta(minutes=15)
+    # The climb starts with the step at T0 + 5 min (10 -> 20 needs more replicas).
+    assert plan.warmup_window() == (T0 + timedelta(minutes=5) - timedelta(seconds=120), peak.start)
+    annotation = plan.annotation(floor=12)
+    assert annotation["next_peak"] == "2030-01-01T00:15:00Z"
+    assert annotation["peak_tps"] == 100
+    assert annotation["replicas"] == 12
+
+
+def test_stabilization_holds_whole_steps_inside_the_plan() -> None:
+    forecast = make_forecast("checkout", T0, [100, 10, 10, 10])
+    held = plan_service(forecast, PROFILE, T0, stabilization_seconds=600)
+    assert [s.replicas for s in held.steps] == [12, 12, 12, 2]
+
+
+def test_floor_hold_keeps_the_largest_recommendation_of_the_window() -> None:
+    hold = FloorHold(300)
+    assert hold.update(T0, 10) == 10
+    assert hold.update(T0 + timedelta(seconds=60), 3) == 10
+    assert hold.update(T0 + timedelta(seconds=300), 3) == 10
+    assert hold.update(T0 + timedelta(seconds=301), 3) == 3
+
+
+@pytest.mark.parametrize(("p90", "why"), [
+    ([1.0, float("nan")], "non-finite"),
+    ([1.0, -2.0], "negative"),
+])
+def test_a_bad_forecast_is_refused(p90: list[float], why: str) -> None:
+    forecast = make_forecast("checkout", T0, p90, p50=[1.0, 1.0])
+    with pytest.raises(InvalidInput, match=why) as caught:
+        plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    assert "checkout" in str(caught.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 2000), min_size=1, max_size=30), st.floats(0, 3600))
+def test_plans_always_cover_p90_and_respect_bounds(values: list[float], offset: float) -> None:
+    forecast = make_forecast("svc", T0, values)
+    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=300)
+    for step in plan.steps:
+        assert PROFILE.min_replicas <= step.replicas <= PROFILE.max_replicas
+        if step.p90_tps * 1.2 <= PROFILE.max_replicas * PROFILE.rps_per_replica:
+            assert step.replicas * PROFILE.rps_per_replica >= step.p90_tps * 1.2 - 1e-6
+    when = T0 + timedelta(seconds=offset)
+    assert plan.floor_at(when) >= max([PROFILE.min_replicas] + [
+        s.replicas for s in plan.steps if s.request_at <= when < s.start + timedelta(seconds=300)])
+    assert np.all(np.diff([s.start.timestamp() for s in plan.steps]) == 300)

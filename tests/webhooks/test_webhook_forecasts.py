@@ -1,0 +1,158 @@
+"""The forecast cache: horizon arithmetic, and :class:`ModelForecasts` running a real model
+(trained here on the tail of the nasa trace, exported to ONNX, served by onnxruntime)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from models.estimators import BoostingParams
+from models.export import export_model
+from models.serving import Forecaster
+from models.traces import load_trace
+from models.training import TrainingConfig, train
+from webhooks import metrics
+from webhooks.forecasts import ModelForecasts, StaticForecasts
+
+if TYPE_CHECKING:
+    from conftest import World
+
+
+async def test_peak_is_the_highest_p90_still_ahead(world: World) -> None:
+    start = world.now
+    cache = StaticForecasts([world.forecast("web", [5, 9, 3, 7], start=start, step_seconds=60)])
+    peaks = []
+    for minute in (-5, 0, 1, 2, 3, 4):
+        outlook = await cache.outlook("web", start + timedelta(minutes=minute, seconds=30))
+        peaks.append(outlook.peak_p90_tps if outlook else None)
+    assert peaks == [9, 9, 9, 7, 7, None]
+    nan = StaticForecasts([world.forecast("nan", [float("nan"), -1.0])])
+    assert (await nan.outlook("nan", world.now)) is not None
+    assert (await nan.outlook("nan", world.now)).peak_p90_tps == 0.0  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Series]:
+    """A small real model: six days of nasa, an 8-step horizon, few trees (about a second)."""
+    history = load_trace("nasa").iloc[-96 * 6:]
+    models_dir = tmp_path_factory.mktemp("models")
+    # One thread: OpenMP spinning on a shared 2-core machine costs far more than it gives.
+    with threadpool_limits(1):
+        model = train(history, service="nasa", config=TrainingConfig(
+            max_rows=1500, horizon_steps=8, params=BoostingParams(max_iter=20, min_samples_leaf=20)))
+    export_model(model, models_dir / "nasa")
+    return models_dir, history
+
+
+class TraceHistory:
+    """A history source that serves a fixed series and counts the calls."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self.series = series
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, service: str, step_seconds: int) -> pd.Series:
+        self.calls += 1
+        if self.gate:
+            await self.gate.wait()
+        return self.series
+
+
+async def test_a_miss_runs_the_model_inline_then_hits(trained: tuple[Path, pd.Series]) -> None:
+    models_dir, history = trained
+    source = TraceHistory(history)
+    provider = ModelForecasts(models_dir, source, miss_budget_seconds=30)
+    await provider.start()
+    try:
+        assert provider.ready()
+        now = history.index[-1].to_pydatetime() + timedelta(minutes=20)  # inside the first forecast step
+        assert await provider.outlook("checkout", now) is None  # no model for it: nothing is run
+        assert source.calls == 0
+        outlook = await provider.outlook("nasa", now)
+        expected = Forecaster.load(models_dir / "nasa").forecast(history)
+        assert outlook is not None
+        assert outlook.model_version == expected.model_version
+        assert outlook.peak_p90_tps == pytest.approx(float(np.max(expected.p90)))
+        hits = metrics.FORECAST_LOOKUPS.labels("hit")._value.get()
+        assert await provider.outlook("nasa", now) == outlook
+        assert metrics.FORECAST_LOOKUPS.labels("hit")._value.get() == hits + 1
+        assert source.calls == 1
+    finally:
+        await provider.stop()
+
+
+async def test_concurrent_misses_share_one_run_and_a_spent_budget_fills_the_cache_later(
+    trained: tuple[Path, pd.Series]
+) -> None:
+    models_dir, history = trained
+    source = TraceHistory(history)
+    source.gate = asyncio.Event()
+    provider = ModelForecasts(models_dir, source, miss_budget_seconds=0.05)
+    await provider.start()
+    try:
+        now = history.index[-1].to_pydatetime() + timedelta(minutes=1)
+        answers = await asyncio.gather(*(provider.outlook("nasa", now) for _ in range(5)))
+        assert answers == [None] * 5  # the budget ran out: these pods go unstamped
+        assert source.calls == 1
+        source.gate.set()
+        for _ in range(200):
+            if provider.cached("nasa", now):
+                break
+            await asyncio.sleep(0.05)
+        assert provider.cached("nasa", now) is not None
+        assert source.calls == 1
+    finally:
+        await provider.stop()
+
+
+async def test_a_broken_model_is_not_retried_on_every_pod(tmp_path: Path, trained: tuple[Path, pd.Series]) -> None:
+    _, history = trained
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metadata.json").write_text("{not json")
+    source = TraceHistory(history)
+    provider = ModelForecasts(tmp_path, source, miss_budget_seconds=5, refresh_seconds=3600)
+    await provider.start()
+    try:
+        errors = metrics.FORECAST_RUNS.labels("error")._value.get()
+        now = history.index[-1].to_pydatetime()
+        assert await provider.outlook("broken", now) is None
+        assert metrics.FORECAST_RUNS.labels("error")._value.get() == errors + 1
+        assert await provider.outlook("broken", now) is None
+        assert metrics.FORECAST_RUNS.labels("error")._value.get() == errors + 1  # not run again
+        assert await provider.outlook("../escape", now) is None  # never a path outside models_dir
+    finally:
+        await provider.stop()
+
+
+async def test_background_refresh_picks_up_new_models_and_reruns_wanted_ones(
+    tmp_path: Path, trained: tuple[Path, pd.Series]
+) -> None:
+    models_dir, history = trained
+    source = TraceHistory(history)
+    provider = ModelForecasts(tmp_path, source, miss_budget_seconds=5, refresh_seconds=0.05)
+    await provider.start()
+    try:
+        now = history.index[-1].to_pydatetime()
+        assert await provider.outlook("nasa", now) is None  # not trained yet
+        (tmp_path / "nasa").symlink_to(models_dir / "nasa", target_is_directory=True)
+        for _ in range(200):
+            if await provider.outlook("nasa", now):
+                break
+            await asyncio.sleep(0.05)
+        assert await provider.outlook("nasa", now) is not None
+        calls = source.calls
+        for _ in range(200):  # the refresher re-runs the model for a service that was asked for
+            if source.calls > calls:
+                break
+            await asyncio.sleep(0.05)
+        assert source.calls > calls
+    finally:
+        await provider.stop()
