@@ -109,6 +109,8 @@ def score_nodes(
     """Each node's blended score in 0..1, and which nodes the cache knows (others score 0)."""
     slots = slots_for(state, names)
     known = state.known[slots]
+    if not known.any():
+        return np.zeros(len(names), dtype=np.float64), known
     capacity = state.capacity[slots].astype(np.float64)
     declared = capacity > 0
     free_after = np.minimum(capacity - state.used_ingress[slots] - demand.ingress,
@@ -116,7 +118,7 @@ def score_nodes(
     # Absolute headroom, relative to the roomiest candidate: a 10G node with 9G free
     # carries a burst better than a 1G node with 900M free, though both are 90 % free.
     free_after = np.where(declared & known, np.maximum(free_after, 0.0), 0.0)
-    most = free_after.max() if len(free_after) else 0.0
+    most = free_after.max()
     bandwidth = free_after / most if most > 0 else free_after
 
     if service is not None and (replicas := state.service_slots.get(service)):
@@ -132,8 +134,8 @@ def score_nodes(
         zone = state.zone[slots]
         # A node without a zone label is a zone of its own.
         in_zone = np.where(zone >= 0, per_zone[np.maximum(zone, 0)], on_node)
-        node_spread = _spread(on_node[known]) if known.any() else on_node
-        zone_spread = _spread(in_zone[known]) if known.any() else in_zone
+        node_spread = _spread(on_node[known])
+        zone_spread = _spread(in_zone[known])
         spread = np.zeros(len(names), dtype=np.float64)
         spread[known] = NODE_SPREAD_WEIGHT * node_spread + ZONE_SPREAD_WEIGHT * zone_spread
     else:

@@ -6,17 +6,17 @@ The Go types carry no JSON tags, so the keys are the Go field names (``Pod``,
 Pod model would cost more to validate than the whole filter decision.
 
 Answers are encoded by :func:`encode_filter_result` and :func:`encode_priorities`,
-which write the same JSON as these models' ``model_dump_json`` without building one
+which write JSON these models read back (the tests check it) without building one
 pydantic object per node (that alone would take milliseconds at 5,000 nodes).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
 from harbinger.errors import InvalidInput
 
@@ -110,15 +110,9 @@ def decode_args(body: bytes) -> ExtenderArgs:
     return args
 
 
-def _plain(names: Sequence[str]) -> bool:
-    """True when every name can be written between quotes as is (node names are DNS
-    subdomains, so this is the normal case); otherwise the slow, escaping path runs."""
-    joined = "".join(names)
-    return joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined
-
-
-def encode_names(names: Sequence[str]) -> str:
-    return json.dumps(names, separators=(",", ":"))
+def encode_names(names: Sequence[str]) -> bytes:
+    """A JSON array of strings, in Rust (pydantic-core): a third of ``json.dumps``' time."""
+    return to_json(names)
 
 
 def encode_filter_result(
@@ -127,11 +121,12 @@ def encode_filter_result(
     unresolvable: dict[str, str] | None = None,
     error: str = "",
 ) -> bytes:
-    dumps = json.dumps
-    return (
-        f'{{"NodeNames":{encode_names(node_names)},"FailedNodes":{dumps(failed or {})},'
-        f'"FailedAndUnresolvableNodes":{dumps(unresolvable or {})},"Error":{dumps(error)}}}'
-    ).encode()
+    return b"".join((
+        b'{"NodeNames":', to_json(node_names),
+        b',"FailedNodes":', to_json(failed or {}),
+        b',"FailedAndUnresolvableNodes":', to_json(unresolvable or {}),
+        b',"Error":', to_json(error), b"}",
+    ))
 
 
 _SCORE_TAILS = tuple(f'","Score":{score}}}' for score in range(MAX_EXTENDER_PRIORITY + 1))
@@ -141,12 +136,14 @@ def encode_priorities(hosts: Sequence[str], scores: Sequence[int]) -> bytes:
     """``[{"Host": h, "Score": s}, ...]`` for scores already in 0..10."""
     if not hosts:
         return b"[]"
-    if _plain(hosts):
-        # C-level maps and one join instead of a Python loop over thousands of nodes:
-        # each item is 'name","Score":N}', glued with ',{"Host":"'.
-        items = map(str.__add__, hosts, map(_SCORE_TAILS.__getitem__, scores))
-        return ('[{"Host":"' + ',{"Host":"'.join(items) + "]").encode()
-    return json.dumps([{"Host": h, "Score": s} for h, s in zip(hosts, scores, strict=True)]).encode()
+    joined = "".join(hosts)
+    if '"' in joined or "\\" in joined or not joined.isprintable():
+        # Names that need escaping (never a real node's: those are DNS subdomains).
+        return to_json([{"Host": h, "Score": s} for h, s in zip(hosts, scores, strict=True)])
+    # C-level maps and one join instead of a Python loop over thousands of nodes: each
+    # item is 'name","Score":N}', glued with ',{"Host":"'.
+    items = map(str.__add__, hosts, map(_SCORE_TAILS.__getitem__, scores))
+    return ('[{"Host":"' + ',{"Host":"'.join(items) + "]").encode()
 
 
 def encode_error(message: str) -> bytes:

@@ -90,8 +90,13 @@ def build_parser(selected: str | None) -> tuple[argparse.ArgumentParser, dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Find the command after the global options (``--log-level WARNING extender``) so only
+    # its component is imported.
+    globals_only = argparse.ArgumentParser(add_help=False)
+    globals_only.add_argument("--log-level")
+    _, rest = globals_only.parse_known_args(args_list)
     names = {c.name for c in COMMANDS}
-    selected = next((a for a in args_list if not a.startswith("-")), None)
+    selected = next((a for a in rest if not a.startswith("-")), None)
     selected = selected if selected in names else None
     try:
         parser, runners = build_parser(selected)

@@ -63,6 +63,9 @@ CAPACITY_PROFILE: Final = PREFIX + "capacity-profile"
 #: Node label or annotation: network bandwidth capacity, a quantity in bits/s (``10G``).
 NODE_BANDWIDTH: Final = PREFIX + "bandwidth"
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+#: The second scheduler (kube-scheduler + the extender) that manifests/ installs; the
+#: webhook points warm-up pods at it when configured to (settings.webhook.scheduler_name).
+SCHEDULER_NAME: Final = "harbinger-scheduler"
 
 #: Field manager name for every server-side apply and patch Harbinger makes.
 FIELD_MANAGER: Final = "harbinger"

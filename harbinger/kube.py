@@ -141,6 +141,9 @@ class Reflector:
 
     async def _relist(self) -> None:
         response = await self._list_fn(_preload_content=False, **self._list_kwargs)
+        if response.status >= 300:
+            # Without _preload_content the client does not raise; a 401/403 must still say so.
+            raise ApiException(status=response.status, reason=f"{response.reason}: {(await response.text())[:200]}")
         body = json.loads(await response.read())
         fresh = {object_key(item): item for item in body.get("items") or []}
         old = self.store

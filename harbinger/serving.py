@@ -60,11 +60,9 @@ async def serve(
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
     tls = ReloadingServerTLS(cert_dir) if cert_dir else None
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_grace_seconds)
     await runner.setup()
-    site = web.TCPSite(
-        runner, host, port, ssl_context=tls.context if tls else None, shutdown_timeout=shutdown_grace_seconds
-    )
+    site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
     try:
         await site.start()
     except OSError as exc:

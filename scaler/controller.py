@@ -45,6 +45,7 @@ from scaler.apply import (
 from scaler.clock import Clock
 from scaler.forecasting import ForecastSource
 from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs
+from scaler.kube_json import read_json
 from scaler.leader import LeaderElector
 from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLANNED_REPLICAS, RUNS
 from scaler.plan import FloorHold, ServicePlan, plan_service
@@ -145,7 +146,7 @@ class Planner:
         for service in allocation.order:
             if service in plans:
                 change = await self._apply(targets[service], plans[service], allocation.granted[service], now)
-                if change is not None:
+                if change is not None and change.before != change.after:
                     report.changes.append(change)
         return report
 
@@ -169,8 +170,8 @@ class Planner:
         """Allocatable CPU, memory and pod slots of Ready, schedulable Nodes, minus what the
         pods bound to them request."""
         core = client.CoreV1Api(self.api)
-        selector = {"label_selector": self.node_selector} if self.node_selector else {}
-        nodes = [n for n in await _items(core.list_node(_preload_content=False, **selector)) if _schedulable(n)]
+        listed = await _items(core.list_node(label_selector=self.node_selector or "", _preload_content=False))
+        nodes = [n for n in listed if _schedulable(n)]
         pods = await _items(core.list_pod_for_all_namespaces(
             field_selector="status.phase!=Succeeded,status.phase!=Failed", _preload_content=False))
         cpu = memory = 0.0
@@ -281,6 +282,4 @@ def _schedulable(node: KubeObject) -> bool:
 
 
 async def _items(call: Any) -> list[KubeObject]:
-    response = await call
-    body: dict[str, Any] = json.loads(await response.read())
-    return list(body.get("items") or [])
+    return list((await read_json(call)).get("items") or [])

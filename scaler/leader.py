@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from scaler.clock import Clock
+from scaler.kube_json import read_json
 from scaler.metrics import ERRORS, IS_LEADER
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,12 @@ class LeaderElector:
     # ---------------------------------------------------------------------------------
     async def _read(self) -> dict[str, Any] | None:
         try:
-            response = await self.coordination.read_namespaced_lease(self.name, self.namespace,
-                                                                     _preload_content=False)
+            return await read_json(self.coordination.read_namespaced_lease(self.name, self.namespace,
+                                                                           _preload_content=False))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        lease: dict[str, Any] = json.loads(await response.read())
-        return lease
 
     def _expired(self, spec: dict[str, Any], now: datetime) -> bool:
         renewed = spec.get("renewTime")

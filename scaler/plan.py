@@ -81,7 +81,8 @@ class ServicePlan:
 
     def warmup_window(self) -> tuple[datetime, datetime] | None:
         """When pods are being created ahead of the next peak: from the request time of the
-        first step of the climb that ends at the peak, until the peak starts."""
+        first step of the climb to the peak that needs more replicas than the step before
+        it, until the peak starts."""
         peak = self.next_peak()
         if peak is None:
             return None
@@ -89,6 +90,8 @@ class ServicePlan:
         first = index
         while first > 0 and self.steps[first - 1].replicas < self.steps[first].replicas:
             first -= 1
+        if first < index:
+            first += 1  # the bottom of the climb is not itself ahead of the peak
         return self.steps[first].request_at, peak.start
 
     def annotation(self, floor: int) -> dict[str, Any]:

@@ -87,7 +87,9 @@ def _figures(strategy: str, trace: Trace, first: int, replicas: np.ndarray, read
              profile: CapacityProfile) -> Outcome:
     demand = trace.demand[first : first + len(replicas)]
     known = ~np.isnan(demand)
-    under = known & (demand > ready * profile.rps_per_replica + 1e-9)
+    # In replica units with the same rounding slack as every ceil() here, so that demand a
+    # hair above a whole number of replicas is not "under" by float noise alone.
+    under = known & (demand / profile.rps_per_replica > ready + 1e-9)
     changes = int(np.count_nonzero(np.diff(replicas)))
     return Outcome(
         strategy=strategy,

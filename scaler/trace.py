@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harbinger.errors import InvalidInput
 from models.series import AbsentRows, counts_to_tps, read_counts_csv
 
 TICK_SECONDS = 15
@@ -59,6 +60,8 @@ def load_trace(path: Path | str, *, tick_seconds: int = TICK_SECONDS) -> Trace:
 
 def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_seconds: int = TICK_SECONDS) -> Trace:
     """Interpolate a regular rate series onto ticks (see the module docstring)."""
+    if len(rate) < 2:
+        raise InvalidInput(f"{len(rate)} known interval(s); a replay needs at least two", source=name)
     start = rate.index[0].to_pydatetime()
     span = len(rate) * interval_seconds
     ticks = np.arange(0, span, tick_seconds, dtype=np.float64)
@@ -67,7 +70,10 @@ def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_s
     right = np.clip(np.searchsorted(midpoints, ticks, side="right"), 1, len(rate) - 1)
     left = right - 1
     weight = np.clip((ticks - midpoints[left]) / interval_seconds, 0.0, 1.0)
-    demand = (1 - weight) * values[left] + weight * values[right]
+    # Written so that a tick exactly on a midpoint takes that interval's value even when
+    # its neighbour is unknown.
+    demand = np.where(weight <= 0, values[left],
+                      np.where(weight >= 1, values[right], (1 - weight) * values[left] + weight * values[right]))
     # Before the first midpoint and after the last, hold the edge value (NaN stays NaN).
     demand = np.where(ticks < midpoints[0], values[0], demand)
     demand = np.where(ticks > midpoints[-1], values[-1], demand)

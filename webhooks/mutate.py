@@ -160,8 +160,7 @@ class Mutator:
         if profile is None:
             return
 
-        bits = Decimal(str(profile.bandwidth_bits_for(tps)))
-        bandwidth = format_decimal_si(min(max(bits, MIN_BANDWIDTH_BITS), MAX_BANDWIDTH_BITS))
+        bandwidth, cpu, memory = _sizes(profile, tps, self.bounds)
         own = pod.metadata.annotations or {}
         for key in (contract.INGRESS_BANDWIDTH, contract.EGRESS_BANDWIDTH):
             if key not in own:  # a bandwidth the pod declares itself is its owner's choice
@@ -170,15 +169,13 @@ class Mutator:
 
         if workload.get(contract.RESOURCES) != contract.RESOURCES_FORECAST:
             return
-        cpu = min(max(profile.cpu_cores_for(tps), self.bounds.min_cpu_cores), self.bounds.max_cpu_cores)
-        memory = min(max(profile.memory_bytes_for(tps), self.bounds.min_memory_bytes), self.bounds.max_memory_bytes)
         for index, container in enumerate(pod.spec.containers):
             if container.name == contract.CHAOS_SIDECAR_NAME:
                 continue
             limits = (container.resources.limits if container.resources else None) or {}
             requests = {
-                "cpu": _within_limit(format_cpu(cpu), limits.get("cpu")),
-                "memory": _within_limit(format_memory(memory), limits.get("memory")),
+                "cpu": _within_limit(cpu, limits.get("cpu")),
+                "memory": _within_limit(memory, limits.get("memory")),
             }
             decision.requests[index] = requests
             decision.stamps.add("resources")
@@ -228,6 +225,17 @@ def _moment(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None
+
+
+@lru_cache(maxsize=_CACHE)
+def _sizes(profile: CapacityProfile, tps: float, bounds: Bounds) -> tuple[str, str, str]:
+    """Bandwidth (bits/s), CPU and memory requests for one replica serving ``tps``, as quantities.
+    The same forecast gives the same figures to every pod of a service: computed once."""
+    bits = Decimal(str(profile.bandwidth_bits_for(tps)))
+    bandwidth = format_decimal_si(min(max(bits, MIN_BANDWIDTH_BITS), MAX_BANDWIDTH_BITS))
+    cpu = min(max(profile.cpu_cores_for(tps), bounds.min_cpu_cores), bounds.max_cpu_cores)
+    memory = min(max(profile.memory_bytes_for(tps), bounds.min_memory_bytes), bounds.max_memory_bytes)
+    return bandwidth, format_cpu(cpu), format_memory(memory)
 
 
 def _within_limit(request: str, limit: str | int | float | None) -> str:

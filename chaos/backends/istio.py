@@ -141,7 +141,18 @@ class IstioBackend(FaultBackend):
             },
             "spec": spec_with_fault(original, fault, self.experiment.caller),
         }
-        await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        try:
+            await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        except ApiException as exc:
+            # One of ours left by a dead run (not yet expired) is adopted; anyone else's is refused.
+            if exc.status != 409:
+                raise
+            existing = await self._get(name)
+            if (existing["metadata"].get("labels") or {}).get(contract.CHAOS_OWNED_LABEL) != OWNED_CREATED:
+                raise HarbingerError(f"VirtualService {self.namespace}/{name} exists and is not chaos's own") from exc
+            self.names, self.created = [name], {name}
+            await self._patch_with_retry(name, fault, expires)
+            return
         self.names = [name]
         self.created.add(name)
 

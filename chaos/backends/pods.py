@@ -69,7 +69,13 @@ class PodAnnotationBackend(FaultBackend):
             self.pods = await self._select()
         active = ActiveFault(fault, expires, self.experiment.name)
         for name in self.pods:
-            pod = await _json(self.core.read_namespaced_pod(name, self.experiment.namespace, _preload_content=False))
+            try:
+                pod = await _json(self.core.read_namespaced_pod(name, self.experiment.namespace,
+                                                                _preload_content=False))
+            except ApiException as exc:
+                if exc.status == 404:  # the pod went away mid-experiment: nothing to put a fault on
+                    continue
+                raise
             annotations = pod["metadata"].get("annotations") or {}
             patch_annotations: dict[str, str | None] = dict(active.annotations())
             if ORIGINAL_ANNOTATION not in annotations:

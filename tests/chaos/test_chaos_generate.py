@@ -3,6 +3,7 @@ limit holds against the forecast, and each experiment sits in a rehearsal window
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_known_bottlenecks_rank_first() -> None:
     first_targets = list(dict.fromkeys(e.target for e in experiments))
     assert first_targets[:2] == ["db", "auth"]
     assert experiments[0].risk >= experiments[-1].risk
-    assert all(a.risk >= b.risk for a, b in zip(experiments, experiments[1:], strict=False))
+    assert all(a.risk >= b.risk for a, b in itertools.pairwise(experiments))
 
 
 def test_failure_history_lifts_a_service_and_its_failure_kind() -> None:

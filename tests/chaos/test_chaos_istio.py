@@ -70,6 +70,12 @@ def _experiment(namespace: str, kind: FaultKind, steps: list[Fault], caller: str
                       namespace=namespace, backend=BackendKind.ISTIO, steps=steps)
 
 
+def custom_api(custom: client.CustomObjectsApi) -> client.ApiClient:
+    """The ApiClient behind ``custom`` (the backends take a client, the tests read through the API)."""
+    api: client.ApiClient = getattr(custom, "api_client")  # noqa: B009 - untyped attribute of the generated API
+    return api
+
+
 def _expires() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=60)
 
@@ -80,7 +86,7 @@ async def test_each_step_sets_the_fault_and_the_original_comes_back_exactly(
     namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
     before = await _create(custom, namespace, "payments", copy.deepcopy(ORIGINAL_SPEC), labels={"team": "pay"})
     steps = [Fault(abort_status=503, abort_percent=p) for p in (1.0, 5.0, 25.0)]
-    backend = IstioBackend(_experiment(namespace, FaultKind.ERROR, steps), custom.api_client)
+    backend = IstioBackend(_experiment(namespace, FaultKind.ERROR, steps), custom_api(custom))
 
     for step in steps:
         await backend.apply(step, _expires())
@@ -106,7 +112,7 @@ async def test_a_delay_on_one_call_is_scoped_to_the_caller(
     namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
     await _create(custom, namespace, "payments", copy.deepcopy(ORIGINAL_SPEC))
     step = Fault(delay_ms=250, delay_percent=50)
-    backend = IstioBackend(_experiment(namespace, FaultKind.LATENCY, [step], caller="checkout"), custom.api_client)
+    backend = IstioBackend(_experiment(namespace, FaultKind.LATENCY, [step], caller="checkout"), custom_api(custom))
     await backend.apply(step, _expires())
     routes = (await _get(custom, namespace, "payments"))["spec"]["http"]
     assert [r["name"] for r in routes] == ["canary-harbinger-chaos", "canary", "primary-harbinger-chaos", "primary"]
@@ -128,12 +134,12 @@ async def test_without_a_virtual_service_one_is_created_and_then_deleted(
 ) -> None:
     namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
     steps = [Fault(delay_ms=100), Fault(delay_ms=500)]
-    backend = IstioBackend(_experiment(namespace, FaultKind.LATENCY, steps), custom.api_client)
+    backend = IstioBackend(_experiment(namespace, FaultKind.LATENCY, steps), custom_api(custom))
     for step in steps:
         await backend.apply(step, _expires())
         vs = await _get(custom, namespace, "harbinger-chaos-payments")
         assert vs["metadata"]["labels"][contract.CHAOS_OWNED_LABEL] == "created"
-        assert vs["spec"]["http"][0]["fault"]["delay"]["fixedDelay"] == f"{step.delay_ms / 1000:g}s"
+        assert vs["spec"]["http"][0]["fault"]["delay"]["fixedDelay"] == f"{(step.delay_ms or 0) / 1000:g}s"
     await backend.remove_all()
     listed = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
     assert listed["items"] == []
@@ -144,17 +150,17 @@ async def test_a_restarted_controller_sweeps_expired_faults_and_restores_the_ori
 ) -> None:
     namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
     await _create(custom, namespace, "payments", copy.deepcopy(ORIGINAL_SPEC))
-    crashed = IstioBackend(_experiment(namespace, FaultKind.ERROR, [Fault(abort_status=500)]), custom.api_client)
+    crashed = IstioBackend(_experiment(namespace, FaultKind.ERROR, [Fault(abort_status=500)]), custom_api(custom))
     await crashed.apply(Fault(abort_status=500), datetime.now(UTC) - timedelta(seconds=1))  # already expired
     other = await make_namespace(opted_in=True, labels=CHAOS_ON)
     await _create(custom, other, "payments", copy.deepcopy(ORIGINAL_SPEC))
-    live = IstioBackend(_experiment(other, FaultKind.ERROR, [Fault(abort_status=500)]), custom.api_client)
+    live = IstioBackend(_experiment(other, FaultKind.ERROR, [Fault(abort_status=500)]), custom_api(custom))
     await live.apply(Fault(abort_status=500), _expires())
 
-    assert await sweep_virtual_services(custom.api_client, everything=False) >= 1
+    assert await sweep_virtual_services(custom_api(custom), everything=False) >= 1
     assert (await _get(custom, namespace, "payments"))["spec"] == ORIGINAL_SPEC
     assert "fault" in (await _get(custom, other, "payments"))["spec"]["http"][0]  # not expired: kept
-    await sweep_virtual_services(custom.api_client, everything=True)  # the controller's start-up sweep
+    await sweep_virtual_services(custom_api(custom), everything=True)  # the controller's start-up sweep
     assert (await _get(custom, other, "payments"))["spec"] == ORIGINAL_SPEC
 
 
@@ -170,10 +176,25 @@ async def test_the_crd_refuses_a_malformed_fault(custom: client.CustomObjectsApi
 async def test_a_namespace_without_chaos_opt_in_is_never_touched(
     custom: client.CustomObjectsApi, make_namespace: Any,
 ) -> None:
-    for labels in ({}, None):
+    no_labels: dict[str, str] = {}
+    for labels in (no_labels, None):
         namespace = await make_namespace(opted_in=labels is not None, labels=labels)
         await _create(custom, namespace, "payments", copy.deepcopy(ORIGINAL_SPEC))
-        backend = IstioBackend(_experiment(namespace, FaultKind.ERROR, [Fault(abort_status=500)]), custom.api_client)
+        backend = IstioBackend(_experiment(namespace, FaultKind.ERROR, [Fault(abort_status=500)]), custom_api(custom))
         with pytest.raises(InvalidInput, match="opted"):
             await backend.apply(Fault(abort_status=500), _expires())
         assert (await _get(custom, namespace, "payments"))["spec"] == ORIGINAL_SPEC
+
+
+async def test_a_new_run_adopts_the_virtual_service_a_dead_run_created(
+    custom: client.CustomObjectsApi, make_namespace: Any,
+) -> None:
+    namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
+    dead = IstioBackend(_experiment(namespace, FaultKind.LATENCY, [Fault(delay_ms=100)]), custom_api(custom))
+    await dead.apply(Fault(delay_ms=100), _expires())
+    fresh = IstioBackend(_experiment(namespace, FaultKind.LATENCY, [Fault(delay_ms=300)]), custom_api(custom))
+    await fresh.apply(Fault(delay_ms=300), _expires())
+    vs = await _get(custom, namespace, "harbinger-chaos-payments")
+    assert vs["spec"]["http"][0]["fault"]["delay"]["fixedDelay"] == "0.3s"
+    assert await fresh.remove_all() == 1
+    assert (await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))["items"] == []

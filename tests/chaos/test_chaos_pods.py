@@ -20,10 +20,11 @@ from harbinger.errors import HarbingerError
 
 async def _pod(core: client.CoreV1Api, namespace: str, name: str, service: str,
                annotations: dict[str, str] | None = None) -> None:
-    await core.create_namespaced_pod(namespace, {
+    body: dict[str, Any] = {
         "metadata": {"name": name, "labels": {contract.APP_NAME_LABEL: service}, "annotations": annotations or {}},
         "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
-    })
+    }
+    await core.create_namespaced_pod(namespace, body)  # type: ignore[arg-type]  # the API takes plain dicts too
 
 
 async def _annotations(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, str]:

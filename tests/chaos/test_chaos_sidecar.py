@@ -135,9 +135,9 @@ async def test_unreadable_or_expiry_less_faults_are_refused(sidecar: Running) ->
 
 
 async def test_cpu_and_memory_stress_are_bounded_and_stop_with_the_fault(sidecar: Running) -> None:
-    sidecar.set_fault(Fault(cpu_cores=4.0, memory_bytes="64Mi"), seconds=2.0)
-    state = await sidecar.wait_state(lambda s: s["stress"]["burners"] > 0)
+    sidecar.set_fault(Fault(cpu_cores=4.0, memory_bytes="64Mi"), seconds=4.0)
+    state = await sidecar.wait_state(lambda s: s["stress"]["burners"] > 0, timeout=15)
     assert state["stress"]["cpu_cores"] == 1.0  # capped by --max-cpu
     assert state["stress"]["memory_bytes"] == 8 * 2**20  # capped by --max-memory
-    state = await sidecar.wait_state(lambda s: s["stress"]["burners"] == 0 and not s["active"], timeout=6)
+    state = await sidecar.wait_state(lambda s: s["stress"]["burners"] == 0 and not s["active"], timeout=15)
     assert state["stress"]["memory_bytes"] == 0

@@ -27,3 +27,10 @@ def test_unknown_command_is_an_error() -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["frobnicate"])
     assert exit_info.value.code == 2
+
+
+def test_global_options_before_the_command_do_not_hide_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--log-level", "WARNING", "cluster", "--help"])
+    assert exit_info.value.code == 0
+    assert "--state-dir" in capsys.readouterr().out

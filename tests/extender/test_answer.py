@@ -184,3 +184,12 @@ def test_malformed_bodies_get_400_with_error(state: ClusterState) -> None:
         answer = json.loads(body)
         assert "Pod" in answer["Error"]
         assert answer["NodeNames"] == []
+
+
+def test_prioritize_over_nodes_the_cache_does_not_know(
+    state: ClusterState, make_pod: Build, extender_args: Args
+) -> None:
+    # Found by the property test: a service's pod asked about unknown nodes only.
+    body = extender_args(make_pod(egress="0", service="web"), ["ghost", "ghost"])
+    assert scored(Extender(state).prioritize(body)) == {"ghost": 0}
+    assert state.assumed_count == 0

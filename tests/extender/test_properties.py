@@ -118,7 +118,7 @@ def check_prioritize(body: bytes, status: int, answer: bytes) -> None:
     assert {p.Host for p in priorities} <= set(asked)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies)
 def test_any_body_in_process(body: bytes) -> None:
     extender = Extender(cluster_state())

@@ -61,10 +61,16 @@ def test_encoders_write_what_the_models_read() -> None:
     assert json.loads(encode_filter_result([]))["NodeNames"] == []
 
     fast = HostPriorityList.validate_json(encode_priorities(["n1", "n-2.example"], [0, 10]))
-    assert [(p.Host, p.Score) for p in fast] == [("n1", 0), ("n-2.example", 10)]
+    assert sorted((p.Host, p.Score) for p in fast) == [("n-2.example", 10), ("n1", 0)]
     # Names that need escaping take the slow path and still round-trip.
-    odd = ['quote"d', "back\\slash", "ünï", "tab\t"]
-    assert [p.Host for p in HostPriorityList.validate_json(encode_priorities(odd, [1, 2, 3, 4]))] == odd
+    odd = ['quote"d', "back\\slash", "ünï", "tab\t", 'x",', '",",']
+    decoded = HostPriorityList.validate_json(encode_priorities(odd, [1, 2, 3, 4, 4, 1]))
+    assert sorted((p.Host, p.Score) for p in decoded) == sorted(zip(odd, [1, 2, 3, 4, 4, 1], strict=True))
+    # Without quotes in names the grouped path runs; order may change, pairs may not.
+    names = [f"n{i}" for i in range(50)] + ["back\\slash\\", "tab\t", "ünï"]
+    scores = [i % 11 for i in range(len(names))]
+    decoded = HostPriorityList.validate_json(encode_priorities(names, scores))
+    assert sorted((p.Host, p.Score) for p in decoded) == sorted(zip(names, scores, strict=True))
     assert encode_priorities([], []) == b"[]"
     assert json.loads(encode_error("bad"))["Error"] == "bad"
     assert json.loads(encode_error("bad"))["NodeNames"] == []

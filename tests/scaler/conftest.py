@@ -165,3 +165,35 @@ async def running_pods(kube: client.ApiClient, namespace: str, service: str) -> 
 def aligned(start: datetime, step_seconds: int) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=start.tzinfo)
     return epoch + ((start - epoch) // timedelta(seconds=step_seconds)) * timedelta(seconds=step_seconds)
+
+
+# --- fixtures, so test modules need not import this file -----------------------------------
+@pytest.fixture
+def forecast() -> Callable[..., Forecast]:
+    """``forecast(service, start, p90, step_seconds=300, p50=None)``."""
+    return make_forecast
+
+
+@pytest.fixture
+def scripted() -> type[ScriptedForecasts]:
+    return ScriptedForecasts
+
+
+@pytest.fixture
+def seasonal_naive() -> type[SeasonalNaive]:
+    return SeasonalNaive
+
+
+@pytest.fixture
+def new_service() -> Callable[..., Awaitable[None]]:
+    """``await new_service(kube, namespace, name, with_hpa=True, min_replicas=1, annotations=None)``."""
+    return create_service
+
+
+@pytest.fixture
+def count_running() -> Callable[..., Awaitable[int]]:
+    """``await count_running(kube, namespace, service)``: Running pods of the service."""
+    return running_pods
+
+
+NODE_SELECTOR = f"{TEST_LABEL}={TEST_VALUE}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -11,16 +12,24 @@ from hypothesis import strategies as st
 
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
+from models.forecast import Forecast
 from scaler.plan import FloorHold, plan_service
-from tests.scaler.conftest import make_forecast
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def fc(service: str, start: datetime, p90: Sequence[float], p50: Sequence[float] | None = None) -> Forecast:
+    values = np.asarray(p90, dtype=np.float64)
+    return Forecast(service=service, model_version="test", start=start, step_seconds=300,
+                    p50=values * 0.8 if p50 is None else np.asarray(p50, dtype=np.float64), p90=values)
+
+
 PROFILE = CapacityProfile(rps_per_replica=10, headroom=0.2, warmup_seconds=120, min_replicas=2, max_replicas=30)
 
 
 def test_each_step_gets_p90_with_headroom_within_min_and_max() -> None:
-    forecast = make_forecast("checkout", T0, [1, 50, 100, 1000])
-    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    made = fc("checkout", T0, [1, 50, 100, 1000])
+    plan = plan_service(made, PROFILE, T0, stabilization_seconds=0)
     # 1 -> below min (2); 50 * 1.2 / 10 = 6; 100 * 1.2 / 10 = 12; 1000 -> capped at max (30)
     assert [s.replicas for s in plan.steps] == [2, 6, 12, 30]
     assert plan.steps[1].request_at == plan.steps[1].start - timedelta(seconds=120)
@@ -32,8 +41,8 @@ def test_each_step_gets_p90_with_headroom_within_min_and_max() -> None:
 
 
 def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:
-    forecast = make_forecast("checkout", T0, [10, 10, 10, 100, 10, 10])  # peak at T0 + 15 min
-    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    made = fc("checkout", T0, [10, 10, 10, 100, 10, 10])  # peak at T0 + 15 min
+    plan = plan_service(made, PROFILE, T0, stabilization_seconds=0)
     peak = T0 + timedelta(minutes=15)
     assert plan.floor_at(peak - timedelta(seconds=121)) == 2
     assert plan.floor_at(peak - timedelta(seconds=120)) == 12
@@ -43,8 +52,8 @@ def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:
 
 
 def test_next_peak_and_its_warmup_window() -> None:
-    forecast = make_forecast("checkout", T0, [10, 20, 40, 100, 60, 10])
-    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+    made = fc("checkout", T0, [10, 20, 40, 100, 60, 10])
+    plan = plan_service(made, PROFILE, T0, stabilization_seconds=0)
     peak = plan.next_peak()
     assert peak is not None and peak.start == T0 + timedelta(minutes=15)
     # The climb starts with the step at T0 + 5 min (10 -> 20 needs more replicas).
@@ -56,8 +65,8 @@ def test_next_peak_and_its_warmup_window() -> None:
 
 
 def test_stabilization_holds_whole_steps_inside_the_plan() -> None:
-    forecast = make_forecast("checkout", T0, [100, 10, 10, 10])
-    held = plan_service(forecast, PROFILE, T0, stabilization_seconds=600)
+    made = fc("checkout", T0, [100, 10, 10, 10])
+    held = plan_service(made, PROFILE, T0, stabilization_seconds=600)
     assert [s.replicas for s in held.steps] == [12, 12, 12, 2]
 
 
@@ -74,17 +83,17 @@ def test_floor_hold_keeps_the_largest_recommendation_of_the_window() -> None:
     ([1.0, -2.0], "negative"),
 ])
 def test_a_bad_forecast_is_refused(p90: list[float], why: str) -> None:
-    forecast = make_forecast("checkout", T0, p90, p50=[1.0, 1.0])
+    made = fc("checkout", T0, p90, p50=[1.0, 1.0])
     with pytest.raises(InvalidInput, match=why) as caught:
-        plan_service(forecast, PROFILE, T0, stabilization_seconds=0)
+        plan_service(made, PROFILE, T0, stabilization_seconds=0)
     assert "checkout" in str(caught.value)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 2000), min_size=1, max_size=30), st.floats(0, 3600))
 def test_plans_always_cover_p90_and_respect_bounds(values: list[float], offset: float) -> None:
-    forecast = make_forecast("svc", T0, values)
-    plan = plan_service(forecast, PROFILE, T0, stabilization_seconds=300)
+    made = fc("svc", T0, values)
+    plan = plan_service(made, PROFILE, T0, stabilization_seconds=300)
     for step in plan.steps:
         assert PROFILE.min_replicas <= step.replicas <= PROFILE.max_replicas
         if step.p90_tps * 1.2 <= PROFILE.max_replicas * PROFILE.rps_per_replica:

@@ -137,7 +137,7 @@ def bare_pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, 
                                      "ports": [{"containerPort": 8081}]}]}}
 
 
-async def stamped_dry_run(kube: client.ApiClient, namespace: str, pod: dict[str, Any], tries: int = 100) -> None:
+async def stamped_dry_run(kube: client.ApiClient, namespace: str, pod: dict[str, Any], tries: int = 300) -> None:
     """Until the apiserver's webhook configuration (and certificate trust) has caught up:
     dry-run creates go through admission without persisting anything."""
     core = client.CoreV1Api(kube)
