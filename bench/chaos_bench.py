@@ -41,7 +41,7 @@ from chaos.backends.files import AnnotationsFileBackend  # noqa: E402
 from chaos.experiment import SLO, Experiment, FaultKind  # noqa: E402
 from chaos.faults import Fault  # noqa: E402
 from chaos.localdemo import LoadGenerator, Topology, local_topology  # noqa: E402
-from chaos.monitor import Monitor, PrometheusClient  # noqa: E402
+from chaos.monitor import Monitor, PrometheusClient, Queries  # noqa: E402
 from chaos.record import RunStatus  # noqa: E402
 from chaos.runner import RunConfig, run_experiment  # noqa: E402
 from harbinger.localcluster import LocalPrometheus  # noqa: E402
@@ -120,11 +120,12 @@ def _versions() -> dict[str, str]:
 async def main(runs: int) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     with LocalPrometheus(scrape_interval="1s") as prometheus, tempfile.TemporaryDirectory() as workdir:
-        async with local_topology(Path(workdir), prometheus) as topology:
+        async with local_topology(Path(workdir), prometheus, job_prefix="bench-") as topology:
             for service in topology.sidecars:
-                prometheus.wait_for(f'up{{job="{service}"}} == 1', 30.0)
+                prometheus.wait_for(f'up{{job="{topology.job(service)}"}} == 1', 30.0)
             client = PrometheusClient(prometheus.url)
-            monitor = Monitor(client, namespace="default", window_seconds=WINDOW_SECONDS)
+            monitor = Monitor(client, namespace="default", window_seconds=WINDOW_SECONDS,
+                              queries=Queries(selector=topology.selector))
             try:
                 async with LoadGenerator(topology.entry_url, rate=40, max_seconds=60 + runs * 20) as load:
                     await asyncio.sleep(WINDOW_SECONDS + 1)

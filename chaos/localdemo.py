@@ -78,6 +78,16 @@ class SidecarProcess:
 class Topology:
     sidecars: dict[str, SidecarProcess]
     runners: list[web.AppRunner] = field(default_factory=list)
+    #: Prepended to each service's scrape job, so two topologies never share series.
+    job_prefix: str = ""
+
+    @property
+    def selector(self) -> str:
+        """The PromQL label matchers picking one service's sidecar (``Queries.selector``)."""
+        return f'job="{self.job_prefix}{{service}}"'
+
+    def job(self, service: str) -> str:
+        return self.job_prefix + service
 
     @property
     def entry_url(self) -> str:
@@ -128,7 +138,7 @@ async def local_topology(workdir: Path, prometheus: ScrapeTargets | None = None,
     """Start the chain; on exit stop everything it started and unregister its scrape jobs."""
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {s: (free_port(), free_port()) for s in CHAIN}
-    topology = Topology({})
+    topology = Topology({}, job_prefix=job_prefix)
     jobs: list[str] = []
     try:
         for index, service in reversed(list(enumerate(CHAIN))):

@@ -48,6 +48,8 @@ CHAOS_EXPERIMENT: Final = CHAOS_PREFIX + "experiment"
 CHAOS_FAULT: Final = CHAOS_PREFIX + "fault"
 CHAOS_EXPIRES: Final = CHAOS_PREFIX + "expires"
 CHAOS_SIDECAR_NAME: Final = "harbinger-chaos"
+#: Pod annotation the webhook sets when it injects the sidecar: the image it injected.
+CHAOS_SIDECAR_IMAGE: Final = CHAOS_PREFIX + "sidecar"
 #: Label put on every object the chaos controller creates, so a sweep can find leftovers.
 CHAOS_OWNED_LABEL: Final = PREFIX + "chaos-owned"
 

@@ -59,6 +59,9 @@ class WebhookSettings(ServerSettings):
     history_query: str = 'sum(rate(istio_requests_total{destination_service_name="{service}"}[5m]))'
     history_lookback_seconds: float = Field(8 * 86400.0, gt=0)
     chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
+    #: When set (manifests/ set it to ``harbinger-scheduler``), warm-up pods are sent to
+    #: the scheduler that asks the extender; other pods keep their scheduler.
+    scheduler_name: str | None = None
 
 
 class ExtenderSettings(ServerSettings):

@@ -8,8 +8,13 @@ is marked ``integration`` automatically.
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# scikit-learn and onnxruntime spread over every core by default; on a 2-core CI machine
+# that is slower than one thread, and it starves the control plane the same tests use.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path

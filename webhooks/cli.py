@@ -52,6 +52,7 @@ async def _serve(config: WebhookSettings, kubeconfig: Path | None, context: str 
         cluster.view, forecasts,
         bounds=Bounds(config.min_cpu_cores, config.max_cpu_cores, config.min_memory_bytes, config.max_memory_bytes),
         sidecar_image=config.chaos_sidecar_image,
+        scheduler_name=config.scheduler_name,
     )
     app = build_app(
         mutator, max_body_bytes=config.max_body_bytes,

@@ -29,14 +29,14 @@ from harbinger.quantity import format_cpu, format_decimal_si, format_memory, par
 from webhooks import metrics
 from webhooks.cluster import ClusterView, deployment_annotations, deployment_replicas, owning_deployment
 from webhooks.forecasts import ForecastProvider, Outlook
-from webhooks.patch import append_container, append_volume, set_annotations, set_requests
+from webhooks.patch import append_container, append_volume, set_annotations, set_requests, set_scheduler_name
 from webhooks.review import JSONPatch, Pod, decode_pod, decode_review, encode_response
 
 log = logging.getLogger(__name__)
 
 #: Stamped with the sidecar: which image was injected (the chaos controller reads it to
 #: know which pods can take sidecar faults). TODO(lead): move into harbinger.contract.
-CHAOS_SIDECAR_IMAGE: Final = contract.CHAOS_PREFIX + "sidecar"
+CHAOS_SIDECAR_IMAGE: Final = contract.CHAOS_SIDECAR_IMAGE
 #: The kubelet refuses bandwidth annotations outside [1k, 1P] bits/s.
 MIN_BANDWIDTH_BITS: Final = Decimal(1000)
 MAX_BANDWIDTH_BITS: Final = Decimal(10) ** 15
@@ -60,6 +60,7 @@ class Decision:
     annotations: dict[str, str] = field(default_factory=dict)
     requests: dict[int, dict[str, str]] = field(default_factory=dict)  # container index -> requests
     sidecar: dict[str, Any] | None = None
+    scheduler_name: str | None = None
     warnings: list[str] = field(default_factory=list)
     stamps: set[str] = field(default_factory=set)
 
@@ -72,8 +73,10 @@ class Mutator:
         *,
         bounds: Bounds | None = None,
         sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest",
+        scheduler_name: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.scheduler_name = scheduler_name
         self.view = view
         self.forecasts = forecasts
         self.bounds = bounds or Bounds()
@@ -102,6 +105,7 @@ class Mutator:
         patch += set_annotations(raw, decision.annotations)
         for index, requests in decision.requests.items():
             patch += set_requests(raw, index, requests)
+        patch += set_scheduler_name(raw, decision.scheduler_name)
         if decision.sidecar:
             patch += append_container(raw, decision.sidecar)
             patch += append_volume(raw, sidecar.podinfo_volume())
@@ -142,6 +146,9 @@ class Mutator:
         if _in_warmup_window(workload, now, decision, where):
             decision.annotations[contract.WARMUP] = "true"
             decision.stamps.add("warmup")
+            # Only warm-up pods need bandwidth-aware placement; everything else keeps the
+            # default scheduler, so a Harbinger scheduler outage cannot hold them Pending.
+            decision.scheduler_name = self.scheduler_name
         chaos_opt_in = (namespace_labels or {}).get(contract.CHAOS) == contract.CHAOS_ENABLED
         if chaos_opt_in or workload.get(contract.CHAOS) == contract.CHAOS_ENABLED:
             self._stamp_chaos(decision, pod, pod_annotations, where)

@@ -64,6 +64,18 @@ def set_requests(pod: dict[str, Any], index: int, wanted: dict[str, str]) -> JSO
     ]
 
 
+#: Values of ``spec.schedulerName`` that mean "whatever the cluster's default is".
+_DEFAULT_SCHEDULERS = frozenset({None, "", "default-scheduler"})
+
+
+def set_scheduler_name(pod: dict[str, Any], name: str | None) -> JSONPatch:
+    """Point the pod at scheduler ``name``, unless it asked for a scheduler of its own."""
+    current = pod["spec"].get("schedulerName")
+    if not name or current == name or current not in _DEFAULT_SCHEDULERS:
+        return []
+    return [{"op": "add", "path": "/spec/schedulerName", "value": name}]
+
+
 def append_container(pod: dict[str, Any], container: dict[str, Any]) -> JSONPatch:
     """Append ``container`` unless a container (or init container) of that name exists."""
     spec = pod["spec"]

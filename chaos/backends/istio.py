@@ -115,8 +115,11 @@ class IstioBackend(FaultBackend):
         response = await self.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, _preload_content=False)
         items = json.loads(await response.read()).get("items") or []
-        self.names = sorted(vs["metadata"]["name"] for vs in items
-                            if routes_host(vs, self.experiment.target, self.namespace))
+        ours = [vs for vs in items if routes_host(vs, self.experiment.target, self.namespace)]
+        self.names = sorted(vs["metadata"]["name"] for vs in ours)
+        # One that a dead run created is ours to keep changing and to delete, never to stash.
+        self.created = {vs["metadata"]["name"] for vs in ours
+                        if (vs["metadata"].get("labels") or {}).get(contract.CHAOS_OWNED_LABEL) == OWNED_CREATED}
 
     async def apply(self, fault: Fault, expires: datetime) -> None:
         if not self.names:

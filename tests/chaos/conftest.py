@@ -3,6 +3,8 @@ by the session's real Prometheus, with a short-dwell run configuration."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from chaos.experiment import SLO, Experiment, FaultKind
 from chaos.faults import Fault
 from chaos.localdemo import Topology, local_topology
+from chaos.monitor import Queries
 from chaos.runner import RunConfig
 from harbinger.localcluster import LocalPrometheus
 
@@ -20,13 +23,20 @@ FAST = RunConfig(dwell_seconds=4.0, baseline_seconds=3.0, sample_interval_second
 WINDOW_SECONDS = 4.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def topology(prometheus: LocalPrometheus, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topology]:
+    """Started once per test session; its scrape jobs carry a unique prefix so no other
+    target's series (or this one's stale ``up``) can be mistaken for it."""
     workdir = tmp_path_factory.mktemp("chaos-topology")
-    async with local_topology(workdir, prometheus, job_prefix="") as topo:
+    async with local_topology(workdir, prometheus, job_prefix=f"chaos-{uuid.uuid4().hex[:6]}-") as topo:
         for service in topo.sidecars:
-            prometheus.wait_for(f'up{{job="{service}"}} == 1', 30.0)
+            await asyncio.to_thread(prometheus.wait_for, f'up{{job="{topo.job(service)}"}} == 1', 30.0)
         yield topo
+
+
+@pytest.fixture
+def queries(topology: Topology) -> Queries:
+    return Queries(selector=topology.selector)
 
 
 def _error_experiment(name: str = "error-payments", *, percents: tuple[float, ...] = (1.0, 2.0, 30.0),

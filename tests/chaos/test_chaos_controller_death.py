@@ -37,14 +37,18 @@ async def _start_run(experiment: Experiment, topology: Topology, prometheus: Loc
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harbinger.cli", "chaos", "run", str(path), *topology.annotation_flags(),
-        f"--prometheus-url={prometheus.url}", "--baseline=1", "--interval=0.5", "--window=4",
+        f"--prometheus-url={prometheus.url}", f"--selector={topology.selector}", "--baseline=1", "--interval=0.5", "--window=4",
         f"--ttl={TTL_SECONDS}", "--recovery=0", f"--reports-dir={tmp_path / 'reports'}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
-async def _wait_active(topology: Topology, service: str, timeout: float = 30.0) -> None:
+async def _wait_active(topology: Topology, service: str, process: asyncio.subprocess.Process,
+                       timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not (await topology.fault_states())[service]["active"]:
+        if process.returncode is not None:
+            out, err = await process.communicate()
+            raise AssertionError(f"chaos run exited {process.returncode} before injecting: {out!r} {err!r}")
         assert time.monotonic() < deadline, f"no fault became active in {service} within {timeout}s"
         await asyncio.sleep(0.1)
 
@@ -57,9 +61,10 @@ async def test_killed_controller_leaves_no_fault_after_expiry(
     async with LoadGenerator(topology.entry_url, rate=20, max_seconds=60):
         process = await _start_run(experiment, topology, prometheus, tmp_path)
         try:
-            await _wait_active(topology, "payments")
+            await _wait_active(topology, "payments", process)
         finally:
-            process.kill()
+            if process.returncode is None:
+                process.kill()
             await process.communicate()
         left = fault_from_annotations(read_annotations(payments.annotations_file), source="test")
         assert left is not None, "the killed run had no chance to clean up; its fault is still declared"
@@ -91,7 +96,7 @@ async def test_sigterm_mid_experiment_removes_every_fault_before_exit(
     async with LoadGenerator(topology.entry_url, rate=20, max_seconds=60):
         process = await _start_run(experiment, topology, prometheus, tmp_path)
         try:
-            await _wait_active(topology, "payments")
+            await _wait_active(topology, "payments", process)
             process.send_signal(signal.SIGTERM)
             out, err = await asyncio.wait_for(process.communicate(), 30)
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 from chaos.backends.files import AnnotationsFileBackend
 from chaos.experiment import Experiment
 from chaos.localdemo import LoadGenerator, Topology
-from chaos.monitor import Monitor, PrometheusClient
+from chaos.monitor import Monitor, PrometheusClient, Queries
 from chaos.record import RunStatus
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
@@ -22,11 +22,12 @@ from harbinger.localcluster import LocalPrometheus
 async def test_ramp_breaks_at_the_step_that_overwhelms_callers_and_rolls_back(
     topology: Topology, prometheus: LocalPrometheus, fast_config: RunConfig, tmp_path: Path,
     error_experiment: Callable[..., Experiment], annotation_paths: dict[str, list[Path]], window_seconds: float,
+    queries: Queries,
 ) -> None:
     experiment = error_experiment()
     backend = AnnotationsFileBackend(experiment, annotation_paths)
     client = PrometheusClient(prometheus.url)
-    monitor = Monitor(client, namespace="default", window_seconds=window_seconds)
+    monitor = Monitor(client, namespace="default", window_seconds=window_seconds, queries=queries)
     faults_seen: list[int] = []
     try:
         async with LoadGenerator(topology.entry_url, rate=40, max_seconds=90):

@@ -124,6 +124,22 @@ async def test_warmup_mark_inside_the_planner_window_only(world: World) -> None:
     assert world.patch_of(await world.review(pod)) == []  # the window opens in a minute
 
 
+async def test_warmup_pods_go_to_the_harbinger_scheduler_when_configured(world: World) -> None:
+    world.mutator.scheduler_name = contract.SCHEDULER_NAME
+    world.namespace()
+    world.deployments.put(world.deployment(annotations=world.warmup_window(world.now, before=60, after=600)))
+    pod = world.pod(owner_rs="web-8f7e6")
+    stamped = world.apply(pod, await world.review(pod))
+    assert stamped["spec"]["schedulerName"] == contract.SCHEDULER_NAME
+    assert world.patch_of(await world.review(stamped)) == []  # idempotent
+    own = world.pod(owner_rs="web-8f7e6")
+    own["spec"]["schedulerName"] = "team-scheduler"  # a pod's own choice of scheduler is kept
+    assert "schedulerName" not in json.dumps(world.patch_of(await world.review(own)))
+    plain = world.pod(name="web-zz", annotations={})
+    world.deployments.put(world.deployment())  # no warm-up window: the default scheduler stays
+    assert "schedulerName" not in json.dumps(world.patch_of(await world.review(plain)))
+
+
 async def test_chaos_opt_in_adds_the_sidecar_once(world: World) -> None:
     world.namespace(chaos=True)
     pod = world.pod(annotations={})

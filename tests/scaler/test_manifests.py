@@ -1,0 +1,91 @@
+"""``manifests/base/scaler`` builds, the apiserver accepts it, and its RBAC is enough for a
+full planner run (Lease, reads, floor, annotations, Event) and no more."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client
+
+from harbinger import contract
+from harbinger.localcluster import LocalCluster
+from harbinger.profile import CapacityProfile
+from scaler.clock import ManualClock
+from scaler.controller import Planner
+from scaler.leader import LeaderElector
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base" / "scaler"
+T0 = datetime(2031, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def built(cluster: LocalCluster) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(cluster.kubectl("kustomize", str(MANIFESTS)).stdout) if doc]
+
+
+async def test_the_kustomization_builds_and_the_apiserver_accepts_it(cluster: LocalCluster, namespace: str) -> None:
+    docs = built(cluster)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "harbinger-planner") in kinds
+    assert ("ClusterRole", "harbinger-planner") in kinds
+    assert ("Role", "harbinger-planner-lease") in kinds
+    assert not any(d["kind"] == "Namespace" for d in docs)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    text = yaml.safe_dump_all(docs).replace("harbinger-system", namespace)
+    result = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=text)
+    assert "deployment.apps/harbinger-planner created (server dry run)" in result.stdout
+
+
+async def test_the_planners_rbac_is_enough_and_no_more(
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, make_nodes: Any, new_service: Any,
+    forecast: Any, scripted: Any,
+) -> None:
+    system = await make_namespace()  # stands in for harbinger-system
+    workloads = await make_namespace(opted_in=True)
+    await make_nodes(1)
+    profile = CapacityProfile(rps_per_replica=10, headroom=0, warmup_seconds=60)
+    await new_service(kube, workloads, "checkout",
+                      annotations={contract.CAPACITY_PROFILE: profile.model_dump_json()})
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    docs = [d for d in built(cluster) if d["kind"] in wanted]
+    assert len(docs) == 5
+    text = yaml.safe_dump_all(docs).replace("harbinger-system", system).replace(
+        "name: harbinger-planner\n", f"name: harbinger-planner-{system}\n")
+    cluster.kubectl("apply", "-f", "-", input=text)
+    try:
+        who = f"system:serviceaccount:{system}:harbinger-planner-{system}"
+        for verb, resource in (("patch", "horizontalpodautoscalers.autoscaling"), ("patch", "deployments.apps"),
+                               ("list", "nodes"), ("create", "events")):
+            assert cluster.kubectl("auth", "can-i", verb, resource, "-n", workloads, f"--as={who}",
+                                   check=False).stdout.strip() == "yes", (verb, resource)
+        for verb, resource in (("get", "secrets"), ("delete", "deployments.apps"), ("patch", "pods"),
+                               ("create", "leases.coordination.k8s.io")):
+            assert cluster.kubectl("auth", "can-i", verb, resource, "-n", workloads, f"--as={who}",
+                                   check=False).stdout.strip() == "no", (verb, resource)
+
+        core = client.CoreV1Api(kube)
+        token = await core.create_namespaced_service_account_token(
+            f"harbinger-planner-{system}", system, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
+        configuration = client.Configuration(host=cluster.server)
+        configuration.ssl_ca_cert = str(cluster.ca_cert)
+        configuration.api_key = {"BearerToken": token.status.token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        async with client.ApiClient(configuration) as as_planner:
+            clock = ManualClock(T0)
+            # The Role grants get/update on the Lease named harbinger-planner only.
+            elector = LeaderElector(as_planner, name="harbinger-planner", namespace=system, identity="p-0",
+                                    duration_seconds=15, clock=clock)
+            assert await elector.try_acquire_or_renew()
+            assert await elector.try_acquire_or_renew()  # renewing needs get + update
+            planner = Planner(as_planner, forecasts=scripted({"checkout": forecast("checkout", T0, [50.0] * 4)}),
+                              clock=clock, elector=elector, namespaces=frozenset({workloads}),
+                              node_selector="harbinger-test=scaler")
+            report = await planner.run_once()
+        assert report.outcome == "applied"
+        assert [(c.service, c.after) for c in report.changes] == [("checkout", 5)]
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=text)
