@@ -288,7 +288,7 @@ def _exit_code(record: RunRecord) -> int:
 
 def _print_summary(analysis: dict[str, Any], directory: Path) -> None:
     print(json.dumps({k: analysis[k] for k in ("run_id", "status", "steps_reached", "steps_planned", "breach",
-                                               "resilience_score", "weaknesses")}, indent=2))
+                                               "resilience_score", "weaknesses", "notes")}, indent=2))
     rollback = analysis.get("rollback")
     if rollback:
         print(f"faults removed {rollback['seconds']:.3f}s after {rollback['reason']}", file=sys.stderr)

@@ -58,6 +58,10 @@ PLAN: Final = PREFIX + "plan"
 NEXT_PEAK: Final = PREFIX + "next-peak"
 WARMUP_FROM: Final = PREFIX + "warmup-from"
 WARMUP_UNTIL: Final = PREFIX + "warmup-until"
+#: The floor the team declared, remembered while the planner holds a higher one, so it
+#: is restored exactly (on the HPA, and on a Deployment without an HPA).
+DECLARED_MIN_REPLICAS: Final = PREFIX + "declared-min-replicas"
+DECLARED_REPLICAS: Final = PREFIX + "declared-replicas"
 #: Capacity profile of a service, as a JSON annotation on its Deployment.
 CAPACITY_PROFILE: Final = PREFIX + "capacity-profile"
 

@@ -63,6 +63,22 @@ async def api_client(kubeconfig: Path | str | None = None, context: str | None =
         await api.close()
 
 
+async def read_json(call: Awaitable[Any]) -> dict[str, Any]:
+    """The JSON body of a kubernetes-asyncio call made with ``_preload_content=False``.
+
+    Without preloading, the client hands back the HTTP response whatever its status (a
+    404 arrives as a ``Status`` body, not an exception), so every such call goes through
+    here, which raises :class:`ApiException` for an error status as the preloading path
+    does. Raw JSON is what the hot paths want: model deserialization costs far more.
+    """
+    response = await call
+    text = await response.read()
+    if response.status >= 400:
+        raise ApiException(status=response.status, reason=f"{response.reason}: {text[:300].decode(errors='replace')}")
+    body: dict[str, Any] = json.loads(text)
+    return body
+
+
 def object_key(obj: KubeObject) -> str:
     """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
     meta = obj.get("metadata") or {}
@@ -140,11 +156,7 @@ class Reflector:
             backoff = min(backoff * 2, 10.0)
 
     async def _relist(self) -> None:
-        response = await self._list_fn(_preload_content=False, **self._list_kwargs)
-        if response.status >= 300:
-            # Without _preload_content the client does not raise; a 401/403 must still say so.
-            raise ApiException(status=response.status, reason=f"{response.reason}: {(await response.text())[:200]}")
-        body = json.loads(await response.read())
+        body = await read_json(self._list_fn(_preload_content=False, **self._list_kwargs))
         fresh = {object_key(item): item for item in body.get("items") or []}
         old = self.store
         self.store = fresh

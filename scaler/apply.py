@@ -33,8 +33,8 @@ from scaler.plan import ServicePlan, rfc3339
 log = logging.getLogger(__name__)
 
 # Keys only the planner reads back (restore state); see the report on moving them to contract.py.
-DECLARED_MIN_REPLICAS = contract.PREFIX + "declared-min-replicas"
-DECLARED_REPLICAS = contract.PREFIX + "declared-replicas"
+DECLARED_MIN_REPLICAS = contract.DECLARED_MIN_REPLICAS
+DECLARED_REPLICAS = contract.DECLARED_REPLICAS
 COMPONENT = "harbinger-planner"
 
 

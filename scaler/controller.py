@@ -30,7 +30,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger.errors import InvalidInput
-from harbinger.kube import KubeObject
+from harbinger.kube import KubeObject, read_json
 from harbinger.quantity import parse_nonnegative
 from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
 from scaler.apply import (
@@ -45,7 +45,6 @@ from scaler.apply import (
 from scaler.clock import Clock
 from scaler.forecasting import ForecastSource
 from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs
-from scaler.kube_json import read_json
 from scaler.leader import LeaderElector
 from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLANNED_REPLICAS, RUNS
 from scaler.plan import FloorHold, ServicePlan, plan_service

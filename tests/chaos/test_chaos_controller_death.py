@@ -33,12 +33,18 @@ def _lenient(experiment: Experiment) -> Experiment:
 
 async def _start_run(experiment: Experiment, topology: Topology, prometheus: LocalPrometheus,
                      tmp_path: Path) -> asyncio.subprocess.Process:
+    # The run measures a baseline first and injects nothing without traffic: wait until
+    # Prometheus sees the load on every watched service.
+    for service in experiment.watched():
+        await asyncio.to_thread(
+            prometheus.wait_for,
+            f'sum(rate(harbinger_chaos_requests_total{{job="{topology.job(service)}"}}[4s])) > 0', 30.0)
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harbinger.cli", "chaos", "run", str(path), *topology.annotation_flags(),
-        f"--prometheus-url={prometheus.url}", f"--selector={topology.selector}", "--baseline=1", "--interval=0.5", "--window=4",
-        f"--ttl={TTL_SECONDS}", "--recovery=0", f"--reports-dir={tmp_path / 'reports'}",
+        f"--prometheus-url={prometheus.url}", f"--selector={topology.selector}", "--baseline=1", "--interval=0.5",
+        "--window=4", f"--ttl={TTL_SECONDS}", "--recovery=0", f"--reports-dir={tmp_path / 'reports'}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
