@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HARBINGER_", env_nested_delimiter="__", extra="forbid")
 
     log_level: str = "INFO"
+    #: Rehearsals and ``make demo`` only: ``START,SPEED,ORIGIN`` runs every component on
+    #: trace time (see :mod:`harbinger.clock`). Empty means the wall clock.
+    replay_clock: str | None = None
     kube: KubeSettings = KubeSettings()
     webhook: WebhookSettings = WebhookSettings()
     extender: ExtenderSettings = ExtenderSettings()

@@ -139,9 +139,13 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         back_1d = m + j - rounds * day
         columns["hour_of_day"] = (seconds % _DAY_S) / 3600.0
         columns["same_time_1d"] = windows[:, back_1d] * scale
-        columns["same_time_2d"] = windows[:, back_1d - day] * scale
+        import os
+        V = os.environ.get("HX", "")
+        prev_day = np.maximum(_nanmean(windows[:, m - 2 * day : m - day], axis=1), spec.level_floor)[:, None]
+        week_mean = np.maximum(_nanmean(windows[:, m - PROFILE_DAYS * day:], axis=1), spec.level_floor)[:, None]
+        columns["same_time_2d"] = windows[:, back_1d - day] * (1/prev_day if "2" in V else scale)
         columns["profile_days"] = _nanmean(
-            np.stack([smooth[:, back_1d - d * day] for d in range(PROFILE_DAYS)]), axis=0) * scale
+            np.stack([smooth[:, back_1d - d * day] for d in range(PROFILE_DAYS)]), axis=0) * (1/week_mean if "1" in V else scale)
     if spec.seasonality == "weekly":
         week = 7 * day
         back_1w = m + j - week

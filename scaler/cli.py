@@ -14,11 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from harbinger.clock import SystemClock
 from harbinger.errors import InvalidInput
 from harbinger.kube import api_client
 from harbinger.serving import add_standard_routes, serve
 from harbinger.settings import PlannerSettings, load_settings
-from scaler.clock import SystemClock
 from scaler.controller import Planner
 from scaler.forecasting import ModelForecasts
 from scaler.inputs import PlannerInputs, load_inputs

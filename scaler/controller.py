@@ -29,6 +29,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
+from harbinger.clock import Clock
 from harbinger.errors import InvalidInput
 from harbinger.kube import KubeObject, read_json
 from harbinger.quantity import parse_nonnegative
@@ -42,7 +43,6 @@ from scaler.apply import (
     raised_floor,
     record_event,
 )
-from scaler.clock import Clock
 from scaler.forecasting import ForecastSource
 from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs
 from scaler.leader import LeaderElector

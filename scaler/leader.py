@@ -20,8 +20,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from harbinger.clock import Clock
 from harbinger.kube import read_json
-from scaler.clock import Clock
 from scaler.metrics import ERRORS, IS_LEADER
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import yaml
 from kubernetes_asyncio import client
 
 from harbinger import contract
+from harbinger.clock import ManualClock
 from harbinger.localcluster import LocalCluster
 from harbinger.profile import CapacityProfile
-from scaler.clock import ManualClock
 from scaler.controller import Planner
 from scaler.leader import LeaderElector
 

@@ -15,11 +15,11 @@ import pytest
 from kubernetes_asyncio import client
 
 from harbinger import contract
+from harbinger.clock import ManualClock
 from harbinger.errors import InvalidInput
 from harbinger.graph import ServiceGraph
 from harbinger.profile import CapacityProfile
 from scaler.apply import DECLARED_MIN_REPLICAS, DECLARED_REPLICAS
-from scaler.clock import ManualClock
 from scaler.controller import Planner
 from scaler.inputs import PlannerInputs
 from scaler.leader import LeaderElector
