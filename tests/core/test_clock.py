@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -32,10 +33,9 @@ def test_bad_replay_clock_is_named(spec: str) -> None:
 
 
 async def test_manual_clock_wakes_sleepers_when_moved() -> None:
-    import asyncio
-
     clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     sleeper = asyncio.create_task(clock.sleep(60))
+    await asyncio.sleep(0)  # let it start sleeping at t=0
     await clock.advance(30)
     await asyncio.sleep(0)
     assert not sleeper.done()
