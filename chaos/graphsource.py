@@ -4,7 +4,6 @@ pinned to a caller with ``sourceLabels``)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
@@ -13,6 +12,7 @@ from kubernetes_asyncio import client
 from chaos.backends.istio import CALLER_LABEL, GROUP, PLURAL, VERSION
 from harbinger.errors import HarbingerError
 from harbinger.graph import ServiceGraph
+from harbinger.kube import read_json
 
 EDGES_QUERY = ('sum by (source_canonical_service, destination_canonical_service) '
                '(rate(istio_requests_total{{reporter="source"}}[{window}]))')
@@ -69,8 +69,7 @@ async def virtual_services(api: client.ApiClient, namespace: str | None) -> list
     custom = client.CustomObjectsApi(api)
     call = (custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False)
             if namespace else custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False))
-    response = await call
-    return list(json.loads(await response.read()).get("items") or [])
+    return list((await read_json(call)).get("items") or [])
 
 
 def merge(services: set[str], edges: set[tuple[str, str]], *, source: str) -> ServiceGraph:

@@ -124,6 +124,8 @@ class Monitor:
         samples = []
         for i, service in enumerate(services):
             error_rate, p99, throughput = values[3 * i: 3 * i + 3]
+            if error_rate is None and throughput:
+                error_rate = 0.0  # traffic but no 5xx series at all: no errors, not "unknown"
             samples.append(Sample(service, now, error_rate, p99, throughput or 0.0))
         return samples
 

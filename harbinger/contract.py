@@ -47,6 +47,8 @@ CHAOS_PREFIX: Final = PREFIX + "chaos-"
 CHAOS_EXPERIMENT: Final = CHAOS_PREFIX + "experiment"
 CHAOS_FAULT: Final = CHAOS_PREFIX + "fault"
 CHAOS_EXPIRES: Final = CHAOS_PREFIX + "expires"
+#: On an object the chaos controller changed: its spec before the experiment, restored exactly.
+CHAOS_ORIGINAL: Final = CHAOS_PREFIX + "original"
 CHAOS_SIDECAR_NAME: Final = "harbinger-chaos"
 #: Pod annotation the webhook sets when it injects the sidecar: the image it injected.
 CHAOS_SIDECAR_IMAGE: Final = CHAOS_PREFIX + "sidecar"

@@ -24,6 +24,12 @@ class CapacityProfile(BaseModel):
 
     #: Requests per second one replica serves at its target utilization.
     rps_per_replica: float = Field(50.0, gt=0)
+    #: The utilization ``rps_per_replica`` stands for, as a share of what one replica serves
+    #: at saturation (the HPA's target, e.g. ``averageUtilization: 80``): a replica saturates
+    #: at ``rps_per_replica / target_utilization``. The default 0.8 is the common production
+    #: CPU target; it keeps the HPA's own 0.1 tolerance band (up to 1.1x the target) inside
+    #: what a replica can serve, which is why an operator picks a target below 1.
+    target_utilization: float = Field(0.8, gt=0, le=1)
     #: CPU cores a replica needs per request/s, on top of ``cpu_base_cores``.
     cpu_per_rps: float = Field(0.005, ge=0)
     cpu_base_cores: float = Field(0.05, ge=0)
@@ -49,6 +55,11 @@ class CapacityProfile(BaseModel):
         """Replicas needed to serve ``rps`` with headroom, within min and max."""
         needed = math.ceil(max(rps, 0.0) * (1 + self.headroom) / self.rps_per_replica - 1e-9)
         return max(self.min_replicas, min(self.max_replicas, needed))
+
+    @property
+    def saturation_rps_per_replica(self) -> float:
+        """Requests per second one replica serves before it is overloaded."""
+        return self.rps_per_replica / self.target_utilization
 
     def cpu_cores_for(self, rps_per_replica: float) -> float:
         return self.cpu_base_cores + self.cpu_per_rps * max(rps_per_replica, 0.0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,13 +100,19 @@ def recent_level(windows: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     return np.where(known_last_day * 4 >= day, last_day, fallback)
 
 
-def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
-                   horizon_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows for every (origin, horizon step): ``X`` of shape ``(n * H, F)`` in float32, origin-major,
-    and the divisor ``L`` of each origin (targets and forecasts are ``ratio * L``).
+class Features(NamedTuple):
+    #: ``(n * H, F)`` float32, origin-major: the model's input.
+    x: np.ndarray
+    #: ``(n,)`` recent level ``L`` of each origin (TPS).
+    level: np.ndarray
+    #: ``(n, H)`` reference TPS of each row: the model predicts ``actual / reference``.
+    reference: np.ndarray
 
-    ``windows`` is ``(n, spec.window_steps)``, de-evented, ``NaN`` where unknown.
-    """
+
+def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
+                   horizon_steps: int | None = None) -> Features:
+    """Rows for every (origin, horizon step) of ``windows`` (``(n, spec.window_steps)``,
+    de-evented, ``NaN`` where unknown)."""
     n, m = windows.shape
     if m != spec.window_steps:
         raise ValueError(f"windows have {m} steps, the spec needs {spec.window_steps}")
@@ -157,10 +163,21 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         columns["level_vs_week_before"] = per_origin(_ratio(
             level, _nanmean(windows[:, m - week : m - week + day], axis=1), spec.level_floor))
 
+    import os
+    if "r" in os.environ.get("HX", "") and spec.seasonality != "none":
+        if spec.seasonality == "weekly":
+            shape = columns["profile_weeks"] * level[:, None] / np.maximum(_nanmean(windows[:, m - PROFILE_WEEKS * week:], axis=1), spec.level_floor)[:, None]
+            recent = np.maximum(_nanmean(windows[:, m - week:], axis=1), spec.level_floor)
+            ref = shape * recent[:, None]
+        else:
+            ref = columns["profile_days"] * (level[:, None] if "1" in os.environ.get("HX", "") else 1.0)
+        reference = np.where(np.isnan(ref), level[:, None], np.maximum(ref, 0.05 * level[:, None]))
+    else:
+        reference = np.broadcast_to(level[:, None], (n, h))
     x = np.empty((n * h, len(spec.names)), dtype=np.float32)
     for i, name in enumerate(spec.names):
         x[:, i] = np.broadcast_to(columns[name], (n, h)).reshape(-1)
-    return x, level
+    return Features(x, level, np.ascontiguousarray(reference))
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -194,17 +211,17 @@ def inside_events(events: Sequence[Event], service: str, times_ns: np.ndarray, s
     return inside
 
 
-def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, level: np.ndarray, multipliers: np.ndarray,
+def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, reference: np.ndarray, multipliers: np.ndarray,
            band_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs (ratios to the level, origin-major) to TPS, shaped ``(n, H)``.
+    """Model outputs (ratios to the reference, origin-major) to TPS, shaped ``(n, H)``.
 
     The P90 is the P50 plus the calibrated band; both are at least 0 and P90 >= P50
     (two independently fitted quantiles can cross).
     """
-    n = level.size
+    n = reference.shape[0]
     mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
     band = np.maximum(ratio_p90.reshape(n, -1) - mid, 0.0) * band_scale
-    scale = level[:, None] * multipliers.reshape(n, -1)
+    scale = reference * multipliers.reshape(n, -1)
     return mid * scale, (mid + band) * scale
 
 

@@ -50,7 +50,7 @@ class PreparedRequest:
     """One service's features for one origin, ready for the model."""
 
     features: np.ndarray
-    level: np.ndarray
+    reference: np.ndarray
     multipliers: np.ndarray
     start_ns: int
     horizon_steps: int
@@ -102,11 +102,11 @@ class ForecastCore:
                                                 spec.kind_effects)
             future_multipliers = event_multipliers(events, self.service, future, spec.step_seconds,
                                                    spec.kind_effects)
-        features, level = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
-        return PreparedRequest(features, level, future_multipliers, start_ns, h)
+        built = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
+        return PreparedRequest(built.x, built.reference, future_multipliers, start_ns, h)
 
     def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
-        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.band_scale)
+        p50, p90 = to_tps(ratio_p50, ratio_p90, request.reference, request.multipliers, self.band_scale)
         return Forecast(service=self.service, model_version=self.model_version,
                         start=datetime.fromtimestamp(request.start_ns / _NS, UTC),
                         step_seconds=self.spec.step_seconds, p50=p50[0], p90=p90[0])

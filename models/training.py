@@ -198,14 +198,14 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
           spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, targets (ratios), the level and the origin of every usable row."""
+    """Features, targets (ratios to the reference), the origin's level and origin of every usable row."""
     h = spec.horizon_steps
     windows = sliding_windows(values, origins, spec.window_steps)
-    x, level = build_features(windows, times_ns[origins], spec)
+    x, level, reference = build_features(windows, times_ns[origins], spec)
     target_index = origins[:, None] + np.arange(h)[None, :]
     inside = target_index < values.size
     targets = np.where(inside, values[np.minimum(target_index, values.size - 1)], np.nan)
-    y = (targets / level[:, None]).reshape(-1)
+    y = (targets / reference).reshape(-1)
     level_of_row = np.repeat(level, h)
     origin_of_row = np.repeat(origins, h)
     keep = ~np.isnan(y) & np.isfinite(level_of_row)

@@ -87,9 +87,11 @@ def _figures(strategy: str, trace: Trace, first: int, replicas: np.ndarray, read
              profile: CapacityProfile) -> Outcome:
     demand = trace.demand[first : first + len(replicas)]
     known = ~np.isnan(demand)
+    # Under capacity = demand above what the ready pods serve at *saturation*, for every
+    # strategy alike (the HPA still aims each pod at ``rps_per_replica``, below saturation).
     # In replica units with the same rounding slack as every ceil() here, so that demand a
     # hair above a whole number of replicas is not "under" by float noise alone.
-    under = known & (demand / profile.rps_per_replica > ready + 1e-9)
+    under = known & (demand / profile.saturation_rps_per_replica > ready + 1e-9)
     changes = int(np.count_nonzero(np.diff(replicas)))
     return Outcome(
         strategy=strategy,
@@ -141,7 +143,9 @@ def run_oracle(trace: Trace, profile: CapacityProfile, first: int, last: int) ->
     tick = trace.tick_seconds
     demand = trace.demand[first:last]
     level = pd.Series(demand).ffill().fillna(0.0).to_numpy()
-    need = np.clip(np.ceil(level / profile.rps_per_replica - 1e-9), profile.min_replicas, profile.max_replicas)
+    # Just enough pods never to be saturated: the same capacity the figures measure against.
+    need = np.clip(np.ceil(level / profile.saturation_rps_per_replica - 1e-9), profile.min_replicas,
+                   profile.max_replicas)
     ahead = math.ceil(profile.warmup_seconds / tick)
     # Reverse rolling max: the max of need[t : t + ahead + 1].
     alive = pd.Series(need[::-1]).rolling(ahead + 1, min_periods=1).max().to_numpy()[::-1].astype(np.int64)

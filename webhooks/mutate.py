@@ -191,6 +191,8 @@ class Mutator:
         port = _upstream_port(pod, own, decision, where)
         decision.sidecar = sidecar.sidecar_container(self.sidecar_image, port)
         decision.annotations[CHAOS_SIDECAR_IMAGE] = self.sidecar_image
+        # The chaos controller's pod backend reads the opt-in from the pod itself.
+        decision.annotations[contract.CHAOS] = contract.CHAOS_ENABLED
         decision.annotations[sidecar.UPSTREAM_PORT_ANNOTATION] = str(port)
         decision.stamps.add("chaos")
 

@@ -17,7 +17,7 @@ from chaos.faults import Fault
 from harbinger import contract
 
 #: The state an object had before the chaos controller changed it (JSON), for an exact restore.
-ORIGINAL_ANNOTATION: Final = contract.CHAOS_PREFIX + "original"
+ORIGINAL_ANNOTATION: Final = contract.CHAOS_ORIGINAL
 #: Values of :data:`contract.CHAOS_OWNED_LABEL`: the object was made by chaos, or changed by it.
 OWNED_CREATED: Final = "created"
 OWNED_PATCHED: Final = "patched"

@@ -29,6 +29,7 @@ from chaos.experiment import Experiment
 from chaos.faults import Fault, format_time, parse_time
 from harbinger import contract
 from harbinger.errors import HarbingerError
+from harbinger.kube import read_json
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,13 @@ class IstioBackend(FaultBackend):
                 for n in self.names]
 
     async def _get(self, name: str) -> dict[str, Any]:
-        response = await self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, _preload_content=False)
-        return dict(json.loads(await response.read()))
+        return await read_json(self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, _preload_content=False))
 
     async def _discover(self) -> None:
         await require_namespace(self.core, self.namespace, allow_pod_opt_in=False)
-        response = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, _preload_content=False)
-        items = json.loads(await response.read()).get("items") or []
+        items = (await read_json(self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, _preload_content=False))).get("items") or []
         ours = [vs for vs in items if routes_host(vs, self.experiment.target, self.namespace)]
         self.names = sorted(vs["metadata"]["name"] for vs in ours)
         # One that a dead run created is ours to keep changing and to delete, never to stash.
@@ -249,14 +248,14 @@ async def sweep_virtual_services(api: client.ApiClient, *, everything: bool, now
     custom = client.CustomObjectsApi(api)
     now = now or datetime.now(UTC)
     try:
-        response = await custom.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False)
+        listed = await read_json(custom.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:  # no VirtualService CRD on this cluster: nothing to sweep
             return 0
         raise
     swept = 0
-    for vs in json.loads(await response.read()).get("items") or []:
+    for vs in listed.get("items") or []:
         meta = vs["metadata"]
         expires_text = (meta.get("annotations") or {}).get(contract.CHAOS_EXPIRES)
         try:

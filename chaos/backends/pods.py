@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +22,9 @@ from chaos.experiment import Experiment
 from chaos.faults import FAULT_KEYS, ActiveFault, Fault, parse_time
 from harbinger import contract
 from harbinger.errors import HarbingerError
+from harbinger.kube import read_json
 
 log = logging.getLogger(__name__)
-
-
-async def _json(call: Awaitable[Any]) -> dict[str, Any]:
-    """The body of a call made with ``_preload_content=False``, as plain JSON."""
-    response = await call
-    return dict(json.loads(await response.read()))
 
 
 def _is_live(pod: dict[str, Any]) -> bool:
@@ -50,7 +44,7 @@ class PodAnnotationBackend(FaultBackend):
 
     async def _select(self) -> list[str]:
         labels = await require_namespace(self.core, self.experiment.namespace, allow_pod_opt_in=True)
-        items = (await _json(self.core.list_namespaced_pod(self.experiment.namespace, _preload_content=False))
+        items = (await read_json(self.core.list_namespaced_pod(self.experiment.namespace, _preload_content=False))
                  ).get("items") or []
         names = sorted(
             p["metadata"]["name"] for p in items
@@ -70,7 +64,7 @@ class PodAnnotationBackend(FaultBackend):
         active = ActiveFault(fault, expires, self.experiment.name)
         for name in self.pods:
             try:
-                pod = await _json(self.core.read_namespaced_pod(name, self.experiment.namespace,
+                pod = await read_json(self.core.read_namespaced_pod(name, self.experiment.namespace,
                                                                 _preload_content=False))
             except ApiException as exc:
                 if exc.status == 404:  # the pod went away mid-experiment: nothing to put a fault on
@@ -95,7 +89,7 @@ class PodAnnotationBackend(FaultBackend):
 async def restore_pod(core: client.CoreV1Api, namespace: str, name: str) -> bool:
     """Put a pod's fault keys back as they were; False when the pod is gone."""
     try:
-        pod = await _json(core.read_namespaced_pod(name, namespace, _preload_content=False))
+        pod = await read_json(core.read_namespaced_pod(name, namespace, _preload_content=False))
         annotations = pod["metadata"].get("annotations") or {}
         try:
             original: dict[str, str | None] = json.loads(annotations.get(ORIGINAL_ANNOTATION) or "{}")
@@ -116,7 +110,7 @@ async def sweep_pods(api: client.ApiClient, *, everything: bool, now: datetime |
     """Restore pods the chaos controller left patched: expired ones, or all of them."""
     core = client.CoreV1Api(api)
     now = now or datetime.now(UTC)
-    listed = await _json(core.list_pod_for_all_namespaces(
+    listed = await read_json(core.list_pod_for_all_namespaces(
         label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False))
     swept = 0
     for pod in listed.get("items") or []:

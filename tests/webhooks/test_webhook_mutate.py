@@ -148,7 +148,8 @@ async def test_chaos_opt_in_adds_the_sidecar_once(world: World) -> None:
     assert [c["name"] for c in containers] == ["app", contract.CHAOS_SIDECAR_NAME]
     assert containers[1] == sidecar.sidecar_container("harbinger:test", 9000)  # the app's declared port
     assert first["spec"]["volumes"] == [sidecar.podinfo_volume()]
-    assert annotations(first) == {CHAOS_SIDECAR_IMAGE: "harbinger:test", sidecar.UPSTREAM_PORT_ANNOTATION: "9000"}
+    assert annotations(first) == {CHAOS_SIDECAR_IMAGE: "harbinger:test", sidecar.UPSTREAM_PORT_ANNOTATION: "9000",
+                                  contract.CHAOS: contract.CHAOS_ENABLED}
     # reinvocation (reinvocationPolicy: IfNeeded) on our own output changes nothing
     assert world.patch_of(await world.review(first)) == []
 
