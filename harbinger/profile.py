@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -42,8 +42,17 @@ class CapacityProfile(BaseModel):
     warmup_seconds: float = Field(60.0, ge=0)
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(100, ge=1)
-    #: Extra capacity over the P90 forecast, as a fraction (0.2 = 20 %).
+    #: Extra capacity over the planned load, as a fraction (0.2 = 20 %).
     headroom: float = Field(0.2, ge=0, le=10)
+    #: What the floor is sized on. ``p90`` (default): the P90 forecast x (1 + headroom) at
+    #: ``rps_per_replica``, the count the HPA itself would want at that load. ``p50``: the
+    #: median forecast's in-step peak (x ``burst_factor``) x (1 + headroom) kept below
+    #: saturation, leaving the HPA to restore its target utilization behind the floor.
+    plan_quantile: Literal["p50", "p90"] = "p90"
+    #: The peak rate inside one forecast step over the step's mean rate (a forecast is a step
+    #: mean; traffic inside a step is not flat). 1 = flat steps; learn it from history with
+    #: :func:`scaler.trace.burst_factor`.
+    burst_factor: float = Field(1.0, ge=1, le=100)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> CapacityProfile:

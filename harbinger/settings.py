@@ -54,10 +54,6 @@ class WebhookSettings(ServerSettings):
     #: On a cache miss a review waits at most this long for the model; the run goes on in
     #: the background either way (the apiserver gives the whole review 2 s).
     forecast_miss_budget_seconds: float = Field(0.5, gt=0, le=1.5)
-    #: Where a service's recent traffic comes from for its model: PromQL with ``{service}``.
-    prometheus_url: str = "http://prometheus.monitoring.svc:9090"
-    history_query: str = 'sum(rate(istio_requests_total{destination_service_name="{service}"}[5m]))'
-    history_lookback_seconds: float = Field(8 * 86400.0, gt=0)
     chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
     #: When set (manifests/ set it to ``harbinger-scheduler``), warm-up pods are sent to
     #: the scheduler that asks the extender; other pods keep their scheduler.
@@ -85,16 +81,26 @@ class PlannerSettings(BaseModel):
     lease_namespace: str = "harbinger-system"
     lease_duration_seconds: float = Field(15.0, gt=0)
     models_dir: Path = Path("/var/lib/harbinger/models")
-    #: Where the request-rate history that feeds the forecasters comes from.
+    #: ``/metrics``, ``/healthz`` and ``/readyz`` of the planner.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(8080, ge=1, le=65535)
+
+
+class HistorySettings(BaseModel):
+    """Where a service's recent traffic comes from when its forecaster runs (the webhook's
+    forecast cache and the planner read the same)."""
+
     prometheus_url: str = "http://prometheus.istio-system:9090"
     #: PromQL giving one service's requests/s; ``{service}`` and ``{namespace}`` are filled in.
     query: str = (
         'sum(rate(istio_requests_total{destination_workload="{service}",'
         'destination_workload_namespace="{namespace}",reporter="destination"}[5m]))'
     )
-    #: ``/metrics``, ``/healthz`` and ``/readyz`` of the planner.
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(8080, ge=1, le=65535)
+    #: How much history a forecast is given (the models need at most a week and a day).
+    lookback_seconds: float = Field(8 * 86400.0, gt=0)
+    #: Rehearsals and ``make demo``: ``SERVICE=PATH[*SCALE]`` recorded traces replace
+    #: Prometheus (use with ``replay_clock``). Empty in production.
+    traces: list[str] = []
 
 
 class ChaosSettings(BaseModel):
@@ -129,6 +135,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     extender: ExtenderSettings = ExtenderSettings()
     planner: PlannerSettings = PlannerSettings()
+    history: HistorySettings = HistorySettings()
     chaos: ChaosSettings = ChaosSettings()
 
     @model_validator(mode="after")

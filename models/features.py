@@ -158,8 +158,9 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         columns["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday
         columns["same_time_1w"] = windows[:, back_1w] * scale
         columns["same_time_2w"] = windows[:, back_1w - week] * scale
+        weeks_mean = np.maximum(_nanmean(windows[:, m - PROFILE_WEEKS * week:], axis=1), spec.level_floor)[:, None]
         columns["profile_weeks"] = _nanmean(
-            np.stack([smooth[:, back_1w - r * week] for r in range(PROFILE_WEEKS)]), axis=0) * scale
+            np.stack([smooth[:, back_1w - r * week] for r in range(PROFILE_WEEKS)]), axis=0) * (1/weeks_mean if "w" in V else scale)
         columns["level_vs_week_before"] = per_origin(_ratio(
             level, _nanmean(windows[:, m - week : m - week + day], axis=1), spec.level_floor))
 

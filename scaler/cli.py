@@ -14,11 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from harbinger.clock import SystemClock
+from harbinger.clock import clock_from_spec
 from harbinger.errors import InvalidInput
 from harbinger.kube import api_client
 from harbinger.serving import add_standard_routes, serve
-from harbinger.settings import PlannerSettings, load_settings
+from harbinger.settings import Settings, load_settings
+from models.history import history_source
 from scaler.controller import Planner
 from scaler.forecasting import ModelForecasts
 from scaler.inputs import PlannerInputs, load_inputs
@@ -38,6 +39,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, metavar="YAML", help="scheduled events for the forecasters")
     parser.add_argument("--models-dir", type=Path, metavar="DIR", help="trained forecasters, one directory per service")
     parser.add_argument("--prometheus-url", help="where the request-rate history comes from")
+    parser.add_argument("--history-trace", action="append", metavar="SERVICE=CSV[*SCALE]",
+                        help="rehearsals: read SERVICE's traffic from a recorded trace instead of Prometheus "
+                             "(repeatable; use with HARBINGER_REPLAY_CLOCK)")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (default 8080)")
     parser.add_argument("--once", action="store_true",
                         help="one run (taking the Lease if it is free), print the plans as JSON, exit")
@@ -48,25 +52,32 @@ def run_plan(args: argparse.Namespace) -> int:
         "interval_seconds": args.interval,
         "forecast_only": True if args.forecast_only else None,
         "models_dir": args.models_dir,
-        "prometheus_url": args.prometheus_url,
         "metrics_port": args.metrics_port,
     }.items() if value is not None}
     base = load_settings()
-    settings = load_settings(planner=base.planner.model_copy(update=overrides).model_dump(),
-                             kube=base.kube.model_dump())
+    history = base.history.model_dump()
+    if args.prometheus_url:
+        history["prometheus_url"] = args.prometheus_url
+    if args.history_trace:
+        history["traces"] = args.history_trace
+    all_settings = load_settings(planner=base.planner.model_copy(update=overrides).model_dump(),
+                                 kube=base.kube.model_dump(), history=history)
     # Bad files are refused here, before the planner talks to the cluster at all.
     inputs = load_inputs(args.profiles, args.graph, args.events)
-    return asyncio.run(_plan(args, settings.planner, inputs, args.kubeconfig or settings.kube.kubeconfig))
+    return asyncio.run(_plan(args, all_settings, inputs, args.kubeconfig or all_settings.kube.kubeconfig))
 
 
-async def _plan(args: argparse.Namespace, settings: PlannerSettings, inputs: PlannerInputs,
+async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: PlannerInputs,
                 kubeconfig: Path | None) -> int:
+    settings = all_settings.planner
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    clock = SystemClock()
+    # The wall clock, or trace time in a rehearsal (HARBINGER_REPLAY_CLOCK).
+    clock = clock_from_spec(all_settings.replay_clock)
     async with api_client(kubeconfig) as api:
         elector = LeaderElector(api, name=settings.lease_name, namespace=settings.lease_namespace,
                                 identity=identity, duration_seconds=settings.lease_duration_seconds, clock=clock)
-        forecasts = ModelForecasts(settings.models_dir, settings.prometheus_url, settings.query, inputs.events)
+        forecasts = ModelForecasts(settings.models_dir, history_source(all_settings.history),
+                                   lookback_seconds=all_settings.history.lookback_seconds, events=inputs.events)
         planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,
                           stabilization_seconds=settings.stabilization_seconds,
                           forecast_only=settings.forecast_only, elector=elector, identity=identity)

@@ -3,7 +3,8 @@
 A :class:`ForecastSource` answers "the forecast for these services, now". The shipped
 one, :class:`ModelForecasts`, loads each service's trained forecaster from
 ``<models_dir>/<service>/`` (as ``harbinger train`` writes it) and feeds it the recent
-request rate from Prometheus; tests inject their own source with scripted forecasts.
+request rate from a :mod:`models.history` source (Prometheus, or a recorded trace in
+rehearsals); tests inject their own source with scripted forecasts.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiohttp
 
 from harbinger.errors import InvalidInput
 from models.events import Event
-from models.prometheus import query_range
+from models.history import HistorySource
 from models.serving import Forecaster
 from scaler.plan import ForecastLike
 
@@ -34,10 +35,11 @@ class ForecastSource(Protocol):
 
 
 class ModelForecasts:
-    def __init__(self, models_dir: Path, prometheus_url: str, query: str, events: Sequence[Event] = ()) -> None:
+    def __init__(self, models_dir: Path, history: HistorySource, *, lookback_seconds: float = 8 * 86400.0,
+                 events: Sequence[Event] = ()) -> None:
         self.models_dir = models_dir
-        self.prometheus_url = prometheus_url
-        self.query = query
+        self.history = history
+        self.lookback = timedelta(seconds=lookback_seconds)
         self.events = list(events)
         self._loaded: dict[str, tuple[float, Forecaster]] = {}
 
@@ -53,17 +55,11 @@ class ModelForecasts:
             self._loaded[service] = (stamp, Forecaster.load(directory))
         return self._loaded[service][1]
 
-    def promql(self, service: str, namespace: str) -> str:
-        return self.query.replace("{service}", service).replace("{namespace}", namespace)
-
     async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            results = await asyncio.gather(
-                *(self._one(session, service, namespace, now) for service, namespace in services.items()))
+        results = await asyncio.gather(*(self._one(service, namespace, now) for service, namespace in services.items()))
         return {forecast.service: forecast for forecast in results if forecast is not None}
 
-    async def _one(self, session: aiohttp.ClientSession, service: str, namespace: str,
-                   now: datetime) -> ForecastLike | None:
+    async def _one(self, service: str, namespace: str, now: datetime) -> ForecastLike | None:
         try:
             forecaster = self.forecaster(service)
         except InvalidInput as exc:
@@ -72,11 +68,9 @@ class ModelForecasts:
         if forecaster is None:
             log.debug("%s: no model in %s", service, self.models_dir / service)
             return None
-        step = forecaster.step_seconds
-        start = now - timedelta(seconds=step * (forecaster.spec.window_steps + 1))
         try:
-            history = await query_range(self.prometheus_url, self.promql(service, namespace), start, now, step,
-                                        session=session, name=service)
+            history = await self.history.history(service, namespace=namespace, end=now, lookback=self.lookback,
+                                                 step_seconds=forecaster.step_seconds)
             return forecaster.forecast(history, now=now, events=self.events)
         except (InvalidInput, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("%s: no forecast this run: %s", service, exc)

@@ -1,16 +1,28 @@
 """The pure planning core: forecast + capacity profile + now -> a replica plan.
 
 No I/O here. For each step of the forecast horizon the plan says how many replicas
-must be *ready* when the step starts: enough for the P90 forecast with the profile's
-headroom, within its min and max. A replica takes ``warmup_seconds`` from creation to
-serving, so the floor the planner applies at time ``t`` is the largest step need over
-``[t, t + warmup]``: each replica is requested its warm-up time before it is needed.
-Scale-down is held by a stabilization window, as the HPA does, so that a dip between
-two forecast peaks does not throw away pods that are needed again minutes later.
+must be *ready* when the step starts, within the profile's min and max (:func:`step_replicas`):
+
+* ``plan_quantile: p90`` (the default): enough for the P90 forecast with the profile's
+  headroom at ``rps_per_replica`` (what the HPA would want at that load);
+* ``plan_quantile: p50``: enough that the median forecast's *in-step peak*
+  (P50 x ``burst_factor`` x (1 + headroom)) stays below the replicas' saturation
+  (``rps_per_replica / target_utilization``). A forecast is a step mean; traffic peaks
+  inside a step, and what overloads a pod is the peak, not the mean. Sizing on the median
+  peak instead of the P90 at the target keeps the floor close to what the load needs; the
+  HPA, still targeting ``rps_per_replica``, adds replicas above the floor when the load
+  stays above its target.
+
+A replica takes ``warmup_seconds`` from creation to serving, so the floor the planner
+applies at time ``t`` is the largest step need over ``[t, t + warmup]``: each replica is
+requested its warm-up time before it is needed. Scale-down is held by a stabilization
+window, as the HPA does, so that a dip between two forecast peaks does not throw away pods
+that are needed again minutes later.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +150,7 @@ def plan_service(
         raise InvalidInput("the forecast's start has no time zone", source=source)
 
     step = timedelta(seconds=forecast.step_seconds)
-    raw = [profile.replicas_for(float(tps)) for tps in p90]
+    raw = [step_replicas(float(low), float(high), profile) for low, high in zip(p50, p90, strict=True)]
     # Only whole steps can be held inside the plan; finer holds are the FloorHold's job.
     held = hold_scale_down(raw, int(stabilization_seconds // forecast.step_seconds))
     warmup = timedelta(seconds=profile.warmup_seconds)
@@ -165,6 +177,19 @@ def plan_service(
         min_replicas=profile.min_replicas,
         steps=tuple(steps),
     )
+
+
+def step_replicas(p50_tps: float, p90_tps: float, profile: CapacityProfile) -> int:
+    """Replicas one forecast step needs (see the module docstring), within min and max."""
+    # The in-step peak of the median forecast, kept below saturation. With the default
+    # ``burst_factor`` 1 this never exceeds the P90 rule (P50 <= P90 and saturation >= the
+    # target), so profiles that do not opt in plan exactly as before.
+    peak = max(p50_tps, 0.0) * profile.burst_factor * (1 + profile.headroom)
+    by_peak = math.ceil(peak / profile.saturation_rps_per_replica - 1e-9)
+    by_peak = max(profile.min_replicas, min(profile.max_replicas, by_peak))
+    if profile.plan_quantile == "p50":
+        return by_peak
+    return max(profile.replicas_for(p90_tps), by_peak)
 
 
 def hold_scale_down(needs: Sequence[int], window_steps: int) -> list[int]:

@@ -6,12 +6,18 @@ training part at the model's default step, exported to ONNX with
 :func:`models.export.export_model`, loaded by :class:`models.serving.Forecaster`, and
 asked to forecast from the history the replay has seen so far, rolling forward.
 
-The default profile (used when no ``--profile`` is given) sizes one replica to the
-trace's own level, so that every trace exercises a realistic 5-50 replicas whatever its
-units: ``rps_per_replica`` is the 95th percentile of the *training* part's demand divided
-by :data:`REPLICAS_AT_P95` (no peek at the replayed part); every other field is the
-:class:`CapacityProfile` default (60 s warm-up, 20 % headroom, min 1) except
-``max_replicas``, raised to 1000 so the bound never hides a difference between strategies.
+The default profile (used when no ``--profile`` is given) is learned from the *training*
+part of the trace only (no peek at the replayed part), by one rule for every trace:
+
+* ``rps_per_replica``: the training part's 95th-percentile demand / :data:`REPLICAS_AT_P95`,
+  so that every trace exercises a realistic 5-50 replicas whatever its units;
+* ``target_utilization``: the profile default, 0.8 (a replica saturates at 1.25x its target);
+* ``burst_factor``: :func:`scaler.trace.burst_factor` at the forecaster's step, the
+  traffic-weighted 90th percentile of peak / mean inside a step;
+* ``plan_quantile: p50`` and ``headroom`` 0: the floor keeps the median forecast's in-step
+  peak below saturation (the learned burst factor is the margin; see :mod:`scaler.plan`);
+* ``max_replicas`` 1000 so the bound never hides a difference between strategies; every
+  other field is the :class:`CapacityProfile` default (60 s warm-up, min 1).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from harbinger.errors import InvalidInput
@@ -31,7 +38,7 @@ from models.series import AbsentRows, counts_to_tps, default_step_seconds, read_
 from models.serving import Forecaster
 from models.training import TrainingConfig, train
 from scaler.replay import Replay, replay
-from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, trace_from_rate
+from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, TICK_SECONDS, Trace, burst_factor, trace_from_rate
 
 #: The default profile puts the training part's 95th-percentile demand at this many replicas.
 REPLICAS_AT_P95 = 25
@@ -47,12 +54,17 @@ class SimulationSetup:
     training: TrainingConfig | None = None
 
 
-def default_profile(training_demand: np.ndarray) -> CapacityProfile:
+def default_profile(training_demand: np.ndarray, *, tick_seconds: int = TICK_SECONDS,
+                    step_seconds: int | None = None) -> CapacityProfile:
+    """The documented default profile (module docstring), from per-tick training demand that
+    starts on a forecast-step boundary; without ``step_seconds`` no burst is learned."""
     known = training_demand[~np.isnan(training_demand)]
     if known.size == 0 or float(np.percentile(known, 95)) <= 0:
         raise InvalidInput("the training part of the trace has no traffic to size a replica from", source="trace")
+    burst = 1.0 if step_seconds is None else burst_factor(training_demand, tick_seconds, step_seconds)
     return CapacityProfile(rps_per_replica=float(np.percentile(known, 95)) / REPLICAS_AT_P95,
-                           max_replicas=DEFAULT_MAX_REPLICAS)
+                           max_replicas=DEFAULT_MAX_REPLICAS, plan_quantile="p50", headroom=0.0,
+                           burst_factor=burst)
 
 
 def read_profile(path: Path, service: str) -> CapacityProfile:
@@ -72,9 +84,26 @@ def read_profile(path: Path, service: str) -> CapacityProfile:
     return parse_profile(data, source=str(path))
 
 
-def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,
-             setup: SimulationSetup = SimulationSetup(), models_dir: Path | None = None) -> Replay:
-    """Train on the first ``train_fraction`` of the trace and replay the rest."""
+@dataclass(frozen=True)
+class Prepared:
+    """A trace split into training and replay, with the forecaster trained on the former."""
+
+    trace: Trace
+    forecaster: Forecaster
+    #: The trace's rate at the model's step: what the forecaster is fed.
+    history: pd.Series
+    first_tick: int
+    last_tick: int
+    #: The documented default profile, learned from the training part (None: the training
+    #: part has no traffic to learn one from, so only a declared profile can be replayed).
+    profile: CapacityProfile | None
+    #: Why there is no default profile.
+    no_profile_reason: InvalidInput | None = None
+
+
+def prepare(trace_path: Path, *, setup: SimulationSetup = SimulationSetup(),
+            models_dir: Path | None = None) -> Prepared:
+    """Read the trace, train on the first ``train_fraction`` and learn the default profile."""
     if not 0 < setup.train_fraction < 1:
         raise InvalidInput(f"the training fraction must be between 0 and 1, got {setup.train_fraction}",
                            source="--train-fraction")
@@ -83,11 +112,11 @@ def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,
     absent: AbsentRows = "zero" if rows.interval_seconds <= ACCESS_LOG_INTERVAL_SECONDS else "missing"
     rate = counts_to_tps(rows, step_seconds=rows.interval_seconds, absent=absent, name=name)
     trace = trace_from_rate(rate, rows.interval_seconds, name=name)
+    model_step = default_step_seconds(rows.interval_seconds)
     split = rate.index[0] + (rate.index[-1] - rate.index[0]) * setup.train_fraction
-    split = split.floor(f"{default_step_seconds(rows.interval_seconds)}s")
+    split = split.floor(f"{model_step}s")
 
-    model_rate = counts_to_tps(rows, step_seconds=default_step_seconds(rows.interval_seconds), absent=absent,
-                               name=name)
+    model_rate = counts_to_tps(rows, step_seconds=model_step, absent=absent, name=name)
     training = model_rate[model_rate.index < split]
     model = train(training, service=name, config=setup.training)
     with tempfile.TemporaryDirectory(prefix="harbinger-simulate-") as scratch:
@@ -99,8 +128,32 @@ def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,
     last = len(trace.demand)
     if setup.replay_days is not None:
         last = min(last, first + int(setup.replay_days * 86_400 // trace.tick_seconds))
-    profile = profile or default_profile(trace.demand[:first])
-    return replay(trace, profile, forecaster, first_tick=first, last_tick=last, history=model_rate)
+    # The burst factor is learned on whole forecast steps, which start on the model's grid.
+    aligned = trace.tick_at(pd.Timestamp(trace.start).ceil(f"{forecaster.step_seconds}s").to_pydatetime())
+    try:
+        profile: CapacityProfile | None = default_profile(
+            trace.demand[aligned:first], tick_seconds=trace.tick_seconds, step_seconds=forecaster.step_seconds)
+        reason = None
+    except InvalidInput as exc:
+        profile, reason = None, exc
+    return Prepared(trace=trace, forecaster=forecaster, history=model_rate, first_tick=first, last_tick=last,
+                    profile=profile, no_profile_reason=reason)
+
+
+def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,
+             setup: SimulationSetup = SimulationSetup(), models_dir: Path | None = None) -> Replay:
+    """Train on the first ``train_fraction`` of the trace and replay the rest."""
+    prepared = prepare(trace_path, setup=setup, models_dir=models_dir)
+    profile = profile or prepared.profile
+    if profile is None:
+        assert prepared.no_profile_reason is not None
+        raise prepared.no_profile_reason
+    return replay_prepared(prepared, profile)
+
+
+def replay_prepared(prepared: Prepared, profile: CapacityProfile) -> Replay:
+    return replay(prepared.trace, profile, prepared.forecaster, first_tick=prepared.first_tick,
+                  last_tick=prepared.last_tick, history=prepared.history)
 
 
 def plot(result: Replay, path: Path) -> None:
@@ -113,13 +166,15 @@ def plot(result: Replay, path: Path) -> None:
     demand = result.demand
     figure, axis = plt.subplots(figsize=(14, 5))
     axis.plot(demand.index, demand.to_numpy(), color="black", linewidth=0.7, label="demand (req/s)")
-    per_replica = result.profile.rps_per_replica
+    # Ready pods at saturation: the capacity the under-capacity figures are measured against.
+    per_replica = result.profile.saturation_rps_per_replica
     colours = {"hpa": "tab:red", "harbinger": "tab:blue", "oracle": "tab:green"}
     for outcome in (result.hpa, result.harbinger, result.oracle):
         axis.step(demand.index, outcome.ready * per_replica, where="post", color=colours[outcome.strategy],
-                  linewidth=0.8, label=f"{outcome.strategy}: ready capacity "
+                  linewidth=0.8, label=f"{outcome.strategy}: ready capacity at saturation "
                   f"({outcome.under_minutes:.0f} min under, {outcome.replica_hours:.0f} replica-h)")
-    axis.set_title(f"{result.trace}: demand and ready capacity ({per_replica:.3g} req/s per replica)")
+    axis.set_title(f"{result.trace}: demand and ready capacity ({per_replica:.3g} req/s per replica at saturation, "
+                   f"HPA target {result.profile.rps_per_replica:.3g})")
     axis.set_ylabel("requests/s")
     axis.legend(loc="upper left", fontsize="small")
     figure.autofmt_xdate()

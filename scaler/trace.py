@@ -79,3 +79,41 @@ def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_s
     demand = np.where(ticks > midpoints[-1], values[-1], demand)
     return Trace(name=name, interval_seconds=interval_seconds, rate=rate, start=start,
                  tick_seconds=tick_seconds, demand=demand)
+
+
+#: The default share of traffic whose step peak the learned burst factor covers.
+BURST_QUANTILE = 0.9
+
+
+def burst_factor(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
+                 quantile: float = BURST_QUANTILE) -> float:
+    """How far demand peaks above its mean inside a forecast step, learned from history.
+
+    ``demand`` is per-tick history from a step boundary (the training part, never the
+    part to be replayed). For every step whose ticks are all known: peak tick / step mean.
+    The factor is the ``quantile`` of those ratios weighted by the step's traffic, so busy
+    steps (which size the cluster) count more than a quiet night whose few requests make
+    every minute a "burst". 1.0 when history has no complete busy step, or when the step
+    is a single tick (nothing to peak inside).
+    """
+    if not 0 < quantile < 1:
+        raise InvalidInput(f"the burst quantile must be between 0 and 1, got {quantile}", source="burst_factor")
+    if step_seconds % tick_seconds:
+        raise InvalidInput(f"a {step_seconds} s step is not a whole number of {tick_seconds} s ticks",
+                           source="burst_factor")
+    per_step = step_seconds // tick_seconds
+    whole = (len(demand) // per_step) * per_step
+    if per_step < 2 or whole == 0:
+        return 1.0
+    steps = np.asarray(demand[:whole], dtype=np.float64).reshape(-1, per_step)
+    steps = steps[~np.isnan(steps).any(axis=1)]
+    means = steps.mean(axis=1) if steps.size else np.empty(0)
+    busy = means > 0
+    if not np.any(busy):
+        return 1.0
+    ratios = steps[busy].max(axis=1) / means[busy]
+    weights = means[busy]
+    order = np.argsort(ratios)
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    at = min(int(np.searchsorted(cumulative, quantile)), len(order) - 1)
+    return max(1.0, float(ratios[order][at]))

@@ -7,11 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from harbinger.clock import clock_from_spec
 from harbinger.errors import InvalidInput
 from harbinger.serving import serve
-from harbinger.settings import WebhookSettings, load_settings
+from harbinger.settings import Settings, load_settings
+from models.history import history_source
 from webhooks.cluster import WatchedCluster
-from webhooks.forecasts import ModelForecasts, PrometheusHistory
+from webhooks.forecasts import ModelForecasts
 from webhooks.mutate import Bounds, Mutator
 from webhooks.server import build_app
 
@@ -24,27 +26,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default $KUBECONFIG, then in-cluster)")
     parser.add_argument("--models-dir", type=Path, help="trained forecasters, one directory per service")
     parser.add_argument("--prometheus-url", help="Prometheus the models read recent traffic from")
+    parser.add_argument("--history-trace", action="append", metavar="SERVICE=CSV[*SCALE]",
+                        help="rehearsals: read SERVICE's traffic from a recorded trace instead of Prometheus "
+                             "(repeatable; use with HARBINGER_REPLAY_CLOCK)")
 
 
 def run(args: argparse.Namespace) -> int:
     webhook: dict[str, Any] = {"cert_dir": args.cert_dir}
-    for flag in ("host", "port", "models_dir", "prometheus_url"):
+    for flag in ("host", "port", "models_dir"):
         if getattr(args, flag) is not None:
             webhook[flag] = getattr(args, flag)
     kube: dict[str, Any] = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
-    settings = load_settings(webhook=webhook, kube=kube)
+    history = load_settings().history.model_dump()
+    if args.prometheus_url:
+        history["prometheus_url"] = args.prometheus_url
+    if args.history_trace:
+        history["traces"] = args.history_trace
+    settings = load_settings(webhook=webhook, kube=kube, history=history)
     if not (args.cert_dir / "tls.crt").is_file() or not (args.cert_dir / "tls.key").is_file():
         raise InvalidInput("needs tls.crt and tls.key ('harbinger certs --out DIR' makes them)",
                            source=f"--cert-dir {args.cert_dir}")
-    asyncio.run(_serve(settings.webhook, settings.kube.kubeconfig, settings.kube.context))
+    asyncio.run(_serve(settings))
     return 0
 
 
-async def _serve(config: WebhookSettings, kubeconfig: Path | None, context: str | None) -> None:
-    cluster = WatchedCluster(kubeconfig, context)
+async def _serve(settings: Settings) -> None:
+    config = settings.webhook
+    clock = clock_from_spec(settings.replay_clock)
+    cluster = WatchedCluster(settings.kube.kubeconfig, settings.kube.context)
     forecasts = ModelForecasts(
-        config.models_dir,
-        PrometheusHistory(config.prometheus_url, config.history_query, config.history_lookback_seconds),
+        config.models_dir, history_source(settings.history),
+        lookback_seconds=settings.history.lookback_seconds, clock=clock.now,
         refresh_seconds=config.forecast_refresh_seconds,
         miss_budget_seconds=config.forecast_miss_budget_seconds,
     )
@@ -53,6 +65,7 @@ async def _serve(config: WebhookSettings, kubeconfig: Path | None, context: str 
         bounds=Bounds(config.min_cpu_cores, config.max_cpu_cores, config.min_memory_bytes, config.max_memory_bytes),
         sidecar_image=config.chaos_sidecar_image,
         scheduler_name=config.scheduler_name,
+        clock=clock.now,
     )
     app = build_app(
         mutator, max_body_bytes=config.max_body_bytes,

@@ -17,9 +17,9 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from models.forecast import Forecast
+from models.history import HistorySource
 from webhooks import metrics
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,6 @@ class StaticForecasts(ForecastCache):
         return True
 
 
-HistorySource = Callable[[str, int], Awaitable[pd.Series]]
-"""``(service, step_seconds) -> recent TPS history`` on the model's grid."""
-
 ModelLoader = Callable[[Path], ServingModel]
 
 #: A service name that can safely be a directory name (no ``/``, no ``..``).
@@ -147,6 +145,8 @@ class ModelForecasts(ForecastCache):
         models_dir: Path,
         history: HistorySource,
         *,
+        lookback_seconds: float = 8 * 86400.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         refresh_seconds: float = 60.0,
         miss_budget_seconds: float = 0.5,
         load_model: ModelLoader = load_forecaster,
@@ -154,6 +154,8 @@ class ModelForecasts(ForecastCache):
         super().__init__()
         self.models_dir = models_dir
         self._history = history
+        self._lookback = timedelta(seconds=lookback_seconds)
+        self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._miss_budget = miss_budget_seconds
         self._load_model = load_model
@@ -231,7 +233,10 @@ class ModelForecasts(ForecastCache):
                 model = await asyncio.to_thread(self._load_model, self.models_dir / service)
                 self._models[service] = (mtime, model)
             model = self._models[service][1]
-            history = await self._history(service, model.step_seconds)
+            # History up to "now" (the replay clock's, in rehearsals): the model forecasts
+            # from the end of what it is given.
+            history = await self._history.history(service, end=self._clock(), lookback=self._lookback,
+                                                  step_seconds=model.step_seconds)
             forecast = await asyncio.to_thread(model.forecast, history)
             self.put(forecast)
             self._failed_at.pop(service, None)
@@ -249,19 +254,3 @@ class ModelForecasts(ForecastCache):
             await asyncio.to_thread(self._scan)
             for service in sorted(self._wanted & set(self._available)):
                 await self._compute(service)
-
-
-class PrometheusHistory:
-    """Recent TPS of a service from Prometheus, by a PromQL template with ``{service}``."""
-
-    def __init__(self, url: str, query_template: str, lookback_seconds: float) -> None:
-        self.url = url
-        self.query_template = query_template
-        self.lookback = timedelta(seconds=lookback_seconds)
-
-    async def __call__(self, service: str, step_seconds: int) -> pd.Series:
-        from models.prometheus import query_range  # the models package's one Prometheus reader
-
-        end = pd.Timestamp.now(tz="UTC").to_pydatetime()
-        query = self.query_template.replace("{service}", service)
-        return await query_range(self.url, query, end - self.lookback, end, step_seconds, name=service)

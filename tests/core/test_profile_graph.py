@@ -67,3 +67,19 @@ def test_bad_graphs_are_refused_with_the_reason(tmp_path: Path, yaml_text: str, 
     path.write_text(yaml_text)
     with pytest.raises(InvalidInput, match=message):
         ServiceGraph.load(path)
+
+
+def test_target_utilization_sets_saturation_and_old_profiles_plan_as_before() -> None:
+    profile = CapacityProfile(rps_per_replica=40)
+    # rps_per_replica is the load at the target; a replica saturates above it.
+    assert profile.target_utilization == 0.8
+    assert profile.saturation_rps_per_replica == pytest.approx(50)
+    assert CapacityProfile(rps_per_replica=40, target_utilization=1).saturation_rps_per_replica == 40
+    # The new planning fields default to the rule every existing profile was planned with.
+    assert (profile.plan_quantile, profile.burst_factor) == ("p90", 1.0)
+    assert profile.replicas_for(400) == 12  # 400 * 1.2 / 40, unchanged
+    for bad in ('{"target_utilization": 0}', '{"target_utilization": 1.2}', '{"burst_factor": 0.5}',
+                '{"plan_quantile": "p75"}'):
+        field = bad.split('"')[1]
+        with pytest.raises(InvalidInput, match=field):
+            profile_from_annotation(bad, source="deployment shop/web")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 from models.forecast import Forecast
-from scaler.plan import FloorHold, plan_service
+from scaler.plan import FloorHold, plan_service, step_replicas
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -38,6 +38,26 @@ def test_each_step_gets_p90_with_headroom_within_min_and_max() -> None:
     assert step.cpu_cores == pytest.approx(12 * PROFILE.cpu_cores_for(per_replica))
     assert step.memory_bytes == pytest.approx(12 * PROFILE.memory_bytes_for(per_replica))
     assert step.bandwidth_bits == pytest.approx(100 * PROFILE.bytes_per_request * 8)
+
+
+def test_p50_plans_keep_the_in_step_peak_below_saturation() -> None:
+    # Saturation = 8 / 0.8 = 10 req/s per replica; the median's in-step peak is 1.5x the mean.
+    profile = CapacityProfile(rps_per_replica=8, target_utilization=0.8, plan_quantile="p50", burst_factor=1.5,
+                              headroom=0.0, min_replicas=1, max_replicas=50)
+    made = fc("checkout", T0, p90=[1000, 1000, 1000, 1000], p50=[0, 10, 40, 400])
+    plan = plan_service(made, profile, T0, stabilization_seconds=0)
+    # 10 * 1.5 / 10 = 1.5 -> 2; 40 * 1.5 / 10 = 6; 400 -> capped at 50. The P90 does not size it.
+    assert [s.replicas for s in plan.steps] == [1, 2, 6, 50]
+    with_headroom = profile.model_copy(update={"headroom": 0.5})
+    assert step_replicas(40, 1000, with_headroom) == 9  # 40 * 1.5 * 1.5 / 10
+
+
+def test_p90_plans_also_cover_a_declared_burst() -> None:
+    # P90 rule: 100 * 1.0 / 10 = 10; the burst rule: 80 * 3 / 12.5 = 19.2 -> 20 wins.
+    bursty = CapacityProfile(rps_per_replica=10, headroom=0.0, burst_factor=3, max_replicas=100)
+    assert step_replicas(80, 100, bursty) == 20
+    # With no burst declared the P90 rule is the whole rule (the burst term is never larger).
+    assert step_replicas(80, 100, bursty.model_copy(update={"burst_factor": 1.0})) == 10
 
 
 def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,9 @@ class TraceHistory:
         self.calls = 0
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, service: str, step_seconds: int) -> pd.Series:
+    async def history(
+        self, service: str, *, namespace: str = "", end: datetime, lookback: timedelta, step_seconds: int
+    ) -> pd.Series:
         self.calls += 1
         if self.gate:
             await self.gate.wait()
