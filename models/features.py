@@ -103,10 +103,8 @@ def recent_level(windows: np.ndarray, spec: FeatureSpec) -> np.ndarray:
 class Features(NamedTuple):
     #: ``(n * H, F)`` float32, origin-major: the model's input.
     x: np.ndarray
-    #: ``(n,)`` recent level ``L`` of each origin (TPS).
+    #: ``(n,)`` recent level ``L`` of each origin (TPS): the model predicts ``actual / L``.
     level: np.ndarray
-    #: ``(n, H)`` reference TPS of each row: the model predicts ``actual / reference``.
-    reference: np.ndarray
 
 
 def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
@@ -145,55 +143,46 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         back_1d = m + j - rounds * day
         columns["hour_of_day"] = (seconds % _DAY_S) / 3600.0
         columns["same_time_1d"] = windows[:, back_1d] * scale
-        import os
-        V = os.environ.get("HX", "")
-        prev_day = np.maximum(_nanmean(windows[:, m - 2 * day : m - day], axis=1), spec.level_floor)[:, None]
-        week_mean = np.maximum(_nanmean(windows[:, m - PROFILE_DAYS * day:], axis=1), spec.level_floor)[:, None]
-        columns["same_time_2d"] = windows[:, back_1d - day] * (1/prev_day if "2" in V else scale)
+        columns["same_time_2d"] = windows[:, back_1d - day] * scale
+        # The profile gives the shape of a day, not its level: divided by the mean of the days it
+        # averages. Divided by L instead, a week of decline (fifa after the final) read as "far
+        # below the usual level" and the model, taught by the tournament's rest days, forecast a
+        # rebound that never came (MASE 0.119 against 0.071 for the shape-only profile).
+        days_mean = np.maximum(_nanmean(windows[:, m - PROFILE_DAYS * day :], axis=1), spec.level_floor)
         columns["profile_days"] = _nanmean(
-            np.stack([smooth[:, back_1d - d * day] for d in range(PROFILE_DAYS)]), axis=0) * (1/week_mean if "1" in V else scale)
+            np.stack([smooth[:, back_1d - d * day] for d in range(PROFILE_DAYS)]), axis=0) / days_mean[:, None]
     if spec.seasonality == "weekly":
         week = 7 * day
         back_1w = m + j - week
         columns["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday
         columns["same_time_1w"] = windows[:, back_1w] * scale
         columns["same_time_2w"] = windows[:, back_1w - week] * scale
-        weeks_mean = np.maximum(_nanmean(windows[:, m - PROFILE_WEEKS * week:], axis=1), spec.level_floor)[:, None]
         columns["profile_weeks"] = _nanmean(
-            np.stack([smooth[:, back_1w - r * week] for r in range(PROFILE_WEEKS)]), axis=0) * (1/weeks_mean if "w" in V else scale)
+            np.stack([smooth[:, back_1w - r * week] for r in range(PROFILE_WEEKS)]), axis=0) * scale
         columns["level_vs_week_before"] = per_origin(_ratio(
             level, _nanmean(windows[:, m - week : m - week + day], axis=1), spec.level_floor))
 
-    import os
-    if "r" in os.environ.get("HX", "") and spec.seasonality != "none":
-        if spec.seasonality == "weekly":
-            shape = columns["profile_weeks"] * level[:, None] / np.maximum(_nanmean(windows[:, m - PROFILE_WEEKS * week:], axis=1), spec.level_floor)[:, None]
-            recent = np.maximum(_nanmean(windows[:, m - week:], axis=1), spec.level_floor)
-            ref = shape * recent[:, None]
-        else:
-            ref = columns["profile_days"] * (level[:, None] if "1" in os.environ.get("HX", "") else 1.0)
-        reference = np.where(np.isnan(ref), level[:, None], np.maximum(ref, 0.05 * level[:, None]))
-    else:
-        reference = np.broadcast_to(level[:, None], (n, h))
     x = np.empty((n * h, len(spec.names)), dtype=np.float32)
     for i, name in enumerate(spec.names):
         x[:, i] = np.broadcast_to(columns[name], (n, h)).reshape(-1)
-    return Features(x, level, np.ascontiguousarray(reference))
+    return Features(x, level)
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
-                      kind_effects: Mapping[str, float]) -> np.ndarray:
+                      kind_effects: Mapping[str, float], *, unknown: float = 1.0) -> np.ndarray:
     """The expected traffic multiplier of each step starting at ``times_ns``.
 
     A step is inside an event when it overlaps it; overlapping events multiply. An event
-    without a multiplier uses its kind's learned effect, or 1 when the kind is unknown.
+    without a multiplier uses its kind's learned effect; when there is none, ``unknown``:
+    1 for the forecast (no evidence to move it), ``NaN`` for the history, so that a step
+    disturbed by an unmeasured event is treated as unknown rather than as normal traffic.
     """
     multipliers = np.ones(times_ns.shape, dtype=np.float64)
     step_ns = step_seconds * _NS
     for event in events:
         if not event.applies_to(service):
             continue
-        effect = event.multiplier if event.multiplier is not None else kind_effects.get(event.kind or "", 1.0)
+        effect = event.multiplier if event.multiplier is not None else kind_effects.get(event.kind or "", unknown)
         if effect == 1.0:
             continue
         start_ns, end_ns = _ns(event.start), _ns(event.end)
@@ -212,17 +201,17 @@ def inside_events(events: Sequence[Event], service: str, times_ns: np.ndarray, s
     return inside
 
 
-def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, reference: np.ndarray, multipliers: np.ndarray,
+def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, level: np.ndarray, multipliers: np.ndarray,
            band_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs (ratios to the reference, origin-major) to TPS, shaped ``(n, H)``.
+    """Model outputs (ratios to the level, origin-major) to TPS, shaped ``(n, H)``.
 
     The P90 is the P50 plus the calibrated band; both are at least 0 and P90 >= P50
     (two independently fitted quantiles can cross).
     """
-    n = reference.shape[0]
+    n = level.size
     mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
     band = np.maximum(ratio_p90.reshape(n, -1) - mid, 0.0) * band_scale
-    scale = reference * multipliers.reshape(n, -1)
+    scale = level[:, None] * multipliers.reshape(n, -1)
     return mid * scale, (mid + band) * scale
 
 

@@ -50,7 +50,7 @@ class PreparedRequest:
     """One service's features for one origin, ready for the model."""
 
     features: np.ndarray
-    reference: np.ndarray
+    level: np.ndarray
     multipliers: np.ndarray
     start_ns: int
     horizon_steps: int
@@ -99,14 +99,14 @@ class ForecastCore:
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
             window = window / event_multipliers(events, self.service, past, spec.step_seconds,
-                                                spec.kind_effects)
+                                                spec.kind_effects, unknown=np.nan)
             future_multipliers = event_multipliers(events, self.service, future, spec.step_seconds,
                                                    spec.kind_effects)
         built = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
-        return PreparedRequest(built.x, built.reference, future_multipliers, start_ns, h)
+        return PreparedRequest(built.x, built.level, future_multipliers, start_ns, h)
 
     def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
-        p50, p90 = to_tps(ratio_p50, ratio_p90, request.reference, request.multipliers, self.band_scale)
+        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.band_scale)
         return Forecast(service=self.service, model_version=self.model_version,
                         start=datetime.fromtimestamp(request.start_ns / _NS, UTC),
                         step_seconds=self.spec.step_seconds, p50=p50[0], p90=p90[0])

@@ -13,10 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from models.errors import BadSeries
+from models.events import Event, load_events
 from models.series import AbsentRows, load_csv
 
 TRACES_ENV = "HARBINGER_TRACES_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Public, dated events for the shipped traces (holidays, storms), given to every model alike.
+EVENTS_DIR = Path(__file__).resolve().parent / "trace_events"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ def profile(name: str) -> TraceProfile:
         if trace.name == name:
             return trace
     raise BadSeries(f"unknown trace {name!r}; known: {', '.join(t.name for t in TRACES)}")
+
+
+def trace_events(name: str) -> list[Event]:
+    """The events shipped for a trace (``models/trace_events/<name>.yaml``); none if there is no file."""
+    path = EVENTS_DIR / f"{profile(name).name}.yaml"
+    return load_events(path) if path.exists() else []
 
 
 def load_trace(name: str, *, step_seconds: int | None = None) -> pd.Series:

@@ -51,6 +51,8 @@ class TrainingConfig:
     calibration_share: float = 0.2
     #: Origins are drawn with probability level ** weight_power (1: the loss counts requests).
     weight_power: float = 1.0
+    #: Halve an origin's chance of being drawn every this many days of age (None: no decay).
+    recency_half_life_days: float | None = None
     #: Threads for fitting (OpenMP inside scikit-learn).
     threads: int = 1
     #: The level floor, as a share of the mean TPS (avoids dividing by a silent night).
@@ -100,7 +102,7 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     floor = max(float(np.nanmean(values)) * config.level_floor_share, 1e-6)
 
     kind_effects = learn_kind_effects(values, times_ns, events, service, step)
-    multipliers = event_multipliers(events, service, times_ns, step, kind_effects)
+    multipliers = event_multipliers(events, service, times_ns, step, kind_effects, unknown=np.nan)
     base = values / multipliers
     report = detect_seasonality(base, steps_per_day, floor=floor)
     spec = FeatureSpec(step_seconds=step, seasonality=report.seasonality, horizon_steps=horizon,
@@ -130,25 +132,28 @@ def learn_kind_effects(values: np.ndarray, times_ns: np.ndarray, events: Sequenc
     """Multiplier per event kind, from past events of that kind that declare none.
 
     Each past occurrence compares the traffic inside the event with the same steps one
-    week earlier (a full cycle, whatever the series' seasonality) outside any event; a
-    kind's effect is the median over its occurrences. Kinds without an occurrence in the
-    history are left out (their events then leave the forecast unchanged).
+    week earlier (a full cycle, whatever the series' seasonality), or two or three weeks
+    earlier where the week before was itself inside an event or unknown. A kind's effect is
+    the median over its occurrences; a kind never seen in the history gets none (its steps
+    are then unknown in the history and unchanged in the forecast).
     """
     week = 7 * 86_400 // step_seconds
-    in_any_event = inside_events(events, service, times_ns, step_seconds)
+    disturbed = inside_events(events, service, times_ns, step_seconds) | np.isnan(values)
     ratios: dict[str, list[float]] = {}
     for event in events:
         if event.multiplier is not None or event.kind is None or not event.applies_to(service):
             continue
-        inside = np.flatnonzero(inside_events([event], service, times_ns, step_seconds))
-        inside = inside[inside >= week]
-        before = inside - week
-        usable = ~np.isnan(values[inside]) & ~np.isnan(values[before]) & ~in_any_event[before]
-        if np.count_nonzero(usable) == 0:
-            continue
-        baseline = float(np.sum(values[before[usable]]))
-        if baseline > 0:
-            ratios.setdefault(event.kind, []).append(float(np.sum(values[inside[usable]])) / baseline)
+        inside = np.flatnonzero(inside_events([event], service, times_ns, step_seconds) & ~np.isnan(values))
+        baseline = np.full(inside.size, -1)
+        for weeks_back in (1, 2, 3):
+            candidate = inside - weeks_back * week
+            valid = (baseline < 0) & (candidate >= 0)
+            valid[valid] &= ~disturbed[candidate[valid]]
+            baseline[valid] = candidate[valid]
+        usable = baseline >= 0
+        normal = float(np.sum(values[baseline[usable]]))
+        if np.any(usable) and normal > 0:
+            ratios.setdefault(event.kind, []).append(float(np.sum(values[inside[usable]])) / normal)
     return {kind: float(np.median(found)) for kind, found in sorted(ratios.items())}
 
 
@@ -181,6 +186,9 @@ def _sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfi
     if candidates.size <= wanted and config.weight_power == 0:
         return candidates
     weight = level ** config.weight_power
+    if config.recency_half_life_days:
+        age_days = (values.size - candidates) / day
+        weight = weight * np.exp2(-age_days / config.recency_half_life_days)
     return np.sort(rng.choice(candidates, size=wanted, replace=True, p=weight / weight.sum()))
 
 
@@ -198,14 +206,14 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
           spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, targets (ratios to the reference), the origin's level and origin of every usable row."""
+    """Features, targets (ratios to the level), the level and the origin of every usable row."""
     h = spec.horizon_steps
     windows = sliding_windows(values, origins, spec.window_steps)
-    x, level, reference = build_features(windows, times_ns[origins], spec)
+    x, level = build_features(windows, times_ns[origins], spec)
     target_index = origins[:, None] + np.arange(h)[None, :]
     inside = target_index < values.size
     targets = np.where(inside, values[np.minimum(target_index, values.size - 1)], np.nan)
-    y = (targets / reference).reshape(-1)
+    y = (targets / level[:, None]).reshape(-1)
     level_of_row = np.repeat(level, h)
     origin_of_row = np.repeat(origins, h)
     keep = ~np.isnan(y) & np.isfinite(level_of_row)

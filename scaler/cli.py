@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from harbinger.clock import clock_from_spec
+from harbinger.clock import SystemClock, clock_from_spec
 from harbinger.errors import InvalidInput
 from harbinger.kube import api_client
 from harbinger.serving import add_standard_routes, serve
@@ -74,8 +74,11 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
     # The wall clock, or trace time in a rehearsal (HARBINGER_REPLAY_CLOCK).
     clock = clock_from_spec(all_settings.replay_clock)
     async with api_client(kubeconfig) as api:
+        # The Lease is about which live process acts: always wall-clock time, even when the
+        # plan runs on trace time.
         elector = LeaderElector(api, name=settings.lease_name, namespace=settings.lease_namespace,
-                                identity=identity, duration_seconds=settings.lease_duration_seconds, clock=clock)
+                                identity=identity, duration_seconds=settings.lease_duration_seconds,
+                                clock=SystemClock())
         forecasts = ModelForecasts(settings.models_dir, history_source(all_settings.history),
                                    lookback_seconds=all_settings.history.lookback_seconds, events=inputs.events)
         planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,

@@ -7,13 +7,14 @@
 * ``oracle``: knows the future demand and creates each pod exactly its warm-up before
   it is needed: the cheapest schedule that is never under capacity.
 
-Every pod takes ``warmup_seconds`` from creation to serving, and a pod serves the
-profile's ``rps_per_replica`` (the load at its target utilization; the HPA targets the
-same value). Scale-down removes the newest pods first, as the ReplicaSet controller
-removes not-ready and younger pods first. Figures, over the evaluation window, on ticks
-whose demand is known:
+Every pod takes ``warmup_seconds`` from creation to serving. The HPA aims each pod at the
+profile's ``rps_per_replica`` (the load at its target utilization); a pod *serves* up to
+``rps_per_replica / target_utilization`` (saturation), and that is the capacity every
+strategy is measured against and the oracle sizes to. Scale-down removes the newest pods
+first, as the ReplicaSet controller removes not-ready and younger pods first. Figures, over
+the evaluation window, on ticks whose demand is known:
 
-* ``under_minutes``: minutes in which demand was above what the ready pods serve;
+* ``under_minutes``: minutes in which demand was above what the ready pods serve at saturation;
 * ``replica_hours``: pods alive (warming or ready) x hours, what the cluster pays for;
 * ``changes``: how many times the replica count changed.
 """

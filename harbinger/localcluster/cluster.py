@@ -243,7 +243,7 @@ class LocalCluster:
             # A throwaway cluster: durability buys nothing and fsync dominates on slow disks.
             "--unsafe-no-fsync", "--log-level=warn",
         ])
-        self._wait(process, lambda: _http_ok(f"{client_url}/health"), "GET /health")
+        self._wait(process, lambda: http_ok(f"{client_url}/health"), "GET /health")
 
     def _start_apiserver(self) -> None:
         assert self.binaries
@@ -268,7 +268,7 @@ class LocalCluster:
         self._wait(process, self._apiserver_ready, "GET /readyz")
 
     def _apiserver_ready(self) -> bool:
-        return _http_ok(f"{self.server}/readyz", self._client_tls())
+        return http_ok(f"{self.server}/readyz", self._client_tls())
 
     def _client_tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_cert))
@@ -291,7 +291,7 @@ class LocalCluster:
             f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_seconds:g}s",
             "--profiling=false",
         ])
-        self._wait(process, lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_tls()), "GET /healthz")
+        self._wait(process, lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_tls()), "GET /healthz")
 
     def scheduler_config(self) -> dict[str, Any]:
         """The KubeSchedulerConfiguration the local scheduler runs with."""
@@ -316,7 +316,7 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'kube-scheduler'}",
         ])
-        self._wait(process, lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_tls()), "GET /healthz")
+        self._wait(process, lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_tls()), "GET /healthz")
 
     def restart_scheduler(self, extenders: list[dict[str, Any]] | None = None) -> None:
         """Restart kube-scheduler with a new ``extenders`` list (``[]`` for none)."""
@@ -336,7 +336,7 @@ class LocalCluster:
             "--node-lease-duration-seconds=40",
             "--cidr=10.244.0.0/16",
         ])
-        self._wait(process, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), "GET /healthz")
+        self._wait(process, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "GET /healthz")
 
     # --- conveniences ------------------------------------------------------------------
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -367,7 +367,7 @@ def _insecure_tls() -> ssl.SSLContext:
     return context
 
 
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(
         url, timeout=2, context=context
     ) as response:

@@ -65,6 +65,21 @@ class ManagedProcess:
             return "(no log)"
         return "\n".join("    " + line for line in text[-lines:])
 
+    def wait_exit(self, timeout: float) -> None:
+        """For one-shot commands: wait until it exits, and raise naming it (with its log)
+        unless it exited 0."""
+        if self._proc is None:
+            raise ClusterError(f"{self.name} was never started")
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ClusterError(f"{self.name} did not finish within {timeout:.0f}s; last lines of {self.log_path}:\n"
+                               + self.log_tail()) from None
+        if code != 0:
+            raise ClusterError(f"{self.name} failed with exit code {code}; last lines of {self.log_path}:\n"
+                               + self.log_tail())
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
         proc = self._proc

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from harbinger.errors import ClusterError
-from harbinger.localcluster.cluster import _http_ok, ensure_port_free, free_port
+from harbinger.localcluster.cluster import ensure_port_free, free_port, http_ok
 from harbinger.localcluster.process import ManagedProcess
 
 
@@ -80,7 +80,7 @@ class LocalPrometheus:
         ], self.workdir / "prometheus.log")
         self.process.start()
         deadline = time.monotonic() + timeout
-        while not _http_ok(f"{self.url}/-/ready"):
+        while not http_ok(f"{self.url}/-/ready"):
             self.process.check_alive()
             if time.monotonic() > deadline:
                 self.stop()

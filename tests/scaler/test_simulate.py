@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harbinger.cli import main
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 from models.training import TrainingConfig
-from scaler.simulate import SimulationSetup, read_profile, simulate
+from scaler.simulate import Prepared, SimulationSetup, default_profile, prepare, read_profile, replay_prepared
 
 #: Training rows capped so that the test trains in seconds; the bench trains in full.
 QUICK = TrainingConfig(max_rows=3000)
@@ -27,8 +28,14 @@ def elb_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
-def test_simulate_replays_the_untrained_part_with_the_real_forecaster(elb_slice: Path, tmp_path: Path) -> None:
-    result = simulate(elb_slice, setup=SimulationSetup(train_fraction=0.7, training=QUICK))
+@pytest.fixture(scope="module")
+def prepared(elb_slice: Path) -> Prepared:
+    return prepare(elb_slice, setup=SimulationSetup(train_fraction=0.7, training=QUICK))
+
+
+def test_simulate_replays_the_untrained_part_with_the_real_forecaster(prepared: Prepared) -> None:
+    assert prepared.profile is not None
+    result = replay_prepared(prepared, prepared.profile)
     days = len(result.demand) * 15 / 86_400
     assert 1.3 < days < 1.6  # the last 30 % of 5 days
     assert result.oracle.under_minutes == 0
@@ -37,6 +44,24 @@ def test_simulate_replays_the_untrained_part_with_the_real_forecaster(elb_slice:
     assert summary["trace"] == "elb_slice"
     for strategy in ("hpa", "harbinger", "oracle"):
         assert set(summary[strategy]) == {"under_minutes", "replica_hours", "changes"}  # type: ignore[arg-type]
+
+
+def test_the_default_profile_is_learned_from_the_training_part(prepared: Prepared) -> None:
+    profile = prepared.profile
+    assert profile is not None
+    assert (profile.plan_quantile, profile.headroom, profile.target_utilization) == ("p50", 0.0, 0.8)
+    # 5-minute counts inside a 15-minute forecast step: the peak interval is well above the mean.
+    assert prepared.forecaster.step_seconds == 900
+    assert 1.2 < profile.burst_factor < 5
+    training = prepared.trace.demand[: prepared.first_tick]
+    assert default_profile(training).burst_factor == 1.0  # no forecast step given: nothing learned
+    # Planner-only fields change Harbinger, never the HPA it is compared with.
+    plain = profile.model_copy(update={"burst_factor": 1.0})
+    with_burst, without = replay_prepared(prepared, profile), replay_prepared(prepared, plain)
+    assert with_burst.hpa.figures() == without.hpa.figures()
+    assert np.array_equal(with_burst.hpa.replicas, without.hpa.replicas)
+    assert with_burst.harbinger.replica_hours > without.harbinger.replica_hours
+    assert with_burst.harbinger.under_minutes <= without.harbinger.under_minutes
 
 
 def test_cli_prints_exactly_the_documented_json_and_a_plot(elb_slice: Path, tmp_path: Path,

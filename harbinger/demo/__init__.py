@@ -1,0 +1,1 @@
+"""``make demo``: the whole Harbinger story on the real local control plane."""

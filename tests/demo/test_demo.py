@@ -1,0 +1,64 @@
+"""``make demo`` in its fast mode, end to end: the planner's changes, stamped pods,
+placements by bandwidth, a chaos rollback and a report, and nothing left running."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harbinger.demo import scenario
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, traces_dir: Path) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([sys.executable, "-m", "harbinger.demo", "--fast", "--out", str(out)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary: dict[str, object] = json.loads((out / "summary.json").read_text())
+    summary["stdout"] = result.stdout
+    summary["out"] = str(out)
+    return summary
+
+
+def test_the_planner_raised_floors_ahead_of_the_peak_callees_first(demo: dict[str, object]) -> None:
+    first_raised = demo["first_raised"]
+    assert isinstance(first_raised, list) and first_raised, demo["stdout"]
+    order = [s for i, s in enumerate(first_raised) if s not in first_raised[:i]]
+    # Upstream dependencies are scaled no later than their callers.
+    if "payments" in order and "checkout" in order:
+        assert order.index("payments") < order.index("checkout")
+    if "checkout" in order and "frontend" in order:
+        assert order.index("checkout") < order.index("frontend")
+
+
+def test_new_pods_were_stamped_and_warmup_pods_placed_by_bandwidth(demo: dict[str, object]) -> None:
+    pods = demo["pods"]
+    assert isinstance(pods, dict)
+    stamped = [p for p in pods.values() if p["predicted_tps"]]
+    assert stamped, demo["stdout"]
+    assert all(p["egress_bandwidth"] and p["model_version"] for p in stamped)
+    warmup = [p for p in pods.values() if p["warmup"]]
+    assert warmup, demo["stdout"]
+    # The thin node (100M) cannot carry more than one warm-up pod's predicted traffic.
+    thin = [name for name, spec in scenario.NODES.items() if spec["bandwidth"] == "100M"]
+    assert sum(1 for p in warmup if p["node"] in thin) <= 1, demo["warmup_placements"]
+
+
+def test_the_chaos_rehearsal_breached_rolled_back_and_reported(demo: dict[str, object]) -> None:
+    chaos = demo["chaos"]
+    assert isinstance(chaos, dict)
+    assert chaos["breached"] and chaos["breach_service"] in {"frontend", "checkout"}
+    assert chaos["rollback_seconds"] is not None and chaos["rollback_seconds"] < 5.0
+    assert chaos["faults_left"] == 0
+    report = Path(str(chaos["report"]))
+    assert report.exists() and "data:image/png;base64," in report.read_text()
+
+
+def test_nothing_is_left_running(demo: dict[str, object]) -> None:
+    table = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(demo["out"]) not in table
