@@ -140,7 +140,7 @@ def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Eve
     values = history.to_numpy(dtype=np.float64)
     if model == HARBINGER:
         trained = train(history, service=service, events=events, config=training)
-        core = ForecastCore(service, "backtest", trained.spec, trained.p90_band_scale)
+        core = ForecastCore(service, "backtest", trained.spec, trained.p90_offset)
         forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
         return forecast.p50, forecast.p90
     if model == NAIVE_DAILY:

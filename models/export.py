@@ -80,7 +80,7 @@ def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, An
         horizon_steps=model.spec.horizon_steps,
         min_history_steps=model.spec.min_history_steps,
         feature_spec=model.spec.to_json(),
-        p90_band_scale=model.p90_band_scale,
+        p90_offset=model.p90_offset,
         estimator=model.config.estimator,
         training_rows=model.n_rows,
         seed=model.config.seed,

@@ -202,17 +202,17 @@ def inside_events(events: Sequence[Event], service: str, times_ns: np.ndarray, s
 
 
 def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, level: np.ndarray, multipliers: np.ndarray,
-           band_scale: float) -> tuple[np.ndarray, np.ndarray]:
+           p90_offset: float) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs (ratios to the level, origin-major) to TPS, shaped ``(n, H)``.
 
-    The P90 is the P50 plus the calibrated band; both are at least 0 and P90 >= P50
+    The P90 is the raw P90 plus the calibration offset; both are at least 0 and P90 >= P50
     (two independently fitted quantiles can cross).
     """
     n = level.size
     mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
-    band = np.maximum(ratio_p90.reshape(n, -1) - mid, 0.0) * band_scale
+    high = np.maximum(ratio_p90.reshape(n, -1) + p90_offset, mid)
     scale = level[:, None] * multipliers.reshape(n, -1)
-    return mid * scale, (mid + band) * scale
+    return mid * scale, high * scale
 
 
 def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) -> np.ndarray:

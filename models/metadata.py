@@ -40,7 +40,8 @@ class ModelMetadata(BaseModel):
     horizon_steps: int = Field(gt=0)
     min_history_steps: int = Field(gt=0)
     feature_spec: dict[str, Any]
-    p90_band_scale: float = Field(ge=0)
+    #: Added to the raw P90 ratio (conformal calibration, see models.training).
+    p90_offset: float
     estimator: str
     training_rows: int
     seed: int

@@ -63,11 +63,11 @@ class ForecastCore:
     benchmark and the backtest, so that both answer from the very same inputs.
     """
 
-    def __init__(self, service: str, model_version: str, spec: FeatureSpec, band_scale: float) -> None:
+    def __init__(self, service: str, model_version: str, spec: FeatureSpec, p90_offset: float) -> None:
         self.service = service
         self.model_version = model_version
         self.spec = spec
-        self.band_scale = band_scale
+        self.p90_offset = p90_offset
 
     @property
     def step_seconds(self) -> int:
@@ -106,7 +106,7 @@ class ForecastCore:
         return PreparedRequest(built.x, built.level, future_multipliers, start_ns, h)
 
     def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
-        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.band_scale)
+        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.p90_offset)
         return Forecast(service=self.service, model_version=self.model_version,
                         start=datetime.fromtimestamp(request.start_ns / _NS, UTC),
                         step_seconds=self.spec.step_seconds, p50=p50[0], p90=p90[0])
@@ -149,7 +149,7 @@ class Forecaster(ForecastCore):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelMismatch(f"the feature spec in the metadata is not usable: {exc}",
                                 source=metadata.service) from None
-        super().__init__(metadata.service, metadata.model_version, spec, metadata.p90_band_scale)
+        super().__init__(metadata.service, metadata.model_version, spec, metadata.p90_offset)
         self.metadata = metadata
         self.session = session
         self.graph_sha256 = graph_sha256

@@ -92,19 +92,19 @@ class ServicePlan:
         return max(self.steps, key=lambda s: (s.p90_tps, -s.start.timestamp()))
 
     def warmup_window(self) -> tuple[datetime, datetime] | None:
-        """When pods are being created ahead of the next peak: from the request time of the
-        first step of the climb to the peak that needs more replicas than the step before
-        it, until the peak starts."""
-        peak = self.next_peak()
-        if peak is None:
+        """When pods created now are created ahead of need: the floor at ``made_at`` covers
+        every step starting within one warm-up; if one of those needs more replicas than the
+        step running now, the pods the raise makes are warming up for it, from its request
+        time until it starts. ``None`` when nothing ahead needs more than now."""
+        step = timedelta(seconds=self.step_seconds)
+        until = self.made_at + timedelta(seconds=self.warmup_seconds)
+        running = [s.replicas for s in self.steps if s.start <= self.made_at < s.start + step]
+        need_now = max([self.min_replicas, *running])
+        ahead = [s for s in self.steps if self.made_at < s.start <= until and s.replicas > need_now]
+        if not ahead:
             return None
-        index = self.steps.index(peak)
-        first = index
-        while first > 0 and self.steps[first - 1].replicas < self.steps[first].replicas:
-            first -= 1
-        if first < index:
-            first += 1  # the bottom of the climb is not itself ahead of the peak
-        return self.steps[first].request_at, peak.start
+        target = max(ahead, key=lambda s: (s.replicas, -s.start.timestamp()))
+        return target.request_at, target.start
 
     def annotation(self, floor: int) -> dict[str, Any]:
         """The JSON stored in ``harbinger.io/plan`` on the Deployment."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import ssl
 import sys
 import time
@@ -47,8 +48,11 @@ from harbinger.localcluster import LocalCluster, LocalPrometheus
 from harbinger.localcluster.cluster import free_port
 from harbinger.localcluster.install import local_scheduler_extenders, local_webhook_configuration
 from models.traces import traces_dir
+from scaler.apply import COMPONENT as PLANNER_COMPONENT
 
 STARTED = time.monotonic()
+#: The planner's Events say "<kind> <field> <before> -> <after> for a predicted peak ...".
+FLOOR_CHANGE = re.compile(r"(\d+) -> (\d+)")
 
 
 def say(message: str) -> None:
@@ -87,8 +91,6 @@ def start_components(cluster: LocalCluster, prometheus: LocalPrometheus, work: P
         "PYTHONUNBUFFERED": "1",
     }
     components = Components(work / "logs", env)
-    histories = [f"{s.name}={inputs[f'{s.name}-trace']}" for s in scenario.SERVICES]
-    history_flags = [f"--history-trace={h}" for h in histories]
     kube = f"--kubeconfig={cluster.kubeconfig}"
 
     certs = work / "certs"
@@ -96,7 +98,7 @@ def start_components(cluster: LocalCluster, prometheus: LocalPrometheus, work: P
     webhook_port = free_port()
     tls = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     components.start("webhook", ["webhook", f"--cert-dir={certs}", "--host=127.0.0.1", f"--port={webhook_port}",
-                                 kube, f"--models-dir={work / 'models'}", *history_flags],
+                                 kube, f"--models-dir={work / 'models'}", *_history_flags(inputs)],
                      ready_url=f"https://127.0.0.1:{webhook_port}/readyz", tls=tls)
     configuration = local_webhook_configuration(f"https://127.0.0.1:{webhook_port}/mutate",
                                                 (certs / "ca.crt").read_bytes())
@@ -111,16 +113,25 @@ def start_components(cluster: LocalCluster, prometheus: LocalPrometheus, work: P
     say(f"  extender   http://127.0.0.1:{extender_port}  (kube-scheduler restarted with it: ignorable, "
         "nodeCacheCapable)")
 
-    planner_port = free_port()
-    components.start("planner", ["plan", kube, "--interval=1", f"--profiles={inputs['profiles']}",
-                                 f"--graph={inputs['graph']}", f"--events={inputs['events']}",
-                                 f"--models-dir={work / 'models'}", f"--metrics-port={planner_port}",
-                                 *history_flags],
-                     ready_url=f"http://127.0.0.1:{planner_port}/healthz")
-    say(f"  planner    metrics on http://127.0.0.1:{planner_port}/metrics, every second (= {clock.speed / 60:.0f} "
-        "trace minutes)")
     del prometheus
     return components
+
+
+def start_planner(cluster: LocalCluster, components: Components, work: Path, inputs: dict[str, Path],
+                  clock: ReplayClock) -> None:
+    planner_port = free_port()
+    components.start("planner", ["plan", f"--kubeconfig={cluster.kubeconfig}", "--interval=1",
+                                 f"--profiles={inputs['profiles']}", f"--graph={inputs['graph']}",
+                                 f"--events={inputs['events']}", f"--models-dir={work / 'models'}",
+                                 f"--metrics-port={planner_port}", *_history_flags(inputs)],
+                     ready_url=f"http://127.0.0.1:{planner_port}/healthz")
+    say(f"  planner    metrics on http://127.0.0.1:{planner_port}/metrics, runs every second "
+        f"(= {clock.speed / 60:.0f} trace minutes)")
+
+
+def _history_flags(inputs: dict[str, Path]) -> list[str]:
+    """Each service's traffic history comes from its recorded trace, cut at the replay clock."""
+    return [f"--history-trace={s.name}={inputs[f'{s.name}-trace']}" for s in scenario.SERVICES]
 
 
 def train_models(work: Path, inputs: dict[str, Path], components: Components) -> None:
@@ -150,9 +161,10 @@ def create_shop(cluster: LocalCluster, work: Path) -> None:
 
 async def watch_the_peak(api: client.ApiClient, clock: ReplayClock, pace: Pace, components: Components,
                          observed: Observed) -> None:
-    """Print floors, pods, stamps and placements as they change, until the replay ends."""
-    autoscaling, core = client.AutoscalingV2Api(api), client.CoreV1Api(api)
-    floors: dict[str, int] = {}
+    """Print the planner's changes (its own Events, in the order the apiserver stored them),
+    and each new pod with its stamps and node, until the replay ends."""
+    core = client.CoreV1Api(api)
+    seen_events: set[str] = set()
     end = clock.start.timestamp() + pace.replay_seconds
     next_tick = 0.0
     while clock.now().timestamp() < end:
@@ -161,33 +173,45 @@ async def watch_the_peak(api: client.ApiClient, clock: ReplayClock, pace: Pace, 
         if time.monotonic() >= next_tick:
             say(f"trace time {now:%a %H:%M} UTC")
             next_tick = time.monotonic() + 10
-        hpas = await read_json(autoscaling.list_namespaced_horizontal_pod_autoscaler(
-            scenario.NAMESPACE, _preload_content=False))
-        for hpa in hpas["items"]:
-            name, floor = hpa["metadata"]["name"], int(hpa["spec"].get("minReplicas") or 1)
-            if floors.get(name, 1) != floor:
-                direction = "raised" if floor > floors.get(name, 1) else "lowered"
-                plan = await _plan_annotation(api, name)
-                say(f"  planner {direction} {name} floor {floors.get(name, 1)} -> {floor}"
-                    + (f" (next peak {plan.get('next_peak', '?')}, {plan.get('peak_tps', 0):.0f} req/s)"
-                       if plan else ""))
-                observed.floor_changes.append({"service": name, "from": floors.get(name, 1), "to": floor,
-                                               "trace_time": now.isoformat(), "wall": time.monotonic() - STARTED})
-                floors[name] = floor
+        events = await read_json(core.list_namespaced_event(scenario.NAMESPACE, _preload_content=False))
+        fresh = [e for e in events["items"]
+                 if e.get("reportingComponent") == PLANNER_COMPONENT and e["metadata"]["name"] not in seen_events]
+        for event in sorted(fresh, key=lambda e: int(e["metadata"]["resourceVersion"])):
+            seen_events.add(event["metadata"]["name"])
+            await _observe_floor_change(api, event, observed)
         pods = await read_json(core.list_namespaced_pod(scenario.NAMESPACE, _preload_content=False))
         for pod in pods["items"]:
             _observe_pod(pod, observed)
         await asyncio.sleep(0.5)
 
 
-async def _plan_annotation(api: client.ApiClient, name: str) -> dict[str, Any]:
+async def _observe_floor_change(api: client.ApiClient, event: KubeObject, observed: Observed) -> None:
+    service = event["involvedObject"]["name"]
+    match = FLOOR_CHANGE.search(event.get("message", ""))
+    if not match:
+        return
+    before, after = int(match.group(1)), int(match.group(2))
+    plan, window = await _plan_annotation(api, service)
+    say(f"  planner {'raised' if after > before else 'lowered'} {service} floor {before} -> {after}"
+        + (f" (next peak {str(plan.get('next_peak', '?'))[11:16]}, {plan.get('peak_tps') or 0:.0f} req/s"
+           f"{', warm-up window ' + window if window else ''})" if plan else ""))
+    observed.floor_changes.append({"service": service, "from": before, "to": after,
+                                   "trace_time": event.get("firstTimestamp"), "wall": time.monotonic() - STARTED})
+
+
+async def _plan_annotation(api: client.ApiClient, name: str) -> tuple[dict[str, Any], str]:
+    """The planner's annotations on a Deployment: the plan, and its warm-up window as text."""
     deployment = await read_json(client.AppsV1Api(api).read_namespaced_deployment(
         name, scenario.NAMESPACE, _preload_content=False))
+    annotations = deployment["metadata"].get("annotations") or {}
+    window = ""
+    if contract.WARMUP_FROM in annotations and contract.WARMUP_UNTIL in annotations:
+        window = f"{annotations[contract.WARMUP_FROM][11:16]}-{annotations[contract.WARMUP_UNTIL][11:16]}"
     try:
-        plan: dict[str, Any] = json.loads(deployment["metadata"].get("annotations", {}).get(contract.PLAN, "{}"))
+        plan: dict[str, Any] = json.loads(annotations.get(contract.PLAN, "{}"))
     except json.JSONDecodeError:
-        return {}
-    return plan
+        return {}, window
+    return plan, window
 
 
 def _observe_pod(pod: KubeObject, observed: Observed) -> None:
@@ -273,6 +297,7 @@ async def story(cluster: LocalCluster, prometheus: LocalPrometheus, work: Path, 
         async with api_client(cluster.kubeconfig) as api:
             say("4/6 the shop: namespace shop (harbinger.io/enabled=true), three services, three nodes")
             create_shop(cluster, work)
+            start_planner(cluster, components, work, inputs, clock)
             say("5/6 replaying the day: the planner raises floors ahead of the peak")
             await watch_the_peak(api, clock, pace, components, observed)
     finally:

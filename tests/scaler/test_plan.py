@@ -71,13 +71,22 @@ def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:
     assert plan.floor_at(T0 + timedelta(days=1)) == PROFILE.min_replicas  # beyond the horizon
 
 
-def test_next_peak_and_its_warmup_window() -> None:
+def test_next_peak_and_the_warmup_window_of_pods_created_ahead_of_need() -> None:
     made = fc("checkout", T0, [10, 20, 40, 100, 60, 10])
     plan = plan_service(made, PROFILE, T0, stabilization_seconds=0)
     peak = plan.next_peak()
     assert peak is not None and peak.start == T0 + timedelta(minutes=15)
-    # The climb starts with the step at T0 + 5 min (10 -> 20 needs more replicas).
-    assert plan.warmup_window() == (T0 + timedelta(minutes=5) - timedelta(seconds=120), peak.start)
+    # At T0 nothing starting within one warm-up (120 s) needs more than now: no window.
+    assert plan.warmup_window() is None
+    # A minute before the peak step, the floor is raised for it: pods created now warm up for it.
+    before_peak = T0 + timedelta(minutes=14)
+    later = plan_service(fc("checkout", T0, [10, 20, 40, 100, 60, 10]), PROFILE, before_peak,
+                         stabilization_seconds=0)
+    assert later.warmup_window() == (peak.start - timedelta(seconds=120), peak.start)
+    # After the peak starts, the pods it needs are no longer "ahead": no window.
+    after = plan_service(fc("checkout", T0, [10, 20, 40, 100, 60, 10]), PROFILE, peak.start + timedelta(minutes=1),
+                         stabilization_seconds=0)
+    assert after.warmup_window() is None
     annotation = plan.annotation(floor=12)
     assert annotation["next_peak"] == "2030-01-01T00:15:00Z"
     assert annotation["peak_tps"] == 100
