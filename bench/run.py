@@ -13,6 +13,22 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DOC = HERE.parent / "docs" / "benchmarks.md"
+
+
+def collate() -> None:
+    """docs/benchmarks.md: every component's latest results, one section each."""
+    parts = ["# Benchmarks", "",
+             "The latest `make bench` results, collated from `bench/results/*.md` by `bench/run.py`. Every figure",
+             "is a ratio against a baseline measured in the same run, or a count; each section names the machine",
+             "and the versions it ran with.", ""]
+    for result in sorted((HERE / "results").glob("*.md")):
+        lines = result.read_text().strip().splitlines()
+        if not lines or not lines[0].startswith("# "):
+            lines = [f"# {result.stem}", "", *lines]
+        # Nest each result's headings one level under this page's title.
+        parts += [("#" + line) if line.startswith("#") else line for line in lines] + [""]
+    DOC.write_text("\n".join(parts))
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +45,7 @@ def main(argv: list[str]) -> int:
         print(f"bench: {script.stem} finished in {time.monotonic() - start:.0f}s (exit {result.returncode})")
         if result.returncode != 0:
             failed.append(script.stem)
+    collate()
     if failed:
         print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
         return 1
