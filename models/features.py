@@ -65,12 +65,15 @@ class FeatureSpec:
 
     @property
     def names(self) -> tuple[str, ...]:
-        names = ["horizon_step", "last_step", "recent_1h", "recent_3h_vs_day_before", "level_vs_day_before"]
+        names = ["horizon_step", "last_step", "recent_1h", "recent_3h_vs_day_before", "level_vs_day_before",
+                 "level_vs_3_days_before", "level_vs_days_mean"]
         if self.seasonality != "none":
             names += ["hour_of_day", "same_time_1d", "same_time_2d", "profile_days"]
         if self.seasonality == "weekly":
             names += ["day_of_week", "same_time_1w", "same_time_2w", "profile_weeks", "level_vs_week_before"]
-        return tuple(names)
+        import os
+        drop = set(filter(None, os.environ.get("HDROP", "").split(",")))
+        return tuple(n for n in names if n not in drop)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,6 +136,10 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
             _nanmean(windows[:, m - day - 3 * hour_steps : m - day], axis=1), spec.level_floor)),
         "level_vs_day_before": per_origin(_ratio(
             level, _nanmean(windows[:, m - 2 * day : m - day], axis=1), spec.level_floor)),
+        "level_vs_3_days_before": per_origin(_ratio(
+            level, _nanmean(windows[:, m - 4 * day : m - 3 * day], axis=1), spec.level_floor)),
+        "level_vs_days_mean": per_origin(_ratio(
+            level, _nanmean(windows[:, m - PROFILE_DAYS * day :], axis=1), spec.level_floor)),
     }
     if spec.seasonality != "none":
         seconds = origins_ns[:, None] // _NS + j[None, :] * spec.step_seconds
