@@ -66,7 +66,7 @@ class FeatureSpec:
     @property
     def names(self) -> tuple[str, ...]:
         names = ["horizon_step", "last_step", "recent_1h", "recent_3h_vs_day_before", "level_vs_day_before",
-                 "level_vs_3_days_before", "level_vs_days_mean"]
+                 "day_over_day_change"]
         if self.seasonality != "none":
             names += ["hour_of_day", "same_time_1d", "same_time_2d", "profile_days"]
         if self.seasonality == "weekly":
@@ -136,10 +136,10 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
             _nanmean(windows[:, m - day - 3 * hour_steps : m - day], axis=1), spec.level_floor)),
         "level_vs_day_before": per_origin(_ratio(
             level, _nanmean(windows[:, m - 2 * day : m - day], axis=1), spec.level_floor)),
-        "level_vs_3_days_before": per_origin(_ratio(
-            level, _nanmean(windows[:, m - 4 * day : m - 3 * day], axis=1), spec.level_floor)),
-        "level_vs_days_mean": per_origin(_ratio(
-            level, _nanmean(windows[:, m - PROFILE_DAYS * day :], axis=1), spec.level_floor)),
+        # How far the last day strayed from the day before, step by step: the recent volatility,
+        # which sets how wide the P90 band must be.
+        "day_over_day_change": per_origin(_nanmean(
+            np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1)) * scale,
     }
     if spec.seasonality != "none":
         seconds = origins_ns[:, None] // _NS + j[None, :] * spec.step_seconds

@@ -191,7 +191,11 @@ def _sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfi
     if config.recency_half_life_days:
         age_days = (values.size - candidates) / day
         weight = weight * np.exp2(-age_days / config.recency_half_life_days)
-    return np.sort(rng.choice(candidates, size=wanted, replace=True, p=weight / weight.sum()))
+    # Systematic sampling: evenly spaced points on the cumulative weight, one random offset.
+    # Same expectation as independent draws, far less spread between seeds.
+    cumulative = np.cumsum(weight) / np.sum(weight)
+    points = (rng.uniform() + np.arange(wanted)) / wanted
+    return candidates[np.minimum(np.searchsorted(cumulative, points), candidates.size - 1)]
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
