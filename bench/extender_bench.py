@@ -17,12 +17,10 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 import urllib.request
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import aiohttp
 import numpy as np
 import yaml
 from aiohttp import web
+from benchinfo import machine, realistic_pod
 from kubernetes_asyncio import client
 
 from extender.answer import Extender
@@ -61,29 +60,12 @@ def scheduler_pod(*, warmup: bool, service: str = "svc-1") -> dict[str, Any]:
     """A pod as kube-scheduler sends it: the whole object, defaults filled in."""
     annotations = {contract.WARMUP: "true", contract.EGRESS_BANDWIDTH: "20M", contract.INGRESS_BANDWIDTH: "10M",
                    contract.PREDICTED_TPS: "412.5", contract.MODEL_VERSION: "v7"} if warmup else {}
-    return {
-        "metadata": {"name": "cart-7d9f8-x2k4q", "generateName": "cart-7d9f8-", "namespace": "shop",
-                     "uid": "6a1f0f6e-93a4-4d55-9d37-3f1c6e0b9a11", "resourceVersion": "123456",
-                     "labels": {contract.APP_NAME_LABEL: service, "pod-template-hash": "7d9f8"},
-                     "annotations": annotations,
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cart-7d9f8",
-                                          "uid": "0b5e", "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {
-            "containers": [{
-                "name": "cart", "image": "registry.example/shop/cart:1.42.0",
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "env": [{"name": f"SETTING_{i}", "value": "x" * 24} for i in range(12)],
-                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5},
-                "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent",
-            }],
-            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "default", "schedulerName": "default-scheduler", "priority": 0,
-            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-                             "tolerationSeconds": 300}],
-        },
-        "status": {"phase": "Pending", "qosClass": "Burstable"},
-    }
+    pod = realistic_pod(annotations=annotations)
+    pod["metadata"].update({"name": "cart-7d9f8-x2k4q", "uid": "6a1f0f6e-93a4-4d55-9d37-3f1c6e0b9a11",
+                            "resourceVersion": "123456"})
+    pod["metadata"]["labels"][contract.APP_NAME_LABEL] = service
+    pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+    return pod
 
 
 def loaded_state(nodes: int) -> tuple[ClusterState, list[str]]:
@@ -390,23 +372,6 @@ async def throughput() -> dict[str, Any]:
 
 
 # --- report -------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "absent"
-
-    load = os.getloadavg()
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in load],
-        "packages": {p: version(p) for p in ("aiohttp", "numpy", "pydantic", "pydantic-core", "kubernetes-asyncio")},
-        "kubernetes": "v1.37.2 (kube-scheduler from the project's Go build)",
-    }
-
-
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Extender benchmark", "",
              f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
@@ -446,7 +411,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 async def main() -> None:
-    result: dict[str, Any] = {"machine": machine()}
+    result: dict[str, Any] = {"machine": machine(
+        ("aiohttp", "numpy", "pydantic", "pydantic-core", "kubernetes-asyncio"),
+        kubernetes="v1.37.2 (kube-scheduler from the project's Go build)")}
     print("extender bench: latency", flush=True)
     result["latency"] = await latency()
     print("extender bench: real kube-scheduler throughput", flush=True)

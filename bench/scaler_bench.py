@@ -15,16 +15,15 @@ rule trades: the issue's original P90 rule, and the capacity model's one assumed
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from benchinfo import machine  # noqa: E402
 
 from harbinger.profile import CapacityProfile  # noqa: E402
 from models.traces import TRACES, traces_dir  # noqa: E402
@@ -34,21 +33,6 @@ from scaler.simulate import SimulationSetup, prepare, replay_prepared  # noqa: E
 #: The acceptance bar of the planner's issue.
 UNDER_REDUCTION_BAR = 0.90
 REPLICA_HOURS_BAR = 1.15
-
-
-def machine() -> dict[str, Any]:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "absent"
-
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "packages": {p: version(p) for p in ("numpy", "pandas", "scikit-learn", "onnxruntime", "pydantic")},
-    }
 
 
 #: Alternative profiles replayed beside the default: name -> fields changed from it.
@@ -157,7 +141,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    result: dict[str, Any] = {"machine": machine(), "traces": []}
+    result: dict[str, Any] = {"machine": machine(("numpy", "pandas", "scikit-learn", "onnxruntime", "pydantic")),
+                              "traces": []}
     for trace in TRACES:
         print(f"scaler bench: {trace.name} ...", flush=True)
         entry = run_trace(trace.name)

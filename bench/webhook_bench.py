@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import ssl
 import subprocess
@@ -32,7 +31,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ import numpy as np
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchinfo import machine, realistic_pod
 
 from certs.serving import issue_serving_set
 from harbinger import contract
@@ -60,31 +60,6 @@ TARGET_P99_RATIO = 2.0
 
 
 # --- the review -----------------------------------------------------------------------------
-def pod() -> dict[str, Any]:
-    """A pod as the apiserver sends it at CREATE from a Deployment's ReplicaSet."""
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": "cart-7d9f8-", "namespace": "shop",
-                     "labels": {contract.APP_NAME_LABEL: "cart", "pod-template-hash": "7d9f8"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cart-7d9f8",
-                                          "uid": "0b5e", "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {
-            "containers": [{
-                "name": "cart", "image": "registry.example/shop/cart:1.42.0",
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "env": [{"name": f"SETTING_{i}", "value": "x" * 24} for i in range(12)],
-                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
-                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5},
-                "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent",
-            }],
-            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "default", "schedulerName": "default-scheduler", "priority": 0,
-            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                             "effect": "NoExecute", "tolerationSeconds": 300}],
-        },
-    }
-
-
 def review_body() -> bytes:
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
@@ -95,7 +70,7 @@ def review_body() -> bytes:
         "namespace": "shop", "operation": "CREATE",
         "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
                      "groups": ["system:serviceaccounts", "system:authenticated"]},
-        "object": pod(), "oldObject": None, "dryRun": False,
+        "object": realistic_pod(memory_limit="2Gi"), "oldObject": None, "dryRun": False,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
     }}).encode()
 
@@ -265,21 +240,6 @@ async def measure(cert_dir: Path, ports: dict[str, int],
 
 
 # --- report --------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "absent"
-
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "packages": {p: version(p) for p in ("aiohttp", "pydantic", "pydantic-core", "numpy", "cryptography")},
-    }
-
-
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = ["# Webhook benchmark", "",
@@ -318,7 +278,8 @@ def main() -> None:
         run_server(args.serve, args.port, args.cert_dir)
         return
 
-    result: dict[str, Any] = {"machine": machine()}
+    result: dict[str, Any] = {"machine": machine(("aiohttp", "pydantic", "pydantic-core", "numpy", "cryptography"),
+                                                 openssl=ssl.OPENSSL_VERSION)}
     with tempfile.TemporaryDirectory(prefix="harbinger-webhook-bench-") as tmp:
         cert_dir = Path(tmp)
         issue_serving_set(["127.0.0.1"]).write(cert_dir)
