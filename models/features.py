@@ -108,6 +108,7 @@ class Features(NamedTuple):
     x: np.ndarray
     #: ``(n,)`` recent level ``L`` of each origin (TPS): the model predicts ``actual / L``.
     level: np.ndarray
+    reference: np.ndarray
 
 
 def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
@@ -172,7 +173,12 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     x = np.empty((n * h, len(spec.names)), dtype=np.float32)
     for i, name in enumerate(spec.names):
         x[:, i] = np.broadcast_to(columns[name], (n, h)).reshape(-1)
-    return Features(x, level)
+    import os
+    if os.environ.get("HREF") and spec.seasonality == "daily":
+        ref = smooth[:, back_1d]
+        ref = np.where(np.isnan(ref), level[:, None], np.maximum(ref, 0.1 * level[:, None]))
+        return Features(x, level, ref)
+    return Features(x, level, np.broadcast_to(level[:, None], (n, h)))
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -215,10 +221,11 @@ def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, level: np.ndarray, mult
     The P90 is the raw P90 plus the calibration offset; both are at least 0 and P90 >= P50
     (two independently fitted quantiles can cross).
     """
-    n = level.size
+    n = level.shape[0]
+    level = level if level.ndim == 2 else level[:, None]
     mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
     high = np.maximum(ratio_p90.reshape(n, -1) + p90_offset, mid)
-    scale = level[:, None] * multipliers.reshape(n, -1)
+    scale = level * multipliers.reshape(n, -1)
     return mid * scale, high * scale
 
 

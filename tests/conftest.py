@@ -28,7 +28,7 @@ from harbinger.kube import new_api_client
 from harbinger.localcluster import LocalCluster, LocalPrometheus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-INTEGRATION_FIXTURES = {"cluster", "prometheus", "kube", "namespace", "make_namespace"}
+INTEGRATION_FIXTURES = {"cluster", "prometheus", "kube", "namespace", "make_namespace", "make_nodes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -129,3 +129,57 @@ def eventually() -> Eventually:
     """``await eventually(async_check, timeout=60, what="pods Running")``: the one polling
     helper for tests that wait on controllers."""
     return _eventually
+
+
+MakeNodes = Callable[..., Awaitable[list[str]]]
+
+
+def node_body(name: str, spec: dict[str, str], labels: dict[str, str], taint: tuple[str, str] | None) -> dict[str, Any]:
+    """A KWOK node: ``spec`` may set cpu, memory, pods, bandwidth (``harbinger.io/bandwidth``) and zone."""
+    resources = {"cpu": spec.get("cpu", "8"), "memory": spec.get("memory", "32Gi"), "pods": spec.get("pods", "110")}
+    node_labels = {"type": "kwok", **labels}
+    if "bandwidth" in spec:
+        node_labels[contract.NODE_BANDWIDTH] = spec["bandwidth"]
+    if "zone" in spec:
+        node_labels[contract.ZONE_LABEL] = spec["zone"]
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": node_labels},
+                            "status": {"allocatable": resources, "capacity": resources}}
+    if taint:
+        body["spec"] = {"taints": [{"key": taint[0], "value": taint[1], "effect": "NoSchedule"}]}
+    return body
+
+
+@pytest.fixture
+async def make_nodes(kube: client.ApiClient, eventually: Eventually) -> AsyncIterator[MakeNodes]:
+    """``await make_nodes({"name": {"cpu": "8", "bandwidth": "1G", ...}}, labels=..., taint=(key, value))``:
+    KWOK nodes that are Ready and free of every taint but the test's own (until the node
+    lifecycle controller lifts its not-ready taint, the scheduler would skip them), deleted
+    after the test. A taint of the test's own keeps other tests' pods off them."""
+    core: Any = client.CoreV1Api(kube)  # bodies are the Node's JSON, not model objects
+    created: list[str] = []
+
+    async def make(nodes: dict[str, dict[str, str]], *, labels: dict[str, str] | None = None,
+                   taint: tuple[str, str] | None = None) -> list[str]:
+        for name, spec in nodes.items():
+            await core.create_node(node_body(name, spec, labels or {}, taint))
+            created.append(name)
+
+        async def ready() -> bool:
+            for name in nodes:
+                node = await core.read_node(name)
+                if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []):
+                    return False
+                if any(taint is None or t.key != taint[0] for t in node.spec.taints or []):
+                    return False
+            return True
+
+        await eventually(ready, timeout=60, what=f"KWOK to mark {sorted(nodes)} Ready")
+        return list(nodes)
+
+    yield make
+    for name in created:
+        try:
+            await core.delete_node(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -93,55 +93,21 @@ async def harness(cluster: LocalCluster) -> AsyncIterator[Harness]:
             await harness.stop()
 
 
-MakeNodes = Callable[[dict[str, dict[str, str]]], Awaitable[str]]
+MakePool = Callable[[dict[str, dict[str, str]]], Awaitable[str]]
 
 
 @pytest.fixture
-async def make_nodes(kube: client.ApiClient, eventually: Any) -> AsyncIterator[MakeNodes]:
-    """``pool = await make_nodes({"small": {"bandwidth": "1G", "zone": "a", "cpu": "8"}})``:
-    Ready KWOK nodes named ``hx-<pool>-<key>``; deleted after the test."""
-    core = client.CoreV1Api(kube)
-    created: list[str] = []
+def make_pool(make_nodes: Any) -> MakePool:
+    """``pool = await make_pool({"small": {"bandwidth": "1G", "zone": "a", "cpu": "8"}})``:
+    Ready KWOK nodes named ``hx-<pool>-<key>`` that only this module's pods tolerate."""
 
     async def make(specs: dict[str, dict[str, str]]) -> str:
         pool = f"hx-{uuid.uuid4().hex[:6]}"
-        names = []
-        for key, spec in specs.items():
-            name = f"{pool}-{key}"
-            labels = {POOL_LABEL: pool, "type": "kwok"}
-            if "bandwidth" in spec:
-                labels[contract.NODE_BANDWIDTH] = spec["bandwidth"]
-            if "zone" in spec:
-                labels[contract.ZONE_LABEL] = spec["zone"]
-            cpu = spec.get("cpu", "8")
-            memory = spec.get("memory", "32Gi")
-            resources = {"cpu": cpu, "memory": memory, "pods": "110"}
-            await core.create_node(client.V1Node(
-                metadata=client.V1ObjectMeta(name=name, labels=labels),
-                spec=client.V1NodeSpec(taints=[client.V1Taint(key=TAINT_KEY, value=pool, effect="NoSchedule")]),
-                status=client.V1NodeStatus(allocatable=resources, capacity=resources),
-            ))
-            created.append(name)
-            names.append(name)
-
-        async def ready() -> bool:
-            # Ready, and the node lifecycle controller has lifted its not-ready taint
-            # (until then the scheduler filters the node out before asking the extender).
-            for name in names:
-                node = await core.read_node(name)
-                if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []):
-                    return False
-                if any(t.key != TAINT_KEY for t in node.spec.taints or []):
-                    return False
-            return True
-
-        await eventually(ready, timeout=60, what=f"KWOK to mark {names} Ready")
+        await make_nodes({f"{pool}-{key}": spec for key, spec in specs.items()},
+                         labels={POOL_LABEL: pool}, taint=(TAINT_KEY, pool))
         return pool
 
-    yield make
-    for name in created:
-        with contextlib.suppress(client.ApiException):
-            await core.delete_node(name)
+    return make
 
 
 def pod_body(name: str, pool: str, *, egress: str | None = None, warmup: bool = False, service: str | None = None,
@@ -174,12 +140,12 @@ async def bound_node(core: client.CoreV1Api, namespace: str, name: str, eventual
 
 
 async def test_warmup_pods_land_only_where_the_headroom_is(
-    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+    harness: Harness, make_pool: MakePool, kube: client.ApiClient, namespace: str, eventually: Any
 ) -> None:
     """Three nodes, only one with the bandwidth: a burst of warm-up pods all lands there
     until it is full; the next one stays Pending with the extender's reason, until room
     is made."""
-    pool = await make_nodes({"tiny": {"bandwidth": "50M"}, "small": {"bandwidth": "50M"},
+    pool = await make_pool({"tiny": {"bandwidth": "50M"}, "small": {"bandwidth": "50M"},
                              "big": {"bandwidth": "500M"}})
     core = client.CoreV1Api(kube)
     # Created back to back: the scheduler places them faster than the watch reports the
@@ -217,11 +183,11 @@ async def test_warmup_pods_land_only_where_the_headroom_is(
 
 
 async def test_other_pods_are_placed_as_without_the_extender(
-    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+    harness: Harness, make_pool: MakePool, kube: client.ApiClient, namespace: str, eventually: Any
 ) -> None:
     """The roomiest node by CPU and memory has almost no bandwidth: a plain pod goes there
     (the default scoring's choice, the extender has no say), a warm-up pod does not."""
-    pool = await make_nodes({"cpu2": {"bandwidth": "10G", "cpu": "2", "memory": "8Gi"},
+    pool = await make_pool({"cpu2": {"bandwidth": "10G", "cpu": "2", "memory": "8Gi"},
                              "cpu4": {"bandwidth": "10G", "cpu": "4", "memory": "16Gi"},
                              "cpu8": {"bandwidth": "1M", "cpu": "8", "memory": "32Gi"}})
     core = client.CoreV1Api(kube)
@@ -234,9 +200,9 @@ async def test_other_pods_are_placed_as_without_the_extender(
 
 
 async def test_one_services_warmup_replicas_spread_over_zones(
-    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+    harness: Harness, make_pool: MakePool, kube: client.ApiClient, namespace: str, eventually: Any
 ) -> None:
-    pool = await make_nodes({"a1": {"bandwidth": "10G", "zone": "a"}, "a2": {"bandwidth": "10G", "zone": "a"},
+    pool = await make_pool({"a1": {"bandwidth": "10G", "zone": "a"}, "a2": {"bandwidth": "10G", "zone": "a"},
                              "b1": {"bandwidth": "10G", "zone": "b"}, "c1": {"bandwidth": "10G", "zone": "c"}})
     core = client.CoreV1Api(kube)
     for i in range(3):
@@ -248,9 +214,9 @@ async def test_one_services_warmup_replicas_spread_over_zones(
 
 
 async def test_a_stopped_extender_does_not_stop_scheduling(
-    harness: Harness, make_nodes: MakeNodes, kube: client.ApiClient, namespace: str, eventually: Any
+    harness: Harness, make_pool: MakePool, kube: client.ApiClient, namespace: str, eventually: Any
 ) -> None:
-    pool = await make_nodes({"only": {"bandwidth": "1M"}})
+    pool = await make_pool({"only": {"bandwidth": "1M"}})
     core = client.CoreV1Api(kube)
     await harness.stop()
     try:

@@ -4,7 +4,6 @@ ReplicaSet and HPA controllers act, exactly as on a cluster."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,19 +12,6 @@ from kubernetes_asyncio import client
 from harbinger.localcluster import LocalCluster
 
 NODE_PREFIX = "fnd-"
-
-
-def node_body(name: str) -> client.V1Node:
-    return client.V1Node(
-        metadata=client.V1ObjectMeta(name=name, labels={"type": "kwok", "harbinger-test": "foundation"}),
-        spec=client.V1NodeSpec(
-            taints=[client.V1Taint(key="harbinger-test", value="foundation", effect="NoSchedule")]
-        ),
-        status=client.V1NodeStatus(
-            allocatable={"cpu": "8", "memory": "32Gi", "pods": "110"},
-            capacity={"cpu": "8", "memory": "32Gi", "pods": "110"},
-        ),
-    )
 
 
 def pod_spec() -> client.V1PodSpec:
@@ -40,24 +26,11 @@ def pod_spec() -> client.V1PodSpec:
 
 
 @pytest.fixture
-async def three_nodes(kube: client.ApiClient, eventually: Any) -> AsyncIterator[list[str]]:
-    core = client.CoreV1Api(kube)
-    names = [f"{NODE_PREFIX}{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
-    for name in names:
-        await core.create_node(node_body(name))
-
-    async def all_ready() -> bool:
-        for name in names:
-            node = await core.read_node(name)
-            ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
-            if not ready or ready[0].status != "True":
-                return False
-        return True
-
-    await eventually(all_ready, what="KWOK to mark the nodes Ready")
-    yield names
-    for name in names:
-        await core.delete_node(name)
+async def three_nodes(make_nodes: Any) -> list[str]:
+    names = {f"{NODE_PREFIX}{uuid.uuid4().hex[:6]}-{i}": {"cpu": "8", "memory": "32Gi"} for i in range(3)}
+    result: list[str] = await make_nodes(names, labels={"harbinger-test": "foundation"},
+                                         taint=("harbinger-test", "foundation"))
+    return result
 
 
 async def test_versions_are_the_pinned_release(cluster: LocalCluster) -> None:

@@ -5,7 +5,7 @@ Nodes, Deployments and HPAs on the local control plane."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,49 +63,17 @@ class SeasonalNaive:
 
 
 # --- the local control plane ---------------------------------------------------------------
-def node_body(name: str, pods: int) -> dict[str, Any]:
-    allocatable = {"cpu": "64", "memory": "256Gi", "pods": str(pods)}
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"type": "kwok", TEST_LABEL: TEST_VALUE}},
-        "spec": {"taints": [{"key": TEST_LABEL, "value": TEST_VALUE, "effect": "NoSchedule"}]},
-        "status": {"allocatable": allocatable, "capacity": allocatable},
-    }
-
-
-MakeNodes = Callable[..., Awaitable[list[str]]]
-
-
 @pytest.fixture
-async def make_nodes(kube: client.ApiClient, eventually: Any) -> AsyncIterator[MakeNodes]:
-    """``await make_nodes(count, pods=110)``: Ready KWOK nodes only this module's pods fit on,
-    deleted after the test."""
-    core = client.CoreV1Api(kube)
-    created: list[str] = []
+def scaler_nodes(make_nodes: Any) -> Callable[..., Awaitable[list[str]]]:
+    """``await scaler_nodes(count, pods=110)``: Ready KWOK nodes only this module's pods fit on."""
 
     async def make(count: int, *, pods: int = 110) -> list[str]:
-        names = [f"scl-{uuid.uuid4().hex[:6]}-{i}" for i in range(count)]
-        for name in names:
-            await core.create_node(node_body(name, pods))
-            created.append(name)
+        names = {f"scl-{uuid.uuid4().hex[:6]}-{i}": {"cpu": "64", "memory": "256Gi", "pods": str(pods)}
+                 for i in range(count)}
+        result: list[str] = await make_nodes(names, labels={TEST_LABEL: TEST_VALUE}, taint=(TEST_LABEL, TEST_VALUE))
+        return result
 
-        async def ready() -> bool:
-            for name in names:
-                node = await core.read_node(name)
-                if not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []):
-                    return False
-            return True
-
-        await eventually(ready, what="KWOK to mark the test nodes Ready")
-        return names
-
-    yield make
-    for name in created:
-        try:
-            await core.delete_node(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+    return make
 
 
 def deployment_body(name: str, *, service: str | None = None, replicas: int = 1,

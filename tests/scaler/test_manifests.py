@@ -40,12 +40,12 @@ async def test_the_kustomization_builds_and_the_apiserver_accepts_it(cluster: Lo
 
 
 async def test_the_planners_rbac_is_enough_and_no_more(
-    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, make_nodes: Any, new_service: Any,
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any,
     forecast: Any, scripted: Any,
 ) -> None:
     system = await make_namespace()  # stands in for harbinger-system
     workloads = await make_namespace(opted_in=True)
-    await make_nodes(1)
+    await scaler_nodes(1)
     profile = CapacityProfile(rps_per_replica=10, headroom=0, warmup_seconds=60)
     await new_service(kube, workloads, "checkout",
                       annotations={contract.CAPACITY_PROFILE: profile.model_dump_json()})

@@ -63,10 +63,10 @@ def profile_annotation(profile: CapacityProfile = PROFILE) -> dict[str, str]:
 
 
 async def test_floors_rise_one_warmup_before_the_peak_and_fall_after_the_window(
-    kube: client.ApiClient, make_namespace: Any, make_nodes: Any, new_service: Any, count_running: Any,
+    kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any, count_running: Any,
     eventually: Any, forecast: Any, scripted: Any,
 ) -> None:
-    await make_nodes(2)
+    await scaler_nodes(2)
     namespace = await make_namespace(opted_in=True)
     await new_service(kube, namespace, "checkout", with_hpa=True, annotations=profile_annotation())
     await new_service(kube, namespace, "catalog", with_hpa=False, annotations=profile_annotation())
@@ -153,11 +153,11 @@ async def _exactly(count: Any, n: int) -> bool:
 
 
 async def test_short_capacity_goes_to_bottlenecks_and_callees_first(
-    kube: client.ApiClient, make_namespace: Any, make_nodes: Any, new_service: Any, count_running: Any,
+    kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any, count_running: Any,
     eventually: Any, forecast: Any, scripted: Any,
 ) -> None:
     # One node with 8 pod slots: 3 taken by the current pods, 5 free for 9 wanted.
-    await make_nodes(1, pods=8)
+    await scaler_nodes(1, pods=8)
     namespace = await make_namespace(opted_in=True)
     chain = ("frontend", "checkout", "payments")
     for service in chain:
@@ -198,9 +198,9 @@ async def test_forecast_only_changes_nothing(
 
 
 async def test_two_planners_only_the_lease_holder_acts(
-    kube: client.ApiClient, make_namespace: Any, make_nodes: Any, new_service: Any, forecast: Any, scripted: Any,
+    kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any, forecast: Any, scripted: Any,
 ) -> None:
-    await make_nodes(1)
+    await scaler_nodes(1)
     namespace = await make_namespace(opted_in=True)
     await new_service(kube, namespace, "checkout", annotations=profile_annotation())
     source = scripted({"checkout": forecast("checkout", T0, [60.0] * 12, step_seconds=STEP)})
