@@ -1,0 +1,47 @@
+"""A PNG per backtest: the actual traffic against each model's P50, Harbinger's P50-P90 band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation import HARBINGER, PROPHET, BacktestResult
+
+_COLOURS = {HARBINGER: "tab:blue", PROPHET: "tab:orange", "seasonal-naive-daily": "tab:green",
+            "seasonal-naive-weekly": "tab:olive"}
+
+
+def plot_backtest(result: BacktestResult, path: Path) -> Path:
+    """Draw every fold of ``result`` on one time axis and save it to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(14, 5), dpi=110)
+    step = pd.Timedelta(seconds=result.step_seconds)
+    for number, fold in enumerate(result.folds):
+        times = pd.date_range(fold.start, periods=fold.actual.size, freq=step)
+        first = number == 0
+        axes.plot(times, fold.actual, color="black", linewidth=1.0, label="actual" if first else None)
+        if HARBINGER in fold.p50:
+            axes.fill_between(times, fold.p50[HARBINGER], fold.p90[HARBINGER], color="tab:blue", alpha=0.2,
+                              linewidth=0, label="harbinger P50-P90" if first else None)
+        for model, p50 in fold.p50.items():
+            axes.plot(times, p50, color=_COLOURS.get(model, "grey"), linewidth=1.3 if model == HARBINGER else 0.8,
+                      alpha=1.0 if model == HARBINGER else 0.7, label=f"{model} P50" if first else None)
+        axes.axvline(times[0], color="grey", linewidth=0.5, alpha=0.4)
+    title = ", ".join(f"{name} MASE {score.mase:.3f}" for name, score in result.scores.items()
+                      if np.isfinite(score.mase))
+    axes.set_title(f"{result.trace}: rolling-origin backtest, {len(result.folds)} folds\n{title}", fontsize=10)
+    axes.set_ylabel("requests per second")
+    axes.legend(loc="upper left", fontsize=8, ncol=3)
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
