@@ -47,6 +47,7 @@ from harbinger.kube import KubeObject, api_client, read_json
 from harbinger.localcluster import LocalCluster, LocalPrometheus
 from harbinger.localcluster.cluster import free_port
 from harbinger.localcluster.install import local_scheduler_extenders, local_webhook_configuration
+from harbinger.quantity import parse_quantity
 from models.traces import traces_dir
 from scaler.apply import COMPONENT as PLANNER_COMPONENT
 
@@ -140,9 +141,10 @@ def train_models(work: Path, inputs: dict[str, Path], components: Components) ->
         components.run(f"train-{service.name}", [
             "train", f"--data={inputs[f'{service.name}-training']}", f"--service={service.name}",
             f"--events={inputs['events']}", f"--out={out}"])
-        metadata = json.loads(next(out.glob("*.json")).read_text())
-        say(f"  {service.name:9s} model {metadata.get('model_version', '?')}: trained on "
-            f"{metadata.get('training_range', metadata.get('train_range', '?'))}")
+        metadata = json.loads((out / "metadata.json").read_text())
+        say(f"  {service.name:9s} model {metadata['model_version']}: {metadata['period']} seasonality, "
+            f"{metadata['step_seconds'] // 60} min steps, trained on {metadata['training_start'][:10]} .. "
+            f"{metadata['training_end'][:16]}")
 
 
 def create_shop(cluster: LocalCluster, work: Path) -> None:
@@ -180,8 +182,9 @@ async def watch_the_peak(api: client.ApiClient, clock: ReplayClock, pace: Pace, 
             seen_events.add(event["metadata"]["name"])
             await _observe_floor_change(api, event, observed)
         pods = await read_json(core.list_namespaced_pod(scenario.NAMESPACE, _preload_content=False))
+        egress_by_node = _egress_by_node(pods["items"])
         for pod in pods["items"]:
-            _observe_pod(pod, observed)
+            _observe_pod(pod, observed, egress_by_node)
         await asyncio.sleep(0.5)
 
 
@@ -214,7 +217,18 @@ async def _plan_annotation(api: client.ApiClient, name: str) -> tuple[dict[str, 
     return plan, window
 
 
-def _observe_pod(pod: KubeObject, observed: Observed) -> None:
+def _egress_by_node(pods: list[KubeObject]) -> dict[str, float]:
+    """Declared egress bandwidth (bits/s) of the live pods bound to each node."""
+    totals: dict[str, float] = {}
+    for pod in pods:
+        node = pod["spec"].get("nodeName")
+        egress = (pod["metadata"].get("annotations") or {}).get(contract.EGRESS_BANDWIDTH)
+        if node and egress and not pod["metadata"].get("deletionTimestamp"):
+            totals[node] = totals.get(node, 0.0) + float(parse_quantity(egress))
+    return totals
+
+
+def _observe_pod(pod: KubeObject, observed: Observed, egress_by_node: dict[str, float]) -> None:
     name = pod["metadata"]["name"]
     node = pod["spec"].get("nodeName")
     if name in observed.pods or not node:
@@ -229,6 +243,10 @@ def _observe_pod(pod: KubeObject, observed: Observed) -> None:
         "egress_bandwidth": annotations.get(contract.EGRESS_BANDWIDTH),
         "warmup": annotations.get(contract.WARMUP) == "true",
         "cpu": requests.get("cpu"), "memory": requests.get("memory"),
+        # What the node carries once this pod is there: the extender keeps it within capacity.
+        "node_egress_bits": egress_by_node.get(node, 0.0),
+        "node_capacity_bits": float(parse_quantity(scenario.NODES[node]["bandwidth"])) if node in scenario.NODES
+        else None,
     }
     observed.pods[name] = record
     stamp = (f"predicted-tps={record['predicted_tps']} egress={record['egress_bandwidth']} "
