@@ -90,7 +90,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _add_data_arguments(p)
     p.add_argument("--baselines", type=_baselines, default=("seasonal-naive", "prophet"),
                    help="comma-separated: seasonal-naive, prophet (default: both)")
-    p.add_argument("--folds", type=int, default=10, help="forecast origins, one day apart (default: 10)")
+    p.add_argument("--folds", type=int, default=14, help="forecast origins, one day apart (default: 14)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every model's scores")
     p.add_argument("--plot-dir", type=Path, help="write <service>.png: actual vs forecasts, P50-P90 band")
 

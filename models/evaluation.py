@@ -37,7 +37,7 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    folds: int = 10
+    folds: int = 14
     spacing_steps: int | None = None  # None: one day
     min_train_days: float = 7.0
     baselines: tuple[str, ...] = BASELINES
@@ -64,7 +64,7 @@ class BacktestResult:
 
     def to_json(self) -> dict[str, Any]:
         """``{"trace": NAME, "models": {model: {mase, smape, under_p90, coverage_p90, ...}}, ...}``."""
-        models = {name: score.to_json() for name, score in self.scores.items()}
+        models: dict[str, dict[str, Any]] = {name: score.to_json() for name, score in self.scores.items()}
         if self.naive_choice:
             models[NAIVE_BEST] = {**self.scores[self.naive_choice].to_json(),
                                   "variant": self.naive_choice.rsplit("-", 1)[-1]}
@@ -140,7 +140,7 @@ def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Eve
     values = history.to_numpy(dtype=np.float64)
     if model == HARBINGER:
         trained = train(history, service=service, events=events, config=training)
-        core = ForecastCore(service, "backtest", trained.spec, trained.p90_offset)
+        core = ForecastCore(service, "backtest", trained.spec, trained.p90_margin)
         forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
         return forecast.p50, forecast.p90
     if model == NAIVE_DAILY:
@@ -148,10 +148,8 @@ def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Eve
     if model == NAIVE_WEEKLY:
         return seasonal_naive(values, horizon, 7 * day)
     if model == PROPHET:
-        future = pd.date_range(history.index[-1] + history.index.freq, periods=horizon, freq=history.index.freq) \
-            if history.index.freq is not None else _future_index(history, horizon)
         prophet = ProphetBaseline(seed=training.seed).fit(history, events, service)
-        return prophet.predict(future)
+        return prophet.predict(_future_index(history, horizon))
     raise BadRequest(f"unknown model {model!r}")
 
 

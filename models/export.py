@@ -24,6 +24,8 @@ from models.metadata import (
     INPUT_NAME,
     OUTPUT_P50,
     OUTPUT_P90,
+    SERVICE_PROP,
+    VERSION_PROP,
     ModelMetadata,
     write_metadata,
 )
@@ -60,12 +62,21 @@ def to_onnx_graph(model: TrainedModel) -> onnx.ModelProto:
 
 def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None) -> ModelMetadata:
     """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed)."""
-    graph = to_onnx_graph(model)
+    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest)
+
+
+def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path, *,
+                    backtest: dict[str, Any] | None = None) -> ModelMetadata:
+    """Stamp ``graph`` (from :func:`to_onnx_graph`) with the model's service and version, and write
+    it with its metadata. Separate from the conversion so that one converted graph can be
+    written for several services (the benchmark's 1,000 services)."""
     # The version names the content: same data, config and seed -> same version.
     content_hash = hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
     model_version = f"{model.training_end:%Y%m%dT%H%MZ}-{content_hash[:12]}"
-    helper.set_model_props(graph, {"harbinger.service": model.service, "harbinger.model_version": model_version})
-    data = graph.SerializeToString(deterministic=True)
+    stamped = onnx.ModelProto()
+    stamped.CopyFrom(graph)
+    helper.set_model_props(stamped, {SERVICE_PROP: model.service, VERSION_PROP: model_version})
+    data = stamped.SerializeToString(deterministic=True)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / GRAPH_FILE).write_bytes(data)
@@ -80,7 +91,7 @@ def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, An
         horizon_steps=model.spec.horizon_steps,
         min_history_steps=model.spec.min_history_steps,
         feature_spec=model.spec.to_json(),
-        p90_offset=model.p90_offset,
+        p90_margin=model.p90_margin,
         estimator=model.config.estimator,
         training_rows=model.n_rows,
         seed=model.config.seed,

@@ -33,6 +33,9 @@ _DAY_S = 86_400
 #: Days averaged at the same time of day, and weeks at the same time of week.
 PROFILE_DAYS = 7
 PROFILE_WEEKS = 3
+#: Bounds of the volatility that scales the P90 margin (share of the level).
+MIN_VOLATILITY = 0.02
+MAX_VOLATILITY = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,7 @@ class FeatureSpec:
             names += ["hour_of_day", "same_time_1d", "same_time_2d", "profile_days"]
         if self.seasonality == "weekly":
             names += ["day_of_week", "same_time_1w", "same_time_2w", "profile_weeks", "level_vs_week_before"]
-        import os
-        drop = set(filter(None, os.environ.get("HDROP", "").split(",")))
-        return tuple(n for n in names if n not in drop)
+        return tuple(names)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,92 +94,107 @@ class FeatureSpec:
         return spec
 
 
-def recent_level(windows: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Mean TPS over the last day of each window (the whole window if the last day is mostly
-    unknown); ``NaN`` when the window holds no value at all."""
-    day = spec.steps_per_day
-    last_day = _nanmean(windows[:, -day:], axis=1)
-    known_last_day = np.count_nonzero(~np.isnan(windows[:, -day:]), axis=1)
-    fallback = _nanmean(windows, axis=1)
-    return np.where(known_last_day * 4 >= day, last_day, fallback)
-
-
 class Features(NamedTuple):
     #: ``(n * H, F)`` float32, origin-major: the model's input.
     x: np.ndarray
     #: ``(n,)`` recent level ``L`` of each origin (TPS): the model predicts ``actual / L``.
     level: np.ndarray
-    reference: np.ndarray
+    #: ``(n,)`` mean |change| from the day before to the last day, over ``L``: how unsettled
+    #: the traffic is now. The P90's calibrated margin is proportional to it.
+    volatility: np.ndarray
 
 
 def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
-                   horizon_steps: int | None = None) -> Features:
+                   horizon_steps: int | None = None, *, level_floors: np.ndarray | None = None) -> Features:
     """Rows for every (origin, horizon step) of ``windows`` (``(n, spec.window_steps)``,
-    de-evented, ``NaN`` where unknown)."""
+    de-evented, ``NaN`` where unknown).
+
+    Written for the serving path as much as for training: a fixed number of vectorised
+    numpy operations whatever ``n`` is (range means from cumulative sums, one gather for
+    all seasonal lags), no per-row Python. ``level_floors`` (one per origin) lets services
+    with different models but the same feature layout share one pass.
+    """
     n, m = windows.shape
     if m != spec.window_steps:
         raise ValueError(f"windows have {m} steps, the spec needs {spec.window_steps}")
     h = spec.horizon_steps if horizon_steps is None else horizon_steps
     day = spec.steps_per_day
-    level = np.maximum(recent_level(windows, spec), spec.level_floor)
-    scale = 1.0 / level[:, None]
-    j = np.arange(h)
-    hour_steps = max(1, round(3600 / spec.step_seconds))
+    floor = np.full(n, spec.level_floor) if level_floors is None else level_floors
+    hour = max(1, round(3600 / spec.step_seconds))
+    week = 7 * day
 
-    def per_origin(values: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(values[:, None], (n, h))
+    # Every per-origin range mean in one gather: [start, stop) window positions.
+    spans = {"day": (m - day, m), "window": (0, m), "hour": (m - hour, m), "3h": (m - 3 * hour, m),
+             "3h_day_before": (m - day - 3 * hour, m - day), "day_before": (m - 2 * day, m - day),
+             "days": (m - PROFILE_DAYS * day, m), "day_week_before": (m - week, m - week + day)}
+    means, counts = _range_means(windows, np.array(list(spans.values())))
+    mean = dict(zip(spans, means.T, strict=True))
+    mostly_known = counts[:, 0] * 4 >= day
+    level = np.maximum(np.where(mostly_known, mean["day"], mean["window"]), floor)
+    volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
 
-    columns: dict[str, np.ndarray] = {
-        "horizon_step": np.broadcast_to((j + 1).astype(np.float64), (n, h)),
-        "last_step": per_origin(windows[:, -1]) * scale,
-        "recent_1h": per_origin(_nanmean(windows[:, -hour_steps:], axis=1)) * scale,
-        "recent_3h_vs_day_before": per_origin(_ratio(
-            _nanmean(windows[:, -3 * hour_steps:], axis=1),
-            _nanmean(windows[:, m - day - 3 * hour_steps : m - day], axis=1), spec.level_floor)),
-        "level_vs_day_before": per_origin(_ratio(
-            level, _nanmean(windows[:, m - 2 * day : m - day], axis=1), spec.level_floor)),
-        # How far the last day strayed from the day before, step by step: the recent volatility,
-        # which sets how wide the P90 band must be.
-        "day_over_day_change": per_origin(_nanmean(
-            np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1)) * scale,
+    # One value per origin, repeated over the horizon when the rows are laid out.
+    per_origin: dict[str, np.ndarray] = {
+        "last_step": windows[:, -1] / level,
+        "recent_1h": mean["hour"] / level,
+        "recent_3h_vs_day_before": _ratio(mean["3h"], mean["3h_day_before"], floor),
+        "level_vs_day_before": _ratio(level, mean["day_before"], floor),
+        "day_over_day_change": volatility,
     }
+    j = np.arange(h)
+    per_row: dict[str, np.ndarray] = {"horizon_step": np.broadcast_to((j + 1).astype(np.float64), (n, h))}
     if spec.seasonality != "none":
         seconds = origins_ns[:, None] // _NS + j[None, :] * spec.step_seconds
-        smooth = _smooth3(windows)
         # Target t = o + j sits at window position m + j; the nearest known same time of day
         # is ``rounds`` days back, with rounds = ceil((j + 1) / day).
-        rounds = (j // day) + 1
-        back_1d = m + j - rounds * day
-        columns["hour_of_day"] = (seconds % _DAY_S) / 3600.0
-        columns["same_time_1d"] = windows[:, back_1d] * scale
-        columns["same_time_2d"] = windows[:, back_1d - day] * scale
+        back_1d = m + j - ((j // day) + 1) * day
+        scale = 1.0 / level[:, None]
+        per_row["hour_of_day"] = (seconds % _DAY_S) / 3600.0
+        per_row["same_time_1d"] = windows[:, back_1d] * scale
+        per_row["same_time_2d"] = windows[:, back_1d - day] * scale
+        profile_at = [back_1d - d * day for d in range(PROFILE_DAYS)]
+        if spec.seasonality == "weekly":
+            back_1w = m + j - week
+            per_row["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01: Thursday
+            per_row["same_time_1w"] = windows[:, back_1w] * scale
+            per_row["same_time_2w"] = windows[:, back_1w - week] * scale
+            per_origin["level_vs_week_before"] = _ratio(level, mean["day_week_before"], floor)
+            profile_at += [back_1w - r * week for r in range(PROFILE_WEEKS)]
+        smoothed = _smoothed_at(windows, np.stack(profile_at))  # (n, profiles, h)
         # The profile gives the shape of a day, not its level: divided by the mean of the days it
         # averages. Divided by L instead, a week of decline (fifa after the final) read as "far
         # below the usual level" and the model, taught by the tournament's rest days, forecast a
         # rebound that never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(_nanmean(windows[:, m - PROFILE_DAYS * day :], axis=1), spec.level_floor)
-        columns["profile_days"] = _nanmean(
-            np.stack([smooth[:, back_1d - d * day] for d in range(PROFILE_DAYS)]), axis=0) / days_mean[:, None]
-    if spec.seasonality == "weekly":
-        week = 7 * day
-        back_1w = m + j - week
-        columns["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday
-        columns["same_time_1w"] = windows[:, back_1w] * scale
-        columns["same_time_2w"] = windows[:, back_1w - week] * scale
-        columns["profile_weeks"] = _nanmean(
-            np.stack([smooth[:, back_1w - r * week] for r in range(PROFILE_WEEKS)]), axis=0) * scale
-        columns["level_vs_week_before"] = per_origin(_ratio(
-            level, _nanmean(windows[:, m - week : m - week + day], axis=1), spec.level_floor))
+        days_mean = np.maximum(mean["days"], floor)
+        per_row["profile_days"] = _nanmean(smoothed[:, :PROFILE_DAYS], axis=1) / days_mean[:, None]
+        if spec.seasonality == "weekly":
+            per_row["profile_weeks"] = _nanmean(smoothed[:, PROFILE_DAYS:], axis=1) * scale
 
-    x = np.empty((n * h, len(spec.names)), dtype=np.float32)
+    x = np.empty((n, h, len(spec.names)), dtype=np.float32)
     for i, name in enumerate(spec.names):
-        x[:, i] = np.broadcast_to(columns[name], (n, h)).reshape(-1)
-    import os
-    if os.environ.get("HREF") and spec.seasonality == "daily":
-        ref = smooth[:, back_1d]
-        ref = np.where(np.isnan(ref), level[:, None], np.maximum(ref, 0.1 * level[:, None]))
-        return Features(x, level, ref)
-    return Features(x, level, np.broadcast_to(level[:, None], (n, h)))
+        x[:, :, i] = per_origin[name][:, None] if name in per_origin else per_row[name]
+    return Features(x.reshape(n * h, -1), level, volatility)
+
+
+def _range_means(windows: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and count of known values of each window over each ``[start, stop)`` span: ``(n, spans)``."""
+    known = ~np.isnan(windows)
+    zero = np.zeros((windows.shape[0], 1))
+    sums = np.hstack((zero, np.cumsum(np.where(known, windows, 0.0), axis=1)))
+    counts = np.hstack((zero, np.cumsum(known, axis=1)))
+    starts, stops = np.clip(spans[:, 0], 0, None), np.clip(spans[:, 1], 0, None)
+    total, count = sums[:, stops] - sums[:, starts], counts[:, stops] - counts[:, starts]
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
+
+
+def _smoothed_at(windows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Mean of each position and its two neighbours inside the window, ignoring ``NaN``:
+    shape ``(n, *positions.shape)``."""
+    padding = np.full((windows.shape[0], 1), np.nan)
+    padded = np.hstack((padding, windows, padding))
+    # Position p of the window is p + 1 of the padded one; its neighbours p and p + 2.
+    neighbours = padded[:, np.stack((positions, positions + 1, positions + 2))]
+    return _nanmean(neighbours, axis=1)
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -214,19 +230,32 @@ def inside_events(events: Sequence[Event], service: str, times_ns: np.ndarray, s
     return inside
 
 
-def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, level: np.ndarray, multipliers: np.ndarray,
-           p90_offset: float) -> tuple[np.ndarray, np.ndarray]:
+def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, features: Features, multipliers: np.ndarray,
+           p90_margin: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs (ratios to the level, origin-major) to TPS, shaped ``(n, H)``.
 
-    The P90 is the raw P90 plus the calibration offset; both are at least 0 and P90 >= P50
-    (two independently fitted quantiles can cross).
+    The P90 is the raw P90 plus the calibrated margin (see :func:`p90_margin_unit`); both
+    are at least 0 and P90 >= P50 (two independently fitted quantiles can cross).
+    ``p90_margin`` is one number, or one per origin when a batch mixes models.
     """
-    n = level.shape[0]
-    level = level if level.ndim == 2 else level[:, None]
+    n = features.level.size
     mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
-    high = np.maximum(ratio_p90.reshape(n, -1) + p90_offset, mid)
-    scale = level * multipliers.reshape(n, -1)
+    margin = p90_margin * p90_margin_unit(features.volatility)
+    high = np.maximum(ratio_p90.reshape(n, -1) + margin[:, None], mid)
+    scale = features.level[:, None] * multipliers.reshape(n, -1)
     return mid * scale, high * scale
+
+
+def p90_margin_unit(volatility: np.ndarray) -> np.ndarray:
+    """What the calibrated P90 margin is measured in: the recent volatility, bounded.
+
+    A margin proportional to how unsettled the traffic is now keeps the P90 honest both in
+    fifa's tournament (days swing 3-fold) and in the calm weeks after it; one fixed margin
+    was too narrow for the first and too wide for the second. Unknown volatility (no day
+    before) counts as the median of the bounds.
+    """
+    bounded = np.clip(volatility, MIN_VOLATILITY, MAX_VOLATILITY)
+    return np.asarray(np.where(np.isnan(bounded), np.sqrt(MIN_VOLATILITY * MAX_VOLATILITY), bounded))
 
 
 def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) -> np.ndarray:
@@ -245,17 +274,9 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     known = ~np.isnan(values)
     count = np.count_nonzero(known, axis=axis)
     total = np.sum(np.where(known, values, 0.0), axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan))
 
 
-def _smooth3(windows: np.ndarray) -> np.ndarray:
-    """Mean of each step and its two neighbours inside the window, ignoring ``NaN``."""
-    pad = np.full((windows.shape[0], 1), np.nan)
-    stacked = np.stack((np.hstack((pad, windows[:, :-1])), windows, np.hstack((windows[:, 1:], pad))))
-    return _nanmean(stacked, axis=0)
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: float) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.maximum(numerator, floor) / np.maximum(denominator, floor)
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    # Both sides are at least the floor (or NaN, which propagates quietly): no division by zero.
+    return np.asarray(np.maximum(numerator, floor) / np.maximum(denominator, floor))

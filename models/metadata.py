@@ -23,6 +23,10 @@ FORMAT_VERSION = 1
 INPUT_NAME = "features"
 OUTPUT_P50 = "p50_ratio"
 OUTPUT_P90 = "p90_ratio"
+#: Stamped into the graph itself, so that a graph and a metadata file from two models
+#: cannot be paired even by someone who also rewrote the sha256.
+SERVICE_PROP = "harbinger.service"
+VERSION_PROP = "harbinger.model_version"
 
 
 class ModelMetadata(BaseModel):
@@ -40,8 +44,8 @@ class ModelMetadata(BaseModel):
     horizon_steps: int = Field(gt=0)
     min_history_steps: int = Field(gt=0)
     feature_spec: dict[str, Any]
-    #: Added to the raw P90 ratio (conformal calibration, see models.training).
-    p90_offset: float
+    #: Calibrated P90 margin, in units of the recent volatility (see models.features.to_tps).
+    p90_margin: float
     estimator: str
     training_rows: int
     seed: int

@@ -32,7 +32,7 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
         for model, p50 in fold.p50.items():
             axes.plot(times, p50, color=_COLOURS.get(model, "grey"), linewidth=1.3 if model == HARBINGER else 0.8,
                       alpha=1.0 if model == HARBINGER else 0.7, label=f"{model} P50" if first else None)
-        axes.axvline(times[0], color="grey", linewidth=0.5, alpha=0.4)
+        axes.axvline(times[0].to_pydatetime(), color="grey", linewidth=0.5, alpha=0.4)  # type: ignore[arg-type]
     title = ", ".join(f"{name} MASE {score.mase:.3f}" for name, score in result.scores.items()
                       if np.isfinite(score.mase))
     axes.set_title(f"{result.trace}: rolling-origin backtest, {len(result.folds)} folds\n{title}", fontsize=10)

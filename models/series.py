@@ -180,7 +180,8 @@ def regularize(history: pd.Series, step_seconds: int, *, source: str = "history"
 
     Steps without a sample are ``NaN``. Already-regular input comes back unchanged.
     """
-    values, start_ns = _checked_values(history, source)
+    start_ns = _utc_stamps(history, source)
+    values = _checked_values(history, source)
     step_ns = step_seconds * _NS
     if values.size == 0:
         raise HistoryTooShort("the history is empty", source=source)
@@ -203,21 +204,24 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
                   *, source: str = "history") -> np.ndarray:
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
-    This is the serving hot path: on an already-regular history it is two binary searches
-    and a slice; anything else is regularised first.
+    This is the serving hot path: only the slice that is needed is read and checked (two
+    binary searches; the index's order is checked once by pandas and cached on the index).
+    A slice that is not on the model's grid is averaged onto it first.
     """
-    values, stamps = _checked_values(history, source)
+    stamps = _utc_stamps(history, source)
     step_ns = step_seconds * _NS
-    if values.size and not _is_on_grid(stamps, step_ns):
-        regular = regularize(history, step_seconds, source=source)
-        values, stamps = _checked_values(regular, source)
-    out = np.full(n_steps, np.nan)
     first_ns = end_ns - n_steps * step_ns
     lo = int(np.searchsorted(stamps, first_ns, side="left"))
     hi = int(np.searchsorted(stamps, end_ns, side="left"))
-    if hi > lo:
-        positions = (stamps[lo:hi] - first_ns) // step_ns
-        out[positions] = values[lo:hi]
+    out = np.full(n_steps, np.nan)
+    if hi <= lo:
+        return out
+    part = stamps[lo:hi]
+    values = _checked_values(history, source)[lo:hi]
+    if not _is_on_grid(part, step_ns):
+        regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
+        return window_before(regular, end_ns, n_steps, step_seconds, source=source)
+    out[(part - first_ns) // step_ns] = values
     return out
 
 
@@ -231,22 +235,28 @@ def require_history(series: pd.Series, min_steps: int, step_seconds: int, *, sou
             source=source)
 
 
-def _checked_values(history: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(history.index, pd.DatetimeIndex):
+def _utc_stamps(history: pd.Series, source: str) -> np.ndarray:
+    """The index as int64 UTC nanoseconds, after checking it is a strictly increasing UTC DatetimeIndex."""
+    index = history.index
+    if not isinstance(index, pd.DatetimeIndex):
         raise BadSeries("the history must be indexed by timestamps (a DatetimeIndex)", source=source)
-    if history.index.tz is None:
+    if index.tz is None:
         raise BadSeries("the history's timestamps have no time zone; give them in UTC", source=source)
-    stamps = history.index.tz_convert("UTC").as_unit("ns").asi8
-    if stamps.size > 1 and np.any(np.diff(stamps) <= 0):
+    if not (index.is_monotonic_increasing and index.is_unique):
         raise BadSeries("the history's timestamps are not strictly increasing", source=source)
+    # asi8 counts from the epoch in UTC whatever the zone; only the unit may need converting.
+    return index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8
+
+
+def _checked_values(history: pd.Series, source: str) -> np.ndarray:
     try:
         values = history.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
         raise BadSeries("the history's values are not numbers", source=source) from None
-    if np.any(values[~np.isnan(values)] < 0) or np.any(np.isinf(values)):
+    if np.any(values < 0) or np.any(np.isinf(values)):
         raise BadSeries("the history has negative or infinite values; TPS must be finite and >= 0",
                         source=source)
-    return values, stamps
+    return values
 
 
 def _is_on_grid(stamps_ns: np.ndarray, step_ns: int) -> bool:

@@ -24,9 +24,17 @@ import pandas as pd
 
 from models.errors import BadRequest, HistoryTooShort, ModelMismatch
 from models.events import Event
-from models.features import FeatureSpec, build_features, event_multipliers, to_tps
+from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps
 from models.forecast import Forecast
-from models.metadata import INPUT_NAME, OUTPUT_P50, OUTPUT_P90, ModelMetadata, read_metadata
+from models.metadata import (
+    INPUT_NAME,
+    OUTPUT_P50,
+    OUTPUT_P90,
+    SERVICE_PROP,
+    VERSION_PROP,
+    ModelMetadata,
+    read_metadata,
+)
 from models.series import window_before
 
 log = logging.getLogger(__name__)
@@ -46,14 +54,26 @@ def new_session(graph: bytes) -> ort.InferenceSession:
 
 
 @dataclass(frozen=True)
-class PreparedRequest:
-    """One service's features for one origin, ready for the model."""
+class HistoryWindow:
+    """One service's history before its forecast origin, with the events taken out."""
 
-    features: np.ndarray
-    level: np.ndarray
-    multipliers: np.ndarray
-    start_ns: int
+    values: np.ndarray  # (window_steps,) TPS, NaN where unknown
+    start_ns: int  # the first forecast step
+    multipliers: np.ndarray  # (horizon,) the events' expected effect on each forecast step
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """Model inputs for ``n`` origins (one per service in a batch), all with the same horizon."""
+
+    inputs: Features
+    multipliers: np.ndarray  # (n, horizon)
+    start_ns: np.ndarray  # (n,)
     horizon_steps: int
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.inputs.x
 
 
 class ForecastCore:
@@ -63,11 +83,11 @@ class ForecastCore:
     benchmark and the backtest, so that both answer from the very same inputs.
     """
 
-    def __init__(self, service: str, model_version: str, spec: FeatureSpec, p90_offset: float) -> None:
+    def __init__(self, service: str, model_version: str, spec: FeatureSpec, p90_margin: float) -> None:
         self.service = service
         self.model_version = model_version
         self.spec = spec
-        self.p90_offset = p90_offset
+        self.p90_margin = p90_margin
 
     @property
     def step_seconds(self) -> int:
@@ -81,35 +101,52 @@ class ForecastCore:
     def horizon_steps(self) -> int:
         return self.spec.horizon_steps
 
-    def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
-                events: Sequence[Event] | None = None) -> PreparedRequest:
+    def window(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
+               events: Sequence[Event] | None = None) -> HistoryWindow:
+        """The history window before the origin (the step ``now`` falls in), events taken out."""
         spec = self.spec
         step_ns = spec.step_seconds * _NS
         h = self._checked_horizon(horizon_steps)
         start_ns = self._origin_ns(history, now)
-        window = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
-        known = int(np.count_nonzero(~np.isnan(window)))
+        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
+        known = int(np.count_nonzero(~np.isnan(values)))
         if known < spec.min_history_steps:
             raise HistoryTooShort(
                 f"{known} known steps in the {spec.window_steps} steps before "
                 f"{_iso(start_ns)}; the model needs at least {spec.min_history_steps} steps of "
                 f"{spec.step_seconds} s (one day)", source=self.service)
-        future = start_ns + np.arange(h, dtype=np.int64) * step_ns
-        future_multipliers = np.ones(h)
+        multipliers = np.ones(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
-            window = window / event_multipliers(events, self.service, past, spec.step_seconds,
+            values = values / event_multipliers(events, self.service, past, spec.step_seconds,
                                                 spec.kind_effects, unknown=np.nan)
-            future_multipliers = event_multipliers(events, self.service, future, spec.step_seconds,
-                                                   spec.kind_effects)
-        built = build_features(window[None, :], np.array([start_ns], dtype=np.int64), spec, h)
-        return PreparedRequest(built.x, built.reference, future_multipliers, start_ns, h)
+            future = start_ns + np.arange(h, dtype=np.int64) * step_ns
+            multipliers = event_multipliers(events, self.service, future, spec.step_seconds, spec.kind_effects)
+        return HistoryWindow(values, start_ns, multipliers)
+
+    def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
+        """Features for several windows (same spec, same horizon) in one vectorised pass."""
+        h = windows[0].multipliers.size
+        stacked = np.stack([w.values for w in windows])
+        starts = np.array([w.start_ns for w in windows], dtype=np.int64)
+        inputs = build_features(stacked, starts, self.spec, h)
+        return PreparedRequest(inputs, np.stack([w.multipliers for w in windows]), starts, h)
+
+    def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
+                events: Sequence[Event] | None = None) -> PreparedRequest:
+        return self.prepare_many([self.window(history, now, horizon_steps, events)])
+
+    def finish_many(self, members: Sequence[ForecastCore], request: PreparedRequest, ratio_p50: np.ndarray,
+                    ratio_p90: np.ndarray) -> list[Forecast]:
+        """One :class:`Forecast` per member (in the order of the request's windows)."""
+        p50, p90 = to_tps(ratio_p50, ratio_p90, request.inputs, request.multipliers, self.p90_margin)
+        return [Forecast(service=member.service, model_version=member.model_version,
+                         start=datetime.fromtimestamp(int(start) / _NS, UTC),
+                         step_seconds=self.spec.step_seconds, p50=p50[i], p90=p90[i])
+                for i, (member, start) in enumerate(zip(members, request.start_ns, strict=True))]
 
     def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
-        p50, p90 = to_tps(ratio_p50, ratio_p90, request.level, request.multipliers, self.p90_offset)
-        return Forecast(service=self.service, model_version=self.model_version,
-                        start=datetime.fromtimestamp(request.start_ns / _NS, UTC),
-                        step_seconds=self.spec.step_seconds, p50=p50[0], p90=p90[0])
+        return self.finish_many([self], request, ratio_p50, ratio_p90)[0]
 
     def forecast_with(self, predict: RatioPredictor, history: pd.Series, now: datetime | None = None,
                       horizon_steps: int | None = None, events: Sequence[Event] | None = None) -> Forecast:
@@ -149,11 +186,11 @@ class Forecaster(ForecastCore):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelMismatch(f"the feature spec in the metadata is not usable: {exc}",
                                 source=metadata.service) from None
-        super().__init__(metadata.service, metadata.model_version, spec, metadata.p90_offset)
+        super().__init__(metadata.service, metadata.model_version, spec, metadata.p90_margin)
         self.metadata = metadata
         self.session = session
         self.graph_sha256 = graph_sha256
-        _check_graph_signature(session, len(spec.names), metadata.service)
+        _check_graph_signature(session, len(spec.names), metadata)
         self._outputs = [OUTPUT_P50, OUTPUT_P90]
 
     @classmethod
@@ -208,29 +245,61 @@ class ForecasterBatch:
 
     def forecast(self, histories: Mapping[str, pd.Series], now: datetime | None = None,
                  horizon_steps: int | None = None, events: list[Event] | None = None) -> dict[str, Forecast]:
-        """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`."""
+        """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`.
+
+        Services whose models share a feature layout (step and seasonality) get their
+        features in one vectorised pass; services that share a graph share one
+        ``session.run``. Per service, what is left is cutting its history window and
+        walking its own trees.
+        """
         unknown = sorted(set(histories) - set(self.forecasters))
         if unknown:
             raise BadRequest(f"no model for service(s) {', '.join(unknown[:5])}")
-        groups: dict[tuple[int, int], list[tuple[Forecaster, PreparedRequest]]] = {}
+        layouts: dict[tuple[int, str, int], list[tuple[Forecaster, HistoryWindow]]] = {}
         for service, history in histories.items():
             forecaster = self.forecasters[service]
-            request = forecaster.prepare(history, now, horizon_steps, events)
-            groups.setdefault((id(forecaster.session), request.horizon_steps), []).append((forecaster, request))
+            window = forecaster.window(history, now, horizon_steps, events)
+            key = (forecaster.spec.step_seconds, forecaster.spec.seasonality, window.multipliers.size)
+            layouts.setdefault(key, []).append((forecaster, window))
         results: dict[str, Forecast] = {}
-        for members in groups.values():
-            stacked = np.concatenate([request.features for _, request in members])
-            p50, p90 = members[0][0].predict_ratios(stacked)
-            offset = 0
-            for forecaster, request in members:
-                rows = request.features.shape[0]
-                results[forecaster.service] = forecaster.finish(
-                    request, p50[offset : offset + rows], p90[offset : offset + rows])
-                offset += rows
+        for members in layouts.values():
+            for forecast in _forecast_layout(members):
+                results[forecast.service] = forecast
         return results
 
 
-def _check_graph_signature(session: ort.InferenceSession, n_features: int, service: str) -> None:
+def _forecast_layout(members: Sequence[tuple[Forecaster, HistoryWindow]]) -> list[Forecast]:
+    """Forecasts for services whose models take the same features (same step and seasonality)."""
+    lead = members[0][0]
+    forecasters = [forecaster for forecaster, _ in members]
+    h = members[0][1].multipliers.size
+    starts = np.array([window.start_ns for _, window in members], dtype=np.int64)
+    inputs = build_features(np.stack([window.values for _, window in members]), starts, lead.spec, h,
+                            level_floors=np.array([f.spec.level_floor for f in forecasters]))
+    rows = inputs.x.reshape(len(members), h, -1)
+    p50 = np.empty((len(members), h))
+    p90 = np.empty((len(members), h))
+    by_session: dict[int, list[int]] = {}
+    for i, forecaster in enumerate(forecasters):
+        by_session.setdefault(id(forecaster.session), []).append(i)
+    for positions in by_session.values():
+        ratio_p50, ratio_p90 = forecasters[positions[0]].predict_ratios(rows[positions].reshape(-1, rows.shape[2]))
+        p50[positions], p90[positions] = ratio_p50.reshape(-1, h), ratio_p90.reshape(-1, h)
+    margins = np.array([f.p90_margin for f in forecasters])
+    tps50, tps90 = to_tps(p50, p90, inputs, np.stack([window.multipliers for _, window in members]), margins)
+    return [Forecast(service=f.service, model_version=f.model_version,
+                     start=datetime.fromtimestamp(int(start) / _NS, UTC), step_seconds=f.spec.step_seconds,
+                     p50=tps50[i], p90=tps90[i])
+            for i, (f, start) in enumerate(zip(forecasters, starts, strict=True))]
+
+
+def _check_graph_signature(session: ort.InferenceSession, n_features: int, metadata: ModelMetadata) -> None:
+    service = metadata.service
+    stamped = session.get_modelmeta().custom_metadata_map
+    for key, expected in ((SERVICE_PROP, metadata.service), (VERSION_PROP, metadata.model_version)):
+        if stamped.get(key) != expected:
+            raise ModelMismatch(f"the graph says {key}={stamped.get(key)!r}, the metadata {expected!r}",
+                                source=service)
     inputs = session.get_inputs()
     outputs = {output.name for output in session.get_outputs()}
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].shape[-1] != n_features:

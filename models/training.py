@@ -5,11 +5,12 @@ The path reads top to bottom in :func:`train`:
 1. mark the steps inside scheduled events and learn what undeclared event kinds do;
 2. detect the cycle (daily, weekly, none) and fix the feature spec;
 3. cut training rows: sampled forecast origins, every horizon step of each;
-4. calibrate the P90 (conformalised quantile regression): fit on all but the last part of
-   the history, and find the offset that, added to the raw P90, puts 90 % of the held-out
-   actuals at or under it. Quantile boosting is overconfident on the data it was fitted on;
-   an offset (in units of the level) stays stable where scaling a thin P50-P90 band did not
-   (scales from 0.7 to 6.4 between neighbouring folds of one trace);
+4. calibrate the P90 (normalised conformalised quantile regression): fit on all but the
+   last third of the history, and find the margin that, added to the raw P90 in units of
+   the recent volatility, puts 90 % of the held-out actuals at or under it. Quantile
+   boosting is overconfident on the data it was fitted on. Scaling the P50-P90 band was
+   unstable (scales from 0.7 to 6.4 between neighbouring folds of one trace, the band being
+   thin); a fixed margin was too wide once fifa's tournament was over;
 5. fit the final P50 and P90 on all rows.
 
 Origins are drawn in proportion to their traffic level, so the loss counts requests (the
@@ -26,12 +27,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models.errors import BadRequest
 from models.estimators import BoostingParams, EstimatorName, make_quantile_estimator
 from models.events import Event
-from models.features import FeatureSpec, build_features, event_multipliers, inside_events, sliding_windows
+from models.features import (
+    FeatureSpec,
+    build_features,
+    event_multipliers,
+    inside_events,
+    p90_margin_unit,
+    sliding_windows,
+)
 from models.seasonality import SeasonalityReport, detect_seasonality
 from models.series import require_history
 
@@ -53,8 +61,6 @@ class TrainingConfig:
     calibration_share: float = 1 / 3
     #: Origins are drawn with probability level ** weight_power (1: the loss counts requests).
     weight_power: float = 1.0
-    #: Halve an origin's chance of being drawn every this many days of age (None: no decay).
-    recency_half_life_days: float | None = None
     #: Threads for fitting (OpenMP inside scikit-learn).
     threads: int = 1
     #: The level floor, as a share of the mean TPS (avoids dividing by a silent night).
@@ -68,8 +74,8 @@ class TrainedModel:
     spec: FeatureSpec
     p50: Any
     p90: Any
-    #: Added to the raw P90 ratio, from the held-out calibration.
-    p90_offset: float
+    #: Calibrated P90 margin, in units of the recent volatility (see models.features.to_tps).
+    p90_margin: float
     training_start: datetime
     training_end: datetime
     seasonality: SeasonalityReport
@@ -100,32 +106,31 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     require_history(series, min_training_steps(steps_per_day, horizon), step, source=service)
 
     values = series.to_numpy(dtype=np.float64)
-    times_ns = series.index.as_unit("ns").asi8
+    times_ns = pd.DatetimeIndex(series.index).as_unit("ns").asi8
     floor = max(float(np.nanmean(values)) * config.level_floor_share, 1e-6)
 
     kind_effects = learn_kind_effects(values, times_ns, events, service, step)
     multipliers = event_multipliers(events, service, times_ns, step, kind_effects, unknown=np.nan)
     base = values / multipliers
     report = detect_seasonality(base, steps_per_day, floor=floor)
-    import os
-    spec = FeatureSpec(step_seconds=step, seasonality=os.environ.get("HSEAS") or report.seasonality, horizon_steps=horizon,
+    spec = FeatureSpec(step_seconds=step, seasonality=report.seasonality, horizon_steps=horizon,
                        level_floor=floor, kind_effects=kind_effects)
     log.info("%s: %s seasonality (daily autocorrelation %.2f, weekly gain %.2f), step %d s, horizon %d",
              service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
 
     rng = np.random.default_rng(config.seed)
     origins = _sample_origins(base, spec, config, rng)
-    x, y, level, origin_of_row = _rows(base, times_ns, origins, spec)
+    x, y, level, unit, origin_of_row = _rows(base, times_ns, origins, spec)
     # One thread: on a shared machine OpenMP's spinning threads made fits 3x slower, and
     # the planner trains many services side by side anyway.
     with threadpool_limits(limits=config.threads):
-        p90_offset = _calibrate_p90(x, y, level, origin_of_row, spec, config)
+        p90_margin = _calibrate_p90(x, y, level, unit, origin_of_row, spec, config)
         p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
         p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
-        p50.fit(x, y)
-        p90.fit(x, y)
+        p50.fit(_fittable(x), y)
+        p90.fit(_fittable(x), y)
     return TrainedModel(
-        service=service, spec=spec, p50=p50, p90=p90, p90_offset=p90_offset,
+        service=service, spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
         training_start=series.index[0].to_pydatetime(), training_end=series.index[-1].to_pydatetime(),
         seasonality=report, n_rows=int(y.size), config=config)
 
@@ -185,18 +190,15 @@ def _sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfi
     usable = np.isfinite(level)
     candidates, level = candidates[usable], level[usable]
     if candidates.size == 0:
-        return candidates
+        return np.asarray(candidates)
     if candidates.size <= wanted and config.weight_power == 0:
-        return candidates
+        return np.asarray(candidates)
     weight = level ** config.weight_power
-    if config.recency_half_life_days:
-        age_days = (values.size - candidates) / day
-        weight = weight * np.exp2(-age_days / config.recency_half_life_days)
     # Systematic sampling: evenly spaced points on the cumulative weight, one random offset.
     # Same expectation as independent draws, far less spread between seeds.
     cumulative = np.cumsum(weight) / np.sum(weight)
     points = (rng.uniform() + np.arange(wanted)) / wanted
-    return candidates[np.minimum(np.searchsorted(cumulative, points), candidates.size - 1)]
+    return np.asarray(candidates[np.minimum(np.searchsorted(cumulative, points), candidates.size - 1)])
 
 
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -212,24 +214,26 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
-          spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, targets (ratios to the level), the level and the origin of every usable row."""
+          spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, targets (ratios to the level), level, P90 margin unit and origin of every usable row."""
     h = spec.horizon_steps
     windows = sliding_windows(values, origins, spec.window_steps)
-    x, level, reference = build_features(windows, times_ns[origins], spec)
+    x, level, volatility = build_features(windows, times_ns[origins], spec)
     target_index = origins[:, None] + np.arange(h)[None, :]
     inside = target_index < values.size
     targets = np.where(inside, values[np.minimum(target_index, values.size - 1)], np.nan)
-    y = (targets / reference).reshape(-1)
+    y = (targets / level[:, None]).reshape(-1)
     level_of_row = np.repeat(level, h)
+    unit_of_row = np.repeat(p90_margin_unit(volatility), h)
     origin_of_row = np.repeat(origins, h)
     keep = ~np.isnan(y) & np.isfinite(level_of_row)
-    return x[keep], y[keep], level_of_row[keep], origin_of_row[keep]
+    return x[keep], y[keep], level_of_row[keep], unit_of_row[keep], origin_of_row[keep]
 
 
-def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, origin_of_row: np.ndarray,
+def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.ndarray, origin_of_row: np.ndarray,
                    spec: FeatureSpec, config: TrainingConfig) -> float:
-    """The offset (in units of the level) that puts 90 % of held-out steps at or under the P90.
+    """The margin (in units of ``unit``, the recent volatility) that puts 90 % of held-out
+    steps at or under the P90.
 
     Fits the P90 on the origins before the last ``calibration_share`` of the history (their
     targets end before the held-out origins start) and measures it on the held-out ones.
@@ -246,9 +250,24 @@ def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, origin_of_ro
         log.warning("too little history to calibrate the P90; keeping the raw P90")
         return 0.0
     p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
-    p90.fit(x[fit_rows], y[fit_rows])
-    shortfall = y[held_out] - p90.predict(x[held_out])
+    p90.fit(_fittable(x[fit_rows]), y[fit_rows])
+    shortfall = (y[held_out] - p90.predict(x[held_out])) / unit[held_out]
     return weighted_quantile(shortfall, 1.0 / level[held_out] ** config.weight_power, P90)
+
+
+def _fittable(x: np.ndarray) -> np.ndarray:
+    """``x`` with all-unknown columns set to 0.
+
+    A short history has no value two weeks back in any row; scikit-learn's binning fails on
+    a column without a single value. As a constant the column is never split on, so the
+    fitted model ignores it, as it should.
+    """
+    empty = np.all(np.isnan(x), axis=0)
+    if not np.any(empty):
+        return x
+    fixed = x.copy()
+    fixed[:, empty] = 0.0
+    return fixed
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
