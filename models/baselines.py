@@ -54,7 +54,8 @@ class ProphetBaseline:
 
     def __init__(self, *, seed: int = 0, mode: ProphetMode = "multiplicative") -> None:
         self.seed = seed
-        #: Multiplicative measured better than additive on every shipped trace (docs/forecasting.md).
+        #: Multiplicative by default: on the 14-fold backtest it scored MASE 0.40 against 0.57 on
+        #: fifa and within 0.01 of additive on the other traces (docs/forecasting.md).
         self.mode = mode
         self.model: Any = None
         self.regressors: list[str] = []

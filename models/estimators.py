@@ -21,8 +21,13 @@ ESTIMATORS: tuple[EstimatorName, ...] = ("hgb", "gbr", "linear")
 
 @dataclass(frozen=True)
 class BoostingParams:
-    max_iter: int = 200
-    learning_rate: float = 0.08
+    """Boosting size. Serving time grows with the number of trees (about 0.14 µs per tree for a
+    24-step forecast in onnxruntime), so the default is the smallest ensemble that measured as
+    accurate as larger ones: 40 rounds at 0.3 against 200 at 0.08 changed MASE by -0.003 to
+    +0.018 on the four traces and cut inference from 57 to 14 µs (docs/forecasting.md)."""
+
+    max_iter: int = 40
+    learning_rate: float = 0.3
     max_leaf_nodes: int = 31
     max_depth: int = 6
     min_samples_leaf: int = 80

@@ -204,11 +204,12 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
                   *, source: str = "history") -> np.ndarray:
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
-    This is the serving hot path: only the slice that is needed is read and checked (two
-    binary searches; the index's order is checked once by pandas and cached on the index).
+    This is the serving hot path: two binary searches and a slice (the index's order is
+    checked by pandas once and cached on the index; the values' sign in one pass).
     A slice that is not on the model's grid is averaged onto it first.
     """
     stamps = _utc_stamps(history, source)
+    values = _checked_values(history, source)
     step_ns = step_seconds * _NS
     first_ns = end_ns - n_steps * step_ns
     lo = int(np.searchsorted(stamps, first_ns, side="left"))
@@ -216,8 +217,7 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     out = np.full(n_steps, np.nan)
     if hi <= lo:
         return out
-    part = stamps[lo:hi]
-    values = _checked_values(history, source)[lo:hi]
+    part, values = stamps[lo:hi], values[lo:hi]
     if not _is_on_grid(part, step_ns):
         regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
         return window_before(regular, end_ns, n_steps, step_seconds, source=source)

@@ -13,8 +13,8 @@ from models.export import export_model
 from models.traces import load_trace
 from models.training import TrainedModel, TrainingConfig, train
 
-#: Small but real: a few thousand rows and 40 boosting rounds train in about a second.
-FAST = TrainingConfig(max_rows=6000, params=BoostingParams(max_iter=40))
+#: Small but real: a few thousand rows and 30 boosting rounds train in a fraction of a second.
+FAST = TrainingConfig(max_rows=6000, params=BoostingParams(max_iter=30))
 
 LoadTrace = Callable[[str], pd.Series]
 
@@ -34,6 +34,17 @@ def trace(traces_dir: Path) -> LoadTrace:
 
 def last_days(series: pd.Series, days: float) -> pd.Series:
     return series[series.index >= series.index[-1] - pd.Timedelta(days=days)]
+
+
+@pytest.fixture(scope="session")
+def recent(trace: LoadTrace) -> Callable[[str, float], pd.Series]:
+    """``recent(name, days)``: the last ``days`` of a shipped trace."""
+    return lambda name, days: last_days(trace(name), days)
+
+
+@pytest.fixture(scope="session")
+def fast() -> TrainingConfig:
+    return FAST
 
 
 @pytest.fixture(scope="session")

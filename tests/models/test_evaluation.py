@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ from models.evaluation import BacktestConfig, backtest, fold_origins
 from models.events import Event
 from models.metrics import FoldErrors, mase_scale, pooled_scores
 from models.plots import plot_backtest
+from models.training import TrainingConfig
 
-from .conftest import FAST, LoadTrace, last_days
+#: ``recent(trace, days)``: the last days of a shipped trace (conftest's ``recent`` fixture).
+Recent = Callable[[str, float], pd.Series]
+
 
 
 def test_metrics_on_a_hand_computed_case() -> None:
@@ -51,9 +55,9 @@ def test_fold_origins_tile_the_last_days() -> None:
     assert fold_origins(8 * 96, 96, 96, BacktestConfig(folds=14)) == [7 * 96]
 
 
-def test_backtest_scores_every_model_and_plots(trace: LoadTrace, tmp_path: Path) -> None:
-    series = last_days(trace("elb_request_count_8c0756"), 10)
-    result = backtest(series, config=BacktestConfig(folds=2, baselines=("seasonal-naive",)), training=FAST)
+def test_backtest_scores_every_model_and_plots(tmp_path: Path, recent: Recent, fast: TrainingConfig) -> None:
+    series = recent("elb_request_count_8c0756", 10)
+    result = backtest(series, config=BacktestConfig(folds=2, baselines=("seasonal-naive",)), training=fast)
     report = result.to_json()
     assert set(report["models"]) == {"harbinger", "seasonal-naive-daily", "seasonal-naive-weekly", "seasonal-naive"}
     assert report["folds"] == 2 and report["models"]["seasonal-naive"]["variant"] in ("daily", "weekly")
@@ -64,8 +68,8 @@ def test_backtest_scores_every_model_and_plots(trace: LoadTrace, tmp_path: Path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_prophet_baseline_gets_the_same_events(trace: LoadTrace) -> None:
-    series = last_days(trace("elb_request_count_8c0756"), 9)
+def test_prophet_baseline_gets_the_same_events(recent: Recent) -> None:
+    series = recent("elb_request_count_8c0756", 9)
     start = series.index[-40]
     events = [Event(name="promo", kind="promo", start=start.to_pydatetime(),
                     end=(start + pd.Timedelta(hours=3)).to_pydatetime())]

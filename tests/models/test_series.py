@@ -113,7 +113,7 @@ def test_offset_grid_is_bucketed_by_epoch_steps(tmp_path: Path) -> None:
     np.testing.assert_allclose(series.to_numpy(), [1.0, 1.0, 1.0])
 
 
-def test_shipped_traces_read_as_their_readme_says(trace: object) -> None:
+def test_shipped_traces_read_as_their_readme_says(traces_dir: Path) -> None:
     from models.traces import load_trace
 
     nasa = load_trace("nasa")

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from models.export import export_model
 from models.forecast import Forecast
 from models.metadata import GRAPH_FILE, METADATA_FILE
 from models.serving import ForecastCore, Forecaster, ForecasterBatch
-from models.training import TrainedModel, train
+from models.training import TrainedModel, TrainingConfig, train
 
-from .conftest import FAST, LoadTrace, last_days
+LoadTrace = Callable[[str], pd.Series]
+#: ``recent(trace, days)``: the last days of a shipped trace (conftest's ``recent`` fixture).
+Recent = Callable[[str, float], pd.Series]
 
 #: float32 inputs and thresholds in onnxruntime against float64 in scikit-learn.
 RTOL = 1e-5
@@ -39,9 +42,9 @@ def test_onnx_matches_sklearn_on_real_inputs(nasa_model: TrainedModel, nasa_mode
     np.testing.assert_allclose(onnx_p90, sk_p90, rtol=RTOL, atol=1e-6)
 
 
-def test_forecast_shape_times_and_units(nasa_model_dir: Path, trace: LoadTrace) -> None:
+def test_forecast_shape_times_and_units(nasa_model_dir: Path, recent: Recent) -> None:
     forecaster = Forecaster.load(nasa_model_dir)
-    history = last_days(trace("nasa"), 21)
+    history = recent("nasa", 21)
     now = history.index[-1].to_pydatetime() + timedelta(minutes=22)
     forecast = forecaster.forecast(history, now=now, horizon_steps=24)
     assert isinstance(forecast, Forecast)
@@ -58,18 +61,17 @@ def test_forecast_shape_times_and_units(nasa_model_dir: Path, trace: LoadTrace) 
     assert 0 < forecast.p50.max() < 15
 
 
-def test_default_now_is_right_after_the_history(nasa_model_dir: Path, trace: LoadTrace) -> None:
+def test_default_now_is_right_after_the_history(nasa_model_dir: Path, recent: Recent) -> None:
     forecaster = Forecaster.load(nasa_model_dir)
-    history = last_days(trace("nasa"), 21)
+    history = recent("nasa", 21)
     forecast = forecaster.forecast(history)
     assert pd.Timestamp(forecast.start) == history.index[-1] + pd.Timedelta(minutes=15)
     assert forecast.horizon_steps == 96
 
 
-def test_sklearn_and_onnx_forecasts_agree(nasa_model: TrainedModel, nasa_model_dir: Path,
-                                          trace: LoadTrace) -> None:
+def test_sklearn_and_onnx_forecasts_agree(nasa_model: TrainedModel, nasa_model_dir: Path, recent: Recent) -> None:
     forecaster = Forecaster.load(nasa_model_dir)
-    history = last_days(trace("nasa"), 21)
+    history = recent("nasa", 21)
     twin = ForecastCore(nasa_model.service, forecaster.model_version, nasa_model.spec, nasa_model.p90_margin)
     expected = twin.forecast_with(nasa_model.predict_ratios, history)
     actual = forecaster.forecast(history)
@@ -77,15 +79,15 @@ def test_sklearn_and_onnx_forecasts_agree(nasa_model: TrainedModel, nasa_model_d
     np.testing.assert_allclose(actual.p90, expected.p90, rtol=RTOL, atol=1e-6)
 
 
-def test_batch_equals_one_by_one(nasa_model_dir: Path, tmp_path: Path, trace: LoadTrace) -> None:
+def test_batch_equals_one_by_one(nasa_model_dir: Path, tmp_path: Path, recent: Recent, fast: TrainingConfig) -> None:
     # Three services sharing one graph (one session) and one with its own model.
     for name in ("a", "b", "c"):
         shutil.copytree(nasa_model_dir, tmp_path / name)
-    elb = last_days(trace("elb_request_count_8c0756"), 10)
-    export_model(train(elb, service="elb", config=FAST), tmp_path / "elb")
+    elb = recent("elb_request_count_8c0756", 10)
+    export_model(train(elb, service="elb", config=fast), tmp_path / "elb")
     batch = ForecasterBatch.load_dirs([tmp_path / "a", tmp_path / "elb"])
     assert set(batch.forecasters) == {"nasa", "elb"}
-    nasa = last_days(trace("nasa"), 21)
+    nasa = recent("nasa", 21)
     results = batch.forecast({"nasa": nasa, "elb": elb}, horizon_steps=12)
     for service, history in (("nasa", nasa), ("elb", elb)):
         single = batch.forecasters[service].forecast(history, horizon_steps=12)
@@ -119,9 +121,10 @@ def test_tampered_graph_is_refused(model_copy: Path) -> None:
         Forecaster.load(model_copy)
 
 
-def test_graph_from_another_model_is_refused(model_copy: Path, tmp_path: Path, trace: LoadTrace) -> None:
+def test_graph_from_another_model_is_refused(model_copy: Path, tmp_path: Path, recent: Recent,
+                                             fast: TrainingConfig) -> None:
     other = tmp_path / "other"
-    export_model(train(last_days(trace("elb_request_count_8c0756"), 9), service="elb", config=FAST), other)
+    export_model(train(recent("elb_request_count_8c0756", 9), service="elb", config=fast), other)
     shutil.copy(other / GRAPH_FILE, model_copy / GRAPH_FILE)
     with pytest.raises(ModelMismatch, match="do not belong together"):
         Forecaster.load(model_copy)
@@ -157,9 +160,9 @@ def test_missing_pieces_are_refused(model_copy: Path, tmp_path: Path) -> None:
         Forecaster.load(model_copy)
 
 
-def test_bad_requests_are_refused(nasa_model_dir: Path, trace: LoadTrace) -> None:
+def test_bad_requests_are_refused(nasa_model_dir: Path, recent: Recent) -> None:
     forecaster = Forecaster.load(nasa_model_dir)
-    history = last_days(trace("nasa"), 21)
+    history = recent("nasa", 21)
     with pytest.raises(BadRequest, match="1 to 96 steps"):
         forecaster.forecast(history, horizon_steps=97)
     with pytest.raises(HistoryTooShort, match="at least 96 steps"):
@@ -200,13 +203,13 @@ def test_export_is_reproducible(nasa_model: TrainedModel, tmp_path: Path) -> Non
     assert first.graph_sha256 == second.graph_sha256 and first.model_version == second.model_version
 
 
-def test_batch_of_different_models_sharing_a_feature_layout(nasa_model_dir: Path, tmp_path: Path,
-                                                             trace: LoadTrace) -> None:
+def test_batch_of_different_models_sharing_a_feature_layout(nasa_model_dir: Path, tmp_path: Path, recent: Recent,
+                                                             fast: TrainingConfig) -> None:
     # Two services, two graphs, one layout (15-minute steps, weekly): one feature pass, two runs.
-    nyc_like = last_days(trace("nasa"), 28).iloc[:-96 * 5]
-    export_model(train(nyc_like, service="search", config=FAST), tmp_path / "search")
+    nyc_like = recent("nasa", 28).iloc[:-96 * 5]
+    export_model(train(nyc_like, service="search", config=fast), tmp_path / "search")
     batch = ForecasterBatch.load_dirs([nasa_model_dir, tmp_path / "search"])
-    histories = {"nasa": last_days(trace("nasa"), 21), "search": nyc_like}
+    histories = {"nasa": recent("nasa", 21), "search": nyc_like}
     assert {f.spec.seasonality for f in batch.forecasters.values()} == {"weekly"}
     results = batch.forecast(histories, horizon_steps=24)
     for service, history in histories.items():
@@ -214,3 +217,14 @@ def test_batch_of_different_models_sharing_a_feature_layout(nasa_model_dir: Path
         assert results[service].start == single.start and results[service].model_version == single.model_version
         np.testing.assert_allclose(results[service].p50, single.p50, rtol=1e-6)
         np.testing.assert_allclose(results[service].p90, single.p90, rtol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["gbr", "linear"])
+def test_every_estimator_exports_and_matches(estimator: str, tmp_path: Path, recent: Recent) -> None:
+    history = recent("elb_request_count_8c0756", 9)
+    model = train(history, config=TrainingConfig(estimator=estimator, max_rows=3000))  # type: ignore[arg-type]
+    export_model(model, tmp_path / estimator)
+    forecaster = Forecaster.load(tmp_path / estimator)
+    rows = forecaster.prepare(history).features
+    for onnx_out, sk_out in zip(forecaster.predict_ratios(rows), model.predict_ratios(rows), strict=True):
+        np.testing.assert_allclose(onnx_out, sk_out, rtol=RTOL, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -15,7 +16,10 @@ from models.serving import ForecastCore
 from models.traces import TRACES
 from models.training import TrainedModel, TrainingConfig, learn_kind_effects, train
 
-from .conftest import FAST, LoadTrace, last_days
+LoadTrace = Callable[[str], pd.Series]
+#: ``recent(trace, days)``: the last days of a shipped trace (conftest's ``recent`` fixture).
+Recent = Callable[[str, float], pd.Series]
+
 
 EXPECTED_SEASONALITY = {"nasa": "weekly", "fifa": "daily", "elb_request_count_8c0756": "weekly", "nyc_taxi": "weekly"}
 
@@ -36,9 +40,9 @@ def test_detected_seasonality_on_each_full_trace(trace: LoadTrace, name: str) ->
 
 
 @pytest.mark.parametrize("name", [t.name for t in TRACES])
-def test_trains_on_each_shipped_trace(trace: LoadTrace, name: str) -> None:
-    history = last_days(trace(name), 16)
-    model = train(history, service=name, config=FAST)
+def test_trains_on_each_shipped_trace(name: str, fast: TrainingConfig, recent: Recent) -> None:
+    history = recent(name, 16)
+    model = train(history, service=name, config=fast)
     assert model.spec.horizon_steps == model.spec.steps_per_day  # one day ahead by default
     assert model.n_rows > 1000
     p50, p90 = sklearn_forecast(model, history)
@@ -49,10 +53,10 @@ def test_trains_on_each_shipped_trace(trace: LoadTrace, name: str) -> None:
     assert 0.3 * today < float(np.mean(p50)) < 3 * today
 
 
-def test_training_is_reproducible_with_a_seed(trace: LoadTrace) -> None:
-    history = last_days(trace("elb_request_count_8c0756"), 9)
-    first, second = (train(history, config=FAST) for _ in range(2))
-    other = train(history, config=TrainingConfig(max_rows=FAST.max_rows, params=FAST.params, seed=7))
+def test_training_is_reproducible_with_a_seed(recent: Recent, fast: TrainingConfig) -> None:
+    history = recent("elb_request_count_8c0756", 9)
+    first, second = (train(history, config=fast) for _ in range(2))
+    other = train(history, config=TrainingConfig(max_rows=fast.max_rows, params=fast.params, seed=7))
     x = ForecastCore("s", "v", first.spec, 0.0).prepare(history).features
     np.testing.assert_array_equal(first.predict_ratios(x)[0], second.predict_ratios(x)[0])
     np.testing.assert_array_equal(first.predict_ratios(x)[1], second.predict_ratios(x)[1])
@@ -60,20 +64,20 @@ def test_training_is_reproducible_with_a_seed(trace: LoadTrace) -> None:
     assert not np.array_equal(first.predict_ratios(x)[0], other.predict_ratios(x)[0])
 
 
-def test_too_short_history_is_refused_with_the_minimum(trace: LoadTrace) -> None:
+def test_too_short_history_is_refused_with_the_minimum(trace: LoadTrace, fast: TrainingConfig) -> None:
     history = trace("nasa").iloc[-200:]
     with pytest.raises(HistoryTooShort, match=r"at least 288 steps of 15 min \(3 d\)"):
-        train(history, service="nasa", config=FAST)
+        train(history, service="nasa", config=fast)
 
 
-def test_horizon_beyond_a_week_is_refused(trace: LoadTrace) -> None:
+def test_horizon_beyond_a_week_is_refused(recent: Recent) -> None:
     with pytest.raises(BadRequest, match="between 1 step and 7 days"):
-        train(last_days(trace("nasa"), 10), config=TrainingConfig(horizon_steps=8 * 96))
+        train(recent("nasa", 10), config=TrainingConfig(horizon_steps=8 * 96))
 
 
 def test_declared_multiplier_moves_the_forecast_before_history_shows_it(
-        nasa_model: TrainedModel, trace: LoadTrace) -> None:
-    history = last_days(trace("nasa"), 21)
+        nasa_model: TrainedModel, recent: Recent) -> None:
+    history = recent("nasa", 21)
     start = history.index[-1] + pd.Timedelta(minutes=15)
     campaign = Event(name="launch-day", start=start + timedelta(hours=6), end=start + timedelta(hours=12),
                      multiplier=2.0)
@@ -89,8 +93,8 @@ def test_declared_multiplier_moves_the_forecast_before_history_shows_it(
     np.testing.assert_allclose(sklearn_forecast(nasa_model, history, events=[elsewhere])[0], base_p50)
 
 
-def test_kind_effect_is_learned_from_past_events(trace: LoadTrace) -> None:
-    series = last_days(trace("nyc_taxi"), 60)
+def test_kind_effect_is_learned_from_past_events(recent: Recent) -> None:
+    series = recent("nyc_taxi", 60)
     values, times = series.to_numpy(), series.index.as_unit("ns").asi8
     # Christmas day, declared with a kind only: the effect comes from the data (taxis were quiet).
     christmas = Event(name="christmas", kind="holiday", start=pd.Timestamp("2014-12-25T05:00Z").to_pydatetime(),
@@ -103,9 +107,8 @@ def test_kind_effect_is_learned_from_past_events(trace: LoadTrace) -> None:
     assert "parade" not in learn_kind_effects(values, times, [future], "nyc_taxi", 1800)
 
 
-def test_history_inside_an_unmeasured_event_is_not_taken_as_normal(nasa_model: TrainedModel,
-                                                                   trace: LoadTrace) -> None:
-    history = last_days(trace("nasa"), 21).copy()
+def test_history_inside_an_unmeasured_event_is_not_taken_as_normal(nasa_model: TrainedModel, recent: Recent) -> None:
+    history = recent("nasa", 21).copy()
     last_day = history.index[-96:]
     history[last_day] = history[last_day] * 0.1  # an outage-like collapse yesterday...
     outage = Event(name="storm", kind="storm", start=last_day[0].to_pydatetime(),
