@@ -157,8 +157,10 @@ def batch(models: dict[str, TrainedModel], services: int, *, quick: bool) -> dic
     histories: dict[str, pd.Series] = {}
     for i, (service, forecaster) in enumerate(loaded.forecasters.items()):
         series = traces[names[i % len(names)]]
-        end = len(series) - (i // len(names)) * 7  # every service at its own origin
-        histories[service] = series.iloc[end - forecaster.spec.window_steps : end]
+        # Every service at its own origin, all with at least two days of history.
+        spare = len(series) - 2 * forecaster.spec.steps_per_day
+        end = len(series) - ((i // len(names)) * 7) % spare
+        histories[service] = series.iloc[max(0, end - forecaster.spec.window_steps) : end]
     rounds = 2 if quick else 5
     batch_time = timed(lambda: loaded.forecast(histories, horizon_steps=HORIZON), rounds, 1)
     one_by_one = [forecaster.forecast(histories[service], horizon_steps=HORIZON)

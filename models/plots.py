@@ -22,6 +22,9 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(14, 5), dpi=110)
     step = pd.Timedelta(seconds=result.step_seconds)
+    # The worse seasonal-naive variant only repeats old spikes; the better one is the baseline.
+    shown = [m for m in result.scores if not m.startswith("seasonal-naive") or m == result.naive_choice]
+    top = 0.0
     for number, fold in enumerate(result.folds):
         times = pd.date_range(fold.start, periods=fold.actual.size, freq=step)
         first = number == 0
@@ -29,7 +32,10 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
         if HARBINGER in fold.p50:
             axes.fill_between(times, fold.p50[HARBINGER], fold.p90[HARBINGER], color="tab:blue", alpha=0.2,
                               linewidth=0, label="harbinger P50-P90" if first else None)
+        top = max(top, float(np.nanmax(fold.actual)), float(np.nanmax(fold.p90.get(HARBINGER, fold.actual))))
         for model, p50 in fold.p50.items():
+            if model not in shown:
+                continue
             axes.plot(times, p50, color=_COLOURS.get(model, "grey"), linewidth=1.3 if model == HARBINGER else 0.8,
                       alpha=1.0 if model == HARBINGER else 0.7, label=f"{model} P50" if first else None)
         axes.axvline(times[0].to_pydatetime(), color="grey", linewidth=0.5, alpha=0.4)  # type: ignore[arg-type]
@@ -37,6 +43,7 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
                       if np.isfinite(score.mase))
     axes.set_title(f"{result.trace}: rolling-origin backtest, {len(result.folds)} folds\n{title}", fontsize=10)
     axes.set_ylabel("requests per second")
+    axes.set_ylim(0, 1.15 * top)  # a baseline's wild miss should not flatten everything else
     axes.legend(loc="upper left", fontsize=8, ncol=3)
     axes.grid(alpha=0.3)
     figure.autofmt_xdate()
