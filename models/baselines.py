@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from models.errors import BadRequest
 from models.events import Event
 from models.features import inside_events
 
@@ -63,7 +64,11 @@ class ProphetBaseline:
         self.service = ""
 
     def fit(self, history: pd.Series, events: Sequence[Event] = (), service: str = "") -> ProphetBaseline:
-        from prophet import Prophet  # bench-only extra: imported only when asked for
+        try:
+            from prophet import Prophet  # bench-only extra: imported only when asked for
+        except ImportError:
+            raise BadRequest("the prophet baseline needs the bench extra (pip install 'harbinger[bench]'); "
+                             "or choose --baselines seasonal-naive") from None
 
         logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
         logging.getLogger("prophet").setLevel(logging.WARNING)

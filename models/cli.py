@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from harbinger.errors import InvalidInput
 from models.errors import BadRequest
 from models.events import Event, load_events
 from models.series import DEFAULT_MAX_ZERO_GAP_SECONDS, load_csv
+
+if TYPE_CHECKING:  # scikit-learn is imported only by the commands that train
+    from models.training import TrainingConfig
 
 #: Written by ``train`` next to the graph: the end of the training series, so that
 #: ``forecast --model DIR`` can answer without any other input.
@@ -186,7 +189,7 @@ def _load_inputs(args: argparse.Namespace) -> tuple[pd.Series, list[Event], str]
     return series, events, service
 
 
-def _training_config(args: argparse.Namespace, series: pd.Series) -> Any:
+def _training_config(args: argparse.Namespace, series: pd.Series) -> TrainingConfig:
     from models.training import TrainingConfig
 
     step = int((series.index[1] - series.index[0]).total_seconds()) if len(series) > 1 else 0

@@ -7,7 +7,8 @@ history, features, one ``session.run``, ratios back to TPS, events put back in.
 One :class:`onnxruntime.InferenceSession` per graph, created once at load, single-threaded
 inside (``intra_op_num_threads=1``): a 24-step forecast is tens of microseconds of tree
 walking, which thread hand-offs would only slow down; callers parallelise across services.
-:class:`ForecasterBatch` forecasts many services with one ``run`` per distinct graph.
+:class:`ForecasterBatch` forecasts many services at once: one vectorised feature pass for all
+services whose models share a feature layout, then one ``run`` per graph.
 """
 
 from __future__ import annotations
