@@ -46,13 +46,22 @@ class CapacityProfile(BaseModel):
     headroom: float = Field(0.2, ge=0, le=10)
     #: What the floor is sized on. ``p90`` (default): the P90 forecast x (1 + headroom) at
     #: ``rps_per_replica``, the count the HPA itself would want at that load. ``p50``: the
-    #: median forecast's in-step peak (x ``burst_factor``) x (1 + headroom) kept below
-    #: saturation, leaving the HPA to restore its target utilization behind the floor.
+    #: median forecast's in-step peak (``burst_factor``, ``burst_dispersion``) x (1 + headroom)
+    #: kept below saturation, leaving the HPA to restore its target utilization behind the floor.
     plan_quantile: Literal["p50", "p90"] = "p90"
     #: The peak rate inside one forecast step over the step's mean rate (a forecast is a step
     #: mean; traffic inside a step is not flat). 1 = flat steps; learn it from history with
     #: :func:`scaler.trace.burst_factor`.
     burst_factor: float = Field(1.0, ge=1, le=100)
+    #: The in-step peak as a dispersion around the step mean, in sqrt(requests/s): the peak is
+    #: taken as ``mean + burst_dispersion * sqrt(mean)``. Request counts vary like a Poisson
+    #: stream's, whose spread grows with the square root of the rate, so a quiet step peaks far
+    #: above its mean (relative to it) and a busy one barely does; one ratio
+    #: (``burst_factor``) over-covers busy steps and under-covers quiet ones. The planner
+    #: sizes on the larger of the two peaks. 0 (default) = no dispersion term, so profiles
+    #: without it plan exactly as before; learn it from history with
+    #: :func:`scaler.trace.burst_dispersion`.
+    burst_dispersion: float = Field(0.0, ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> CapacityProfile:

@@ -6,12 +6,15 @@ must be *ready* when the step starts, within the profile's min and max (:func:`s
 * ``plan_quantile: p90`` (the default): enough for the P90 forecast with the profile's
   headroom at ``rps_per_replica`` (what the HPA would want at that load);
 * ``plan_quantile: p50``: enough that the median forecast's *in-step peak*
-  (P50 x ``burst_factor`` x (1 + headroom)) stays below the replicas' saturation
+  (:func:`in_step_peak` of the P50, x (1 + headroom)) stays below the replicas' saturation
   (``rps_per_replica / target_utilization``). A forecast is a step mean; traffic peaks
-  inside a step, and what overloads a pod is the peak, not the mean. Sizing on the median
-  peak instead of the P90 at the target keeps the floor close to what the load needs; the
-  HPA, still targeting ``rps_per_replica``, adds replicas above the floor when the load
-  stays above its target.
+  inside a step, and what overloads a pod is the peak, not the mean. The peak is the larger
+  of P50 x ``burst_factor`` and P50 + ``burst_dispersion`` x sqrt(P50): request counts spread
+  like a Poisson stream's, by the square root of the rate, so the margin a quiet step needs
+  is a large share of its mean and a busy step's a small one. Sizing on the median peak
+  instead of the P90 at the target keeps the floor close to what the load needs; the HPA,
+  still targeting ``rps_per_replica``, adds replicas above the floor when the load stays
+  above its target.
 
 A replica takes ``warmup_seconds`` from creation to serving, so the floor the planner
 applies at time ``t`` is the largest step need over ``[t, t + warmup]``: each replica is
@@ -179,12 +182,19 @@ def plan_service(
     )
 
 
+def in_step_peak(mean_tps: float, profile: CapacityProfile) -> float:
+    """The rate traffic peaks at inside a forecast step whose mean is ``mean_tps``: the larger
+    of the profile's ratio (``burst_factor``) and dispersion (``burst_dispersion``) peaks."""
+    mean = max(mean_tps, 0.0)
+    return max(mean * profile.burst_factor, mean + profile.burst_dispersion * math.sqrt(mean))
+
+
 def step_replicas(p50_tps: float, p90_tps: float, profile: CapacityProfile) -> int:
     """Replicas one forecast step needs (see the module docstring), within min and max."""
-    # The in-step peak of the median forecast, kept below saturation. With the default
-    # ``burst_factor`` 1 this never exceeds the P90 rule (P50 <= P90 and saturation >= the
-    # target), so profiles that do not opt in plan exactly as before.
-    peak = max(p50_tps, 0.0) * profile.burst_factor * (1 + profile.headroom)
+    # The in-step peak of the median forecast, kept below saturation. With the defaults
+    # (``burst_factor`` 1, ``burst_dispersion`` 0) this never exceeds the P90 rule (P50 <= P90
+    # and saturation >= the target), so profiles that do not opt in plan exactly as before.
+    peak = in_step_peak(p50_tps, profile) * (1 + profile.headroom)
     by_peak = math.ceil(peak / profile.saturation_rps_per_replica - 1e-9)
     by_peak = max(profile.min_replicas, min(profile.max_replicas, by_peak))
     if profile.plan_quantile == "p50":

@@ -12,10 +12,12 @@ part of the trace only (no peek at the replayed part), by one rule for every tra
 * ``rps_per_replica``: the training part's 95th-percentile demand / :data:`REPLICAS_AT_P95`,
   so that every trace exercises a realistic 5-50 replicas whatever its units;
 * ``target_utilization``: the profile default, 0.8 (a replica saturates at 1.25x its target);
-* ``burst_factor``: :func:`scaler.trace.burst_factor` at the forecaster's step, the
-  traffic-weighted 90th percentile of peak / mean inside a step;
+* ``burst_dispersion``: :func:`scaler.trace.burst_dispersion` at the forecaster's step, the
+  90th percentile over training steps of (peak - mean) / sqrt(mean): the in-step peak is
+  planned as P50 + dispersion x sqrt(P50), a margin that is a large share of a quiet step's
+  mean and a small share of a busy one's; ``burst_factor`` stays 1 (no ratio term);
 * ``plan_quantile: p50`` and ``headroom`` 0: the floor keeps the median forecast's in-step
-  peak below saturation (the learned burst factor is the margin; see :mod:`scaler.plan`);
+  peak below saturation (the learned dispersion is the margin; see :mod:`scaler.plan`);
 * ``max_replicas`` 1000 so the bound never hides a difference between strategies; every
   other field is the :class:`CapacityProfile` default (60 s warm-up, min 1).
 """
@@ -38,7 +40,7 @@ from models.series import AbsentRows, counts_to_tps, default_step_seconds, read_
 from models.serving import Forecaster
 from models.training import TrainingConfig, train
 from scaler.replay import Replay, replay
-from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, TICK_SECONDS, Trace, burst_factor, trace_from_rate
+from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, TICK_SECONDS, Trace, burst_dispersion, trace_from_rate
 
 #: The default profile puts the training part's 95th-percentile demand at this many replicas.
 REPLICAS_AT_P95 = 25
@@ -61,10 +63,10 @@ def default_profile(training_demand: np.ndarray, *, tick_seconds: int = TICK_SEC
     known = training_demand[~np.isnan(training_demand)]
     if known.size == 0 or float(np.percentile(known, 95)) <= 0:
         raise InvalidInput("the training part of the trace has no traffic to size a replica from", source="trace")
-    burst = 1.0 if step_seconds is None else burst_factor(training_demand, tick_seconds, step_seconds)
+    dispersion = 0.0 if step_seconds is None else burst_dispersion(training_demand, tick_seconds, step_seconds)
     return CapacityProfile(rps_per_replica=float(np.percentile(known, 95)) / REPLICAS_AT_P95,
                            max_replicas=DEFAULT_MAX_REPLICAS, plan_quantile="p50", headroom=0.0,
-                           burst_factor=burst)
+                           burst_dispersion=dispersion)
 
 
 def read_profile(path: Path, service: str) -> CapacityProfile:
@@ -99,6 +101,9 @@ class Prepared:
     profile: CapacityProfile | None
     #: Why there is no default profile.
     no_profile_reason: InvalidInput | None = None
+    #: The first tick of the training part on the forecaster's step grid: what the burst
+    #: terms of a profile are learned from is ``trace.demand[training_start_tick:first_tick]``.
+    training_start_tick: int = 0
 
 
 def prepare(trace_path: Path, *, setup: SimulationSetup = SimulationSetup(),
@@ -128,7 +133,7 @@ def prepare(trace_path: Path, *, setup: SimulationSetup = SimulationSetup(),
     last = len(trace.demand)
     if setup.replay_days is not None:
         last = min(last, first + int(setup.replay_days * 86_400 // trace.tick_seconds))
-    # The burst factor is learned on whole forecast steps, which start on the model's grid.
+    # The burst dispersion is learned on whole forecast steps, which start on the model's grid.
     aligned = trace.tick_at(pd.Timestamp(trace.start).ceil(f"{forecaster.step_seconds}s").to_pydatetime())
     try:
         profile: CapacityProfile | None = default_profile(
@@ -137,7 +142,7 @@ def prepare(trace_path: Path, *, setup: SimulationSetup = SimulationSetup(),
     except InvalidInput as exc:
         profile, reason = None, exc
     return Prepared(trace=trace, forecaster=forecaster, history=model_rate, first_tick=first, last_tick=last,
-                    profile=profile, no_profile_reason=reason)
+                    profile=profile, no_profile_reason=reason, training_start_tick=aligned)
 
 
 def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,

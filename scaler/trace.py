@@ -81,13 +81,36 @@ def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_s
                  tick_seconds=tick_seconds, demand=demand)
 
 
-#: The default share of traffic whose step peak the learned burst factor covers.
+#: The default share of traffic whose step peak the learned burst factor covers, and of
+#: steps whose peak the learned burst dispersion covers.
 BURST_QUANTILE = 0.9
+
+
+def _complete_steps(demand: np.ndarray, tick_seconds: int, step_seconds: int, quantile: float,
+                    source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, peak tick) of every forecast step of ``demand`` whose ticks are all known and
+    whose mean is above zero; empty when a step is a single tick (nothing to peak inside)."""
+    if not 0 < quantile < 1:
+        raise InvalidInput(f"the burst quantile must be between 0 and 1, got {quantile}", source=source)
+    if step_seconds % tick_seconds:
+        raise InvalidInput(f"a {step_seconds} s step is not a whole number of {tick_seconds} s ticks",
+                           source=source)
+    per_step = step_seconds // tick_seconds
+    whole = (len(demand) // per_step) * per_step
+    if per_step < 2 or whole == 0:
+        return np.empty(0), np.empty(0)
+    steps = np.asarray(demand[:whole], dtype=np.float64).reshape(-1, per_step)
+    steps = steps[~np.isnan(steps).any(axis=1)]
+    if not steps.size:
+        return np.empty(0), np.empty(0)
+    means = steps.mean(axis=1)
+    busy = means > 0
+    return means[busy], steps[busy].max(axis=1)
 
 
 def burst_factor(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
                  quantile: float = BURST_QUANTILE) -> float:
-    """How far demand peaks above its mean inside a forecast step, learned from history.
+    """How far demand peaks above its mean inside a forecast step, as a ratio, learned from history.
 
     ``demand`` is per-tick history from a step boundary (the training part, never the
     part to be replayed). For every step whose ticks are all known: peak tick / step mean.
@@ -96,24 +119,30 @@ def burst_factor(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
     every minute a "burst". 1.0 when history has no complete busy step, or when the step
     is a single tick (nothing to peak inside).
     """
-    if not 0 < quantile < 1:
-        raise InvalidInput(f"the burst quantile must be between 0 and 1, got {quantile}", source="burst_factor")
-    if step_seconds % tick_seconds:
-        raise InvalidInput(f"a {step_seconds} s step is not a whole number of {tick_seconds} s ticks",
-                           source="burst_factor")
-    per_step = step_seconds // tick_seconds
-    whole = (len(demand) // per_step) * per_step
-    if per_step < 2 or whole == 0:
+    means, peaks = _complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_factor")
+    if not means.size:
         return 1.0
-    steps = np.asarray(demand[:whole], dtype=np.float64).reshape(-1, per_step)
-    steps = steps[~np.isnan(steps).any(axis=1)]
-    means = steps.mean(axis=1) if steps.size else np.empty(0)
-    busy = means > 0
-    if not np.any(busy):
-        return 1.0
-    ratios = steps[busy].max(axis=1) / means[busy]
-    weights = means[busy]
+    ratios = peaks / means
     order = np.argsort(ratios)
-    cumulative = np.cumsum(weights[order]) / weights.sum()
+    cumulative = np.cumsum(means[order]) / means.sum()
     at = min(int(np.searchsorted(cumulative, quantile)), len(order) - 1)
     return max(1.0, float(ratios[order][at]))
+
+
+def burst_dispersion(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
+                     quantile: float = BURST_QUANTILE) -> float:
+    """How far demand peaks above its mean inside a forecast step, as a dispersion, learned from
+    history: the ``quantile`` over complete busy steps of (peak tick - step mean) / sqrt(step mean).
+
+    ``demand`` is per-tick history from a step boundary (the training part, never the part to
+    be replayed), in requests/s; the result is in sqrt(requests/s), so that
+    ``mean + dispersion * sqrt(mean)`` is the step's peak at that quantile. Counts of
+    independent requests spread by the square root of their rate, which keeps this
+    normalised excess far more level-independent than peak / mean (docs/scaling.md has the
+    figures per trace), so one unweighted quantile serves quiet and busy steps alike. 0.0
+    when history has no complete busy step, or when the step is a single tick.
+    """
+    means, peaks = _complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_dispersion")
+    if not means.size:
+        return 0.0
+    return max(0.0, float(np.quantile((peaks - means) / np.sqrt(means), quantile)))

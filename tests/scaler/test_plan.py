@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harbinger.errors import InvalidInput
-from harbinger.profile import CapacityProfile
+from harbinger.profile import CapacityProfile, parse_profile
 from models.forecast import Forecast
-from scaler.plan import FloorHold, plan_service, step_replicas
+from scaler.plan import FloorHold, in_step_peak, plan_service, step_replicas
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -58,6 +58,30 @@ def test_p90_plans_also_cover_a_declared_burst() -> None:
     assert step_replicas(80, 100, bursty) == 20
     # With no burst declared the P90 rule is the whole rule (the burst term is never larger).
     assert step_replicas(80, 100, bursty.model_copy(update={"burst_factor": 1.0})) == 10
+
+
+def test_a_dispersion_margin_covers_quiet_steps_more_than_busy_ones() -> None:
+    # Saturation = 8 / 0.8 = 10 req/s per replica; peak = mean + 4 * sqrt(mean).
+    profile = CapacityProfile(rps_per_replica=8, plan_quantile="p50", burst_dispersion=4.0, headroom=0.0,
+                              max_replicas=100)
+    assert in_step_peak(4, profile) == pytest.approx(12)  # 3x a quiet step's mean
+    assert in_step_peak(400, profile) == pytest.approx(480)  # 1.2x a busy one's
+    made = fc("checkout", T0, p90=[1000] * 4, p50=[0, 4, 100, 400])
+    plan = plan_service(made, profile, T0, stabilization_seconds=0)
+    # 0 -> min 1; 12 / 10 -> 2; (100 + 40) / 10 = 14; 480 / 10 = 48.
+    assert [s.replicas for s in plan.steps] == [1, 2, 14, 48]
+    # Beside a ratio, the larger peak sizes the step: 400 * 1.5 = 600 beats 480; 4 * 1.5 = 6 does not beat 12.
+    both = profile.model_copy(update={"burst_factor": 1.5})
+    assert (step_replicas(400, 1000, both), step_replicas(4, 1000, both)) == (60, 2)
+    # A profile without the field plans as before: no dispersion term at all.
+    assert CapacityProfile().burst_dispersion == 0.0
+    plain = profile.model_copy(update={"burst_dispersion": 0.0})
+    assert [step_replicas(m, 1000, plain) for m in (4, 100, 400)] == [1, 10, 40]
+
+
+def test_a_negative_dispersion_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="burst_dispersion"):
+        parse_profile({"burst_dispersion": -1}, source="profile.yaml")
 
 
 def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:

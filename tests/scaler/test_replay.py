@@ -14,7 +14,7 @@ import pytest
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 from scaler.replay import replay, run_hpa, run_oracle
-from scaler.trace import burst_factor, load_trace, trace_from_rate
+from scaler.trace import burst_dispersion, burst_factor, load_trace, trace_from_rate
 
 DAY = 86_400
 
@@ -66,6 +66,26 @@ def test_burst_factor_is_the_traffic_weighted_peak_over_mean_inside_a_step() -> 
     assert burst_factor(np.zeros(16), 15, 60) == 1.0
     with pytest.raises(InvalidInput, match="quantile"):
         burst_factor(demand, 15, 60, quantile=1.0)
+
+
+def test_burst_dispersion_is_the_quantile_of_the_peak_excess_over_the_root_of_the_mean() -> None:
+    # Three kinds of step, each as common: (peak - mean) / sqrt(mean) = 0, 1 and 2. A quiet step
+    # counts like a busy one, unlike in burst_factor: the root already scales its excess.
+    flat = [16.0] * 4  # mean 16, peak 16: 0
+    busy = [97.0, 97.0, 97.0, 109.0]  # mean 100, peak 109: 9 / 10 = 0.9
+    quiet = [3.0, 3.0, 3.0, 7.0]  # mean 4, peak 7: 3 / 2 = 1.5
+    demand = np.array(flat * 10 + busy * 10 + quiet * 10 + [0.0] * 4 + [np.nan, 1.0, 1.0, 1.0] + [7.0])
+    assert burst_dispersion(demand, 15, 60) == pytest.approx(1.5)
+    assert burst_dispersion(demand, 15, 60, quantile=0.5) == pytest.approx(0.9)
+    assert burst_dispersion(demand, 15, 60, quantile=0.2) == pytest.approx(0.0)
+    # The learned dispersion planned on a step's mean gives back its peak at that quantile.
+    assert 4 + burst_dispersion(demand, 15, 60) * 4 ** 0.5 == pytest.approx(7.0)
+    assert burst_dispersion(demand, 15, 15) == 0.0  # one tick per step: nothing to peak inside
+    assert burst_dispersion(np.zeros(16), 15, 60) == 0.0
+    with pytest.raises(InvalidInput, match="quantile"):
+        burst_dispersion(demand, 15, 60, quantile=0.0)
+    with pytest.raises(InvalidInput, match="whole number"):
+        burst_dispersion(demand, 15, 50)
 
 
 def test_a_visible_peak_is_met_by_the_planner_and_missed_by_the_hpa(seasonal_naive: Any) -> None:

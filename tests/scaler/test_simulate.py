@@ -13,7 +13,9 @@ from harbinger.cli import main
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 from models.training import TrainingConfig
+from scaler.plan import in_step_peak
 from scaler.simulate import Prepared, SimulationSetup, default_profile, prepare, read_profile, replay_prepared
+from scaler.trace import burst_dispersion
 
 #: Training rows capped so that the test trains in seconds; the bench trains in full.
 QUICK = TrainingConfig(max_rows=3000)
@@ -50,13 +52,20 @@ def test_the_default_profile_is_learned_from_the_training_part(prepared: Prepare
     profile = prepared.profile
     assert profile is not None
     assert (profile.plan_quantile, profile.headroom, profile.target_utilization) == ("p50", 0.0, 0.8)
-    # 5-minute counts inside a 15-minute forecast step: the peak interval is well above the mean.
+    # 5-minute counts inside a 15-minute forecast step: the peak interval is well above the mean,
+    # by the learned dispersion x sqrt(mean), not by one ratio.
     assert prepared.forecaster.step_seconds == 900
-    assert 1.2 < profile.burst_factor < 5
-    training = prepared.trace.demand[: prepared.first_tick]
-    assert default_profile(training).burst_factor == 1.0  # no forecast step given: nothing learned
+    assert profile.burst_factor == 1.0
+    training = prepared.trace.demand[prepared.training_start_tick : prepared.first_tick]
+    assert profile.burst_dispersion == burst_dispersion(training, 15, 900) > 0
+    # Learned from the training part only: the replayed part does not change it.
+    assert default_profile(training, step_seconds=900) == profile
+    assert default_profile(training).burst_dispersion == 0.0  # no forecast step given: nothing learned
+    # Its margin is a larger share of a quiet step's mean than of a busy one's.
+    quiet, busy = np.nanpercentile(training, [10, 90])
+    assert in_step_peak(quiet, profile) / quiet > in_step_peak(busy, profile) / busy
     # Planner-only fields change Harbinger, never the HPA it is compared with.
-    plain = profile.model_copy(update={"burst_factor": 1.0})
+    plain = profile.model_copy(update={"burst_dispersion": 0.0})
     with_burst, without = replay_prepared(prepared, profile), replay_prepared(prepared, plain)
     assert with_burst.hpa.figures() == without.hpa.figures()
     assert np.array_equal(with_burst.hpa.replicas, without.hpa.replicas)
