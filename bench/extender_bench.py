@@ -4,9 +4,11 @@ and over HTTP), and the real kube-scheduler's throughput with and without the ex
 Every latency comes with a baseline measured the same way in the same run: in process,
 the least any extender must do (parse the body, write the node names back); over HTTP, a
 bare aiohttp handler doing that on the same server stack. Throughput: 1,000 pods onto
-1,000 KWOK nodes on a LocalCluster of its own, first without the extender, then with
-it (warm-up pods, every one checked; then plain pods, the fast path), as pods/s and the
-ratio to the run without.
+1,000 KWOK nodes on a LocalCluster of its own, as pods/s and the ratio to the run without
+any extender: then with do-nothing extenders (bench/echo_extender, in Go and on aiohttp),
+which measure what the HTTP extender mechanism itself costs, and then with Harbinger's
+extender (warm-up pods, every one checked; plain pods, the fast path; warm-up pods with
+the filter verb only).
 
 Writes bench/results/extender.json and extender.md. Not collected by pytest.
 """
@@ -17,8 +19,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -280,19 +284,24 @@ async def scheduling_run(cluster: LocalCluster, api: client.ApiClient, label: st
 @contextlib.contextmanager
 def extender_process(kubeconfig: Path, port: int) -> Any:
     """The extender as its own process, as it runs beside kube-scheduler in production."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harbinger.cli", "--log-level=WARNING", "extender",
-         "--kubeconfig", str(kubeconfig), "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[1])
+    with served([sys.executable, "-m", "harbinger.cli", "--log-level=WARNING", "extender",
+                 "--kubeconfig", str(kubeconfig), "--port", str(port)], port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def served(command: list[str], port: int) -> Any:
+    """Run ``command`` (an HTTP server on ``port``) until the block ends; yields its URL."""
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1])
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the extender exited with {process.returncode}")
+                raise RuntimeError(f"{command[0]} exited with {process.returncode}")
             if _ready(f"http://127.0.0.1:{port}/readyz"):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError("the extender did not become ready")
+                raise RuntimeError(f"{command[0]} did not become ready")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -302,6 +311,27 @@ def extender_process(kubeconfig: Path, port: int) -> Any:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+ECHO = Path(__file__).resolve().parent / "echo_extender"
+
+
+def echo_commands(workdir: Path) -> dict[str, list[str]]:
+    """The do-nothing extenders (bench/echo_extender): Go when a Go toolchain is on PATH (the
+    project's setup needs one for the control plane), and aiohttp, Harbinger's own stack."""
+    commands: dict[str, list[str]] = {}
+    go = shutil.which("go")
+    if go:
+        binary = workdir / "echo-extender"
+        subprocess.run([go, "build", "-o", str(binary), "."], cwd=ECHO, check=True,
+                       env={**os.environ, "CGO_ENABLED": "0"})
+        commands["go"] = [str(binary)]
+    commands["python"] = [sys.executable, str(ECHO / "echo.py")]
+    return commands
+
+
+def without_prioritize(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "prioritizeVerb"}
 
 
 def _ready(url: str) -> bool:
@@ -341,33 +371,46 @@ def server_side(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 
 async def throughput() -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    with LocalCluster() as cluster:
+    with LocalCluster() as cluster, tempfile.TemporaryDirectory() as workdir:
+        echoes = echo_commands(Path(workdir))
         async with api_client(cluster.kubeconfig) as api:
             await create_nodes(client.CoreV1Api(api), THROUGHPUT_NODES)
             print("  nodes ready", flush=True)
-            runs["without_extender"] = await scheduling_run(cluster, api, "without", [], warmup=True)
-            print(f"  without the extender: {runs['without_extender']}", flush=True)
+
+            async def run(key: str, extenders: list[dict[str, Any]], *, warmup: bool = True) -> dict[str, Any]:
+                runs[key] = await scheduling_run(cluster, api, key.replace("_", "-"), extenders, warmup=warmup)
+                print(f"  {key}: {runs[key]}", flush=True)
+                return runs[key]
+
+            await run("without_extender", [])
+            # The do-nothing extenders first: what the mechanism costs before any work is done.
+            for language, command in echoes.items():
+                port = free_port()
+                with served([*command, str(port)], port) as url:
+                    echo = extender_config(url)
+                    if language == "go":
+                        # Configured but interested in no pod (a resource nothing requests):
+                        # never called, yet it turns off the scheduler's batching as any
+                        # extender does. Separates that cost from the calls themselves.
+                        never = [{"name": "harbinger.io/bench-never", "ignoredByScheduler": True}]
+                        await run("extender_never_called", [{**echo, "managedResources": never}])
+                        await run("go_echo_filter_only", [without_prioritize(echo)])
+                    await run(f"{language}_echo_filter_prioritize", [echo])
             with extender_process(cluster.kubeconfig, free_port()) as url:
                 config = extender_config(url)
-                # Configured but interested in no pod (a resource nothing requests): never
-                # called, yet it turns off the scheduler's batching as any extender does.
-                # Separates that cost from the cost of the calls themselves.
-                never = [{"name": "harbinger.io/bench-never", "ignoredByScheduler": True}]
-                idle = {**config, "managedResources": never}
-                runs["extender_never_called"] = await scheduling_run(cluster, api, "idle", [idle], warmup=True)
-                print(f"  extender configured, never called: {runs['extender_never_called']}", flush=True)
-                for label, warmup in (("with_extender_warmup_pods", True), ("with_extender_plain_pods", False)):
+                for key, extenders, warmup in (
+                        ("with_extender_warmup_pods", [config], True),
+                        ("with_extender_plain_pods", [config], False),
+                        ("with_extender_warmup_pods_filter_only", [without_prioritize(config)], True)):
                     before = extender_seconds(url)
-                    runs[label] = await scheduling_run(cluster, api, label.replace("_", "-"), [config], warmup=warmup)
-                    runs[label]["extender_side"] = server_side(before, extender_seconds(url))
-                    print(f"  {label}: {runs[label]}", flush=True)
+                    figures = await run(key, extenders, warmup=warmup)
+                    figures["extender_side"] = server_side(before, extender_seconds(url))
     base = runs["without_extender"]["pods_per_second"]
-    for run in runs.values():
-        run["ratio_to_without"] = round(run["pods_per_second"] / base, 3)
+    for figures in runs.values():
+        figures["ratio_to_without"] = round(figures["pods_per_second"] / base, 3)
     runs["nodes"] = THROUGHPUT_NODES
     runs["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    runs["order"] = ("without, never-called, with (warm-up), with (plain); earlier runs' pods stay bound, so later "
-                     "runs schedule onto a fuller cluster")
+    runs["order"] = "as listed; earlier runs' pods stay bound, so later runs schedule onto a fuller cluster"
     return runs
 
 
@@ -395,13 +438,23 @@ def markdown(result: dict[str, Any]) -> str:
               "| run | seconds | pods/s | ratio to without | extender's own time per call (filter / prioritize) |",
               "| --- | ---: | ---: | ---: | --- |"]
     names = {"without_extender": "without extender",
-             "extender_never_called": "extender configured, interested in no pod (batching off, no calls)",
-             "with_extender_warmup_pods": "with extender, warm-up pods (checked)",
-             "with_extender_plain_pods": "with extender, plain pods (fast path)"}
+             "extender_never_called": "an extender configured, interested in no pod (batching off, no calls)",
+             "go_echo_filter_only": "do-nothing Go extender, filter only",
+             "go_echo_filter_prioritize": "do-nothing Go extender, filter + prioritize",
+             "python_echo_filter_prioritize": "do-nothing aiohttp extender, filter + prioritize",
+             "with_extender_warmup_pods": "**Harbinger's extender, warm-up pods (checked)**",
+             "with_extender_plain_pods": "Harbinger's extender, plain pods (fast path)",
+             "with_extender_warmup_pods_filter_only": "Harbinger's extender, warm-up pods, filter verb only"}
     for key, name in names.items():
+        if key not in tp:
+            continue
         run = tp[key]
         side = run.get("extender_side")
-        own = f"{side['filter_mean_ms']:.3f} ms / {side['prioritize_mean_ms']:.3f} ms" if side else ""
+        own = ""
+        if side:
+            own = f"{side['filter_mean_ms']:.3f} ms"
+            if side["prioritize_calls"]:
+                own += f" / {side['prioritize_mean_ms']:.3f} ms"
         lines.append(f"| {name} | {run['seconds']} | {run['pods_per_second']} | "
                      f"{run['ratio_to_without']:.2f} | {own} |")
     lines += ["", f"Run order: {tp['order']}. Load average after: {tp['load_average_after']}.", "",

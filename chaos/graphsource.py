@@ -6,38 +6,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
 
 from chaos.backends.istio import CALLER_LABEL, GROUP, PLURAL, VERSION
-from harbinger.errors import HarbingerError
+from harbinger import graph
 from harbinger.graph import ServiceGraph
 from harbinger.kube import read_json
 
+#: Chaos names services by Istio's canonical service, not by workload as the planner does.
 EDGES_QUERY = ('sum by (source_canonical_service, destination_canonical_service) '
-               '(rate(istio_requests_total{{reporter="source"}}[{window}]))')
+               '(rate(istio_requests_total{reporter="source"}[{window}]))')
 
 
 async def edges_from_prometheus(url: str, *, window: str = "1h", query: str | None = None,
                                 source_label: str = "source_canonical_service",
                                 destination_label: str = "destination_canonical_service") -> set[tuple[str, str]]:
-    """Caller -> callee pairs with traffic in ``window``."""
-    promql = (query or EDGES_QUERY).format(window=window)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        try:
-            async with session.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise HarbingerError(f"prometheus at {url} is unreachable: {exc}") from exc
-    if body.get("status") != "success":
-        raise HarbingerError(f"prometheus refused {promql!r}: {body.get('error')}")
-    edges = set()
-    for series in body["data"]["result"]:
-        labels = series.get("metric") or {}
-        caller, callee = labels.get(source_label), labels.get(destination_label)
-        if caller and callee and caller != callee and caller != "unknown" and float(series["value"][1]) > 0:
-            edges.add((caller, callee))
-    return edges
+    """Caller -> callee pairs with traffic in ``window`` (the shared
+    :func:`harbinger.graph.edges_from_prometheus`, by canonical service)."""
+    edges = await graph.edges_from_prometheus(
+        url, query=query or EDGES_QUERY, window=window, source_label=source_label,
+        destination_label=destination_label, source_namespace_label=None, destination_namespace_label=None)
+    return {(edge.caller, edge.callee) for edge in edges}
 
 
 def _short(host: str) -> str:

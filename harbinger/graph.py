@@ -9,6 +9,10 @@ YAML form::
     edges:
       - {from: frontend, to: checkout}
       - {from: checkout, to: payments}
+
+Or observed: :func:`edges_from_prometheus` reads who called whom from the mesh's own
+``istio_requests_total`` (the planner's ``--graph-prometheus``, ``harbinger chaos generate``'s
+``--graph-from-prometheus``); each caller turns the edges into service names its own way.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+import aiohttp
 import yaml
 
-from harbinger.errors import InvalidInput
+from harbinger.errors import HarbingerError, InvalidInput
 
 
 @dataclass(frozen=True)
@@ -87,3 +92,66 @@ class ServiceGraph:
     def upstream_first(self) -> list[str]:
         """Services ordered so that each comes after everything it calls (callees first)."""
         return list(TopologicalSorter({s: self.callees(s) for s in self.services}).static_order())
+
+
+#: Who called whom, by workload (a Deployment's name) and its namespace, over ``{window}``:
+#: the callers' sidecars' own reports (``reporter="source"``), so every call is counted once.
+WORKLOAD_EDGES_QUERY = (
+    "sum by (source_workload, source_workload_namespace, destination_workload, destination_workload_namespace) "
+    '(rate(istio_requests_total{reporter="source"}[{window}]))'
+)
+
+
+@dataclass(frozen=True)
+class MeshEdge:
+    """One caller -> callee pair seen in the mesh's metrics; namespaces are "" when the
+    query does not give them."""
+
+    caller: str
+    callee: str
+    caller_namespace: str = ""
+    callee_namespace: str = ""
+
+
+async def edges_from_prometheus(
+    url: str,
+    *,
+    query: str = WORKLOAD_EDGES_QUERY,
+    window: str = "1h",
+    source_label: str = "source_workload",
+    destination_label: str = "destination_workload",
+    source_namespace_label: str | None = "source_workload_namespace",
+    destination_namespace_label: str | None = "destination_workload_namespace",
+    timeout_seconds: float = 10.0,
+) -> set[MeshEdge]:
+    """Caller -> callee pairs with traffic in ``window`` (``{window}`` in ``query`` is filled in).
+
+    Self-calls and Istio's ``unknown`` caller (traffic from outside the mesh) are left out:
+    neither orders one service before another. Raises :class:`HarbingerError` when
+    Prometheus cannot be reached or refuses the query.
+    """
+    promql = query.replace("{window}", window)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session, \
+                session.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}) as response:
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise HarbingerError(f"prometheus at {url} is unreachable or answered garbage: {exc}") from exc
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error") if isinstance(body, dict) else body
+        raise HarbingerError(f"prometheus at {url} refused {promql!r}: {error}")
+    edges = set()
+    for series in (body.get("data") or {}).get("result") or []:
+        labels = series.get("metric") or {}
+        caller, callee = labels.get(source_label), labels.get(destination_label)
+        try:
+            rate = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if caller and callee and caller != callee and caller != "unknown" and callee != "unknown" and rate > 0:
+            edges.add(MeshEdge(
+                str(caller), str(callee),
+                str(labels.get(source_namespace_label, "")) if source_namespace_label else "",
+                str(labels.get(destination_namespace_label, "")) if destination_namespace_label else "",
+            ))
+    return edges

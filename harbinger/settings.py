@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from harbinger.errors import InvalidInput
+from harbinger.graph import WORKLOAD_EDGES_QUERY
 
 
 class KubeSettings(BaseModel):
@@ -84,6 +85,15 @@ class PlannerSettings(BaseModel):
     #: ``/metrics``, ``/healthz`` and ``/readyz`` of the planner.
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(8080, ge=1, le=65535)
+    #: Derive the dependency graph from ``istio_requests_total`` at this Prometheus every run
+    #: (merged with a ``--graph`` YAML); empty: the YAML graph only.
+    graph_prometheus_url: str | None = None
+    #: PromQL of caller -> callee rates with the labels ``source_workload``,
+    #: ``source_workload_namespace``, ``destination_workload``, ``destination_workload_namespace``;
+    #: ``{window}`` is filled in.
+    graph_query: str = WORKLOAD_EDGES_QUERY
+    #: A call counts as an edge when it happened within this many seconds.
+    graph_window_seconds: float = Field(3600.0, gt=0)
 
 
 class HistorySettings(BaseModel):

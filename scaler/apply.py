@@ -9,8 +9,9 @@
 * Without an HPA: ``spec.replicas`` is raised the same way, and the declared count kept
   in ``harbinger.io/declared-replicas`` on the Deployment.
 * The Deployment is annotated with the plan for the webhook: ``harbinger.io/plan``
-  (JSON), ``harbinger.io/next-peak`` and the warm-up window ``harbinger.io/warmup-from``
-  / ``harbinger.io/warmup-until`` (RFC 3339).
+  (JSON, with the profile values the planner learned under ``learned``),
+  ``harbinger.io/next-peak`` and the warm-up window ``harbinger.io/warmup-from`` /
+  ``harbinger.io/warmup-until`` (RFC 3339).
 
 Writes carry the ``resourceVersion`` that was read, so a concurrent edit makes this run
 skip the object (409) instead of overwriting it; the next run reads it afresh.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,19 +116,22 @@ async def apply_floor(api: client.ApiClient, target: Target, change: Change) -> 
             meta["name"], meta["namespace"], body, field_manager=contract.FIELD_MANAGER)
 
 
-def plan_annotations(plan: ServicePlan, floor: int) -> dict[str, str | None]:
+def plan_annotations(plan: ServicePlan, floor: int,
+                     learned: Mapping[str, float] | None = None) -> dict[str, str | None]:
+    """``learned``: the profile values learned for this plan, shown in the plan's JSON."""
     peak = plan.next_peak()
     window = plan.warmup_window()
     return {
-        contract.PLAN: json.dumps(plan.annotation(floor), sort_keys=True),
+        contract.PLAN: json.dumps({**plan.annotation(floor), "learned": dict(learned or {})}, sort_keys=True),
         contract.NEXT_PEAK: rfc3339(peak.start) if peak else None,
         contract.WARMUP_FROM: rfc3339(window[0]) if window else None,
         contract.WARMUP_UNTIL: rfc3339(window[1]) if window else None,
     }
 
 
-async def annotate_plan(api: client.ApiClient, target: Target, plan: ServicePlan, floor: int) -> None:
-    body = {"metadata": {"annotations": plan_annotations(plan, floor)}}
+async def annotate_plan(api: client.ApiClient, target: Target, plan: ServicePlan, floor: int,
+                        learned: Mapping[str, float] | None = None) -> None:
+    body = {"metadata": {"annotations": plan_annotations(plan, floor, learned)}}
     await client.AppsV1Api(api).patch_namespaced_deployment(
         target.name, target.namespace, body, field_manager=contract.FIELD_MANAGER)
 

@@ -22,7 +22,7 @@ from harbinger.settings import Settings, load_settings
 from models.history import history_source
 from scaler.controller import Planner
 from scaler.forecasting import ModelForecasts
-from scaler.inputs import PlannerInputs, load_inputs
+from scaler.inputs import PlannerInputs, PrometheusEdges, load_inputs
 from scaler.leader import LeaderElector
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute and record plans (log, metrics), change nothing on the cluster")
     parser.add_argument("--profiles", type=Path, metavar="YAML", help="capacity profiles {defaults, services}")
     parser.add_argument("--graph", type=Path, metavar="YAML", help="service dependency graph {services, edges}")
+    parser.add_argument("--graph-prometheus", metavar="URL",
+                        help="also derive the graph every run from istio_requests_total caller -> callee "
+                             "workloads at this Prometheus")
     parser.add_argument("--events", type=Path, metavar="YAML", help="scheduled events for the forecasters")
     parser.add_argument("--models-dir", type=Path, metavar="DIR", help="trained forecasters, one directory per service")
     parser.add_argument("--prometheus-url", help="where the request-rate history comes from")
@@ -53,6 +56,7 @@ def run_plan(args: argparse.Namespace) -> int:
         "forecast_only": True if args.forecast_only else None,
         "models_dir": args.models_dir,
         "metrics_port": args.metrics_port,
+        "graph_prometheus_url": args.graph_prometheus,
     }.items() if value is not None}
     base = load_settings()
     history = base.history.model_dump()
@@ -79,11 +83,15 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
         elector = LeaderElector(api, name=settings.lease_name, namespace=settings.lease_namespace,
                                 identity=identity, duration_seconds=settings.lease_duration_seconds,
                                 clock=SystemClock())
-        forecasts = ModelForecasts(settings.models_dir, history_source(all_settings.history),
+        history = history_source(all_settings.history)
+        forecasts = ModelForecasts(settings.models_dir, history,
                                    lookback_seconds=all_settings.history.lookback_seconds, events=inputs.events)
+        edges = (PrometheusEdges(settings.graph_prometheus_url, settings.graph_query, settings.graph_window_seconds)
+                 if settings.graph_prometheus_url else None)
         planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,
                           stabilization_seconds=settings.stabilization_seconds,
-                          forecast_only=settings.forecast_only, elector=elector, identity=identity)
+                          forecast_only=settings.forecast_only, elector=elector, identity=identity,
+                          history=history, graph_edges=edges)
         if args.once:
             if not settings.forecast_only:
                 await elector.try_acquire_or_renew()
@@ -93,8 +101,10 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
                 await elector.release()
             print(json.dumps({
                 "outcome": report.outcome,
-                "plans": {s: p.annotation(report.allocation.granted.get(s, report.floors[s])
-                                          if report.allocation else report.floors[s])
+                # As the plan annotation shows it, learned profile values included.
+                "plans": {s: {**p.annotation(report.allocation.granted.get(s, report.floors[s])
+                                             if report.allocation else report.floors[s]),
+                              "learned": report.learned.get(s) or {}}
                           for s, p in report.plans.items()},
                 "changes": [c.__dict__ for c in report.changes],
             }, indent=2, default=str))

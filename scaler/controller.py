@@ -3,11 +3,13 @@ capacity bottlenecks first, and (when it leads and may change things) applies th
 
 One run, top to bottom in :meth:`Planner.run_once`:
 
-1. read: opted-in namespaces, their Deployments and HPAs, ready Nodes and their pods;
-2. check: profiles (annotation, file, defaults) and graph, all refused together before
-   anything is written (:func:`scaler.inputs.check_inputs`);
-3. forecast and plan each service (:func:`scaler.plan.plan_service`), hold scale-down
-   (:class:`scaler.plan.FloorHold`);
+1. read: opted-in namespaces, their Deployments and HPAs, ready Nodes and their pods, and
+   (with ``graph_edges``) the calls the mesh saw;
+2. check: profiles (annotation, file, defaults) and graph (YAML and/or derived), all
+   refused together before anything is written (:func:`scaler.inputs.check_inputs`);
+3. forecast each service, learn the profile fields it left undeclared
+   (:class:`scaler.learn.ProfileLearner`), plan it (:func:`scaler.plan.plan_service`),
+   hold scale-down (:class:`scaler.plan.FloorHold`);
 4. allocate the increases within the cluster's free capacity
    (:func:`scaler.allocation.allocate`), callees before callers;
 5. apply, in that order: floor, plan annotations, Event -- unless ``forecast_only`` or
@@ -21,18 +23,20 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger.clock import Clock
-from harbinger.errors import InvalidInput
+from harbinger.errors import HarbingerError, InvalidInput
+from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, read_json
 from harbinger.quantity import parse_nonnegative
+from models.history import HistorySource
 from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
 from scaler.apply import (
     Change,
@@ -44,12 +48,22 @@ from scaler.apply import (
     record_event,
 )
 from scaler.forecasting import ForecastSource
-from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs
+from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs, graph_from_mesh
 from scaler.leader import LeaderElector
+from scaler.learn import ProfileLearner, with_learned
 from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLANNED_REPLICAS, RUNS
 from scaler.plan import FloorHold, ServicePlan, plan_service
 
 log = logging.getLogger(__name__)
+
+
+class EdgeSource(Protocol):
+    """Where the observed dependency graph comes from (:class:`scaler.inputs.PrometheusEdges`)."""
+
+    @property
+    def source(self) -> str: ...
+
+    async def edges(self) -> set[MeshEdge]: ...
 
 
 @dataclass
@@ -61,6 +75,9 @@ class RunReport:
     floors: dict[str, int] = field(default_factory=dict)
     allocation: Allocation | None = None
     changes: list[Change] = field(default_factory=list)
+    #: Profile values learned this run, by service (fields the operator left undeclared).
+    learned: dict[str, dict[str, float]] = field(default_factory=dict)
+    inputs: PlannerInputs | None = None
 
 
 class Planner:
@@ -77,6 +94,9 @@ class Planner:
         identity: str = "harbinger-planner",
         namespaces: frozenset[str] | None = None,
         node_selector: str | None = None,
+        history: HistorySource | None = None,
+        learner: ProfileLearner | None = None,
+        graph_edges: EdgeSource | None = None,
     ) -> None:
         self.api = api
         self.forecasts = forecasts
@@ -90,6 +110,11 @@ class Planner:
         self.namespaces = namespaces
         #: Label selector of the Nodes whose free capacity the plans share; None: every Node.
         self.node_selector = node_selector
+        #: Learns undeclared profile fields; ``history`` is what it reads traffic from.
+        self.learner = learner or ProfileLearner(api, history=history)
+        #: The calls the mesh saw, merged into the declared graph every run; None: YAML only.
+        self.graph_edges = graph_edges
+        self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
 
@@ -110,21 +135,28 @@ class Planner:
 
     async def _run(self) -> RunReport:
         now = self.clock.now()
-        targets = await self._targets()
-        check_inputs(targets, self.inputs)
+        targets, scope = await self._targets()
+        inputs = await self._inputs(targets, scope)
+        check_inputs(targets, inputs)
         forecasts = await self.forecasts.forecasts({s: t.namespace for s, t in targets.items()}, now)
+
+        # Learned after the check: a run that is refused has nothing to learn for.
+        planned = [s for s in targets if s in forecasts]
+        learned = dict(zip(planned, await asyncio.gather(
+            *(self.learner.learn(targets[s], forecasts[s], now) for s in planned)), strict=True))
+        for service, values in learned.items():
+            if values:
+                targets[service] = replace(targets[service], profile=with_learned(targets[service].profile, values))
 
         plans: dict[str, ServicePlan] = {}
         floors: dict[str, int] = {}
-        for service, target in targets.items():
-            forecast = forecasts.get(service)
-            if forecast is None:
-                continue
+        for service in planned:
+            target, forecast = targets[service], forecasts[service]
             plan = plan_service(forecast, target.profile, now, stabilization_seconds=self.stabilization_seconds)
             plans[service] = plan
             floors[service] = self._hold(target).update(now, plan.floor_at(now))
 
-        allocation = await self._allocate(targets, plans, floors)
+        allocation = await self._allocate(targets, plans, floors, inputs)
         for service, plan in plans.items():
             target = targets[service]
             labels = (target.namespace, service)
@@ -132,7 +164,7 @@ class Planner:
             ACTUAL_REPLICAS.labels(*labels).set(int((target.deployment.get("status") or {}).get("replicas") or 0))
             peak = plan.next_peak()
             PEAK_TPS.labels(*labels).set(peak.p90_tps if peak else 0.0)
-        report = RunReport("forecast_only", plans, floors, allocation)
+        report = RunReport("forecast_only", plans, floors, allocation, learned=learned, inputs=inputs)
         if self.forecast_only:
             self._log_plans(report, "forecast-only")
             return report
@@ -144,13 +176,15 @@ class Planner:
         report.outcome = "applied"
         for service in allocation.order:
             if service in plans:
-                change = await self._apply(targets[service], plans[service], allocation.granted[service], now)
+                change = await self._apply(targets[service], plans[service], allocation.granted[service], now,
+                                           learned.get(service) or {})
                 if change is not None and change.before != change.after:
                     report.changes.append(change)
         return report
 
     # --- reading the cluster ---------------------------------------------------------
-    async def _targets(self) -> dict[str, Target]:
+    async def _targets(self) -> tuple[dict[str, Target], frozenset[str]]:
+        """The services to plan, and the namespaces they were looked for in."""
         core, apps, autoscaling = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.AutoscalingV2Api(
             self.api)
         namespaces = await _items(core.list_namespace(_preload_content=False))
@@ -163,7 +197,24 @@ class Planner:
         hpas = [h for h in await _items(
             autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(_preload_content=False))
             if h["metadata"]["namespace"] in opted]
-        return build_targets(deployments, hpas, self.inputs.profiles)
+        return build_targets(deployments, hpas, self.inputs.profiles), frozenset(opted)
+
+    async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
+        """The inputs of this run: the declared ones, with the calls the mesh saw merged in."""
+        if self.graph_edges is None:
+            return self.inputs
+        source = self.graph_edges.source
+        if self.inputs.graph.services:
+            source = f"{self.inputs.graph_source} merged with the {source}"
+        try:
+            self._last_edges = await self.graph_edges.edges()
+        except HarbingerError as exc:
+            if self._last_edges is None:
+                raise
+            # The calls of the last hour do not change because Prometheus blinked.
+            log.warning("%s: %s; planning with the edges it gave last", source, exc)
+        graph = graph_from_mesh(self._last_edges, targets, scope, declared=self.inputs.graph, source=source)
+        return replace(self.inputs, graph=graph, graph_source=source)
 
     async def free_capacity(self) -> Capacity:
         """Allocatable CPU, memory and pod slots of Ready, schedulable Nodes, minus what the
@@ -193,7 +244,7 @@ class Planner:
         return Capacity(cpu_cores=max(cpu, 0.0), memory_bytes=max(memory, 0.0), pods=max(slots, 0))
 
     async def _allocate(self, targets: Mapping[str, Target], plans: Mapping[str, ServicePlan],
-                        floors: Mapping[str, int]) -> Allocation:
+                        floors: Mapping[str, int], inputs: PlannerInputs) -> Allocation:
         requests = {}
         for service, plan in plans.items():
             target = targets[service]
@@ -206,7 +257,7 @@ class Planner:
         increase = any(r.wanted > r.current for r in requests.values())
         # Only an increase can run out of room; skip listing every pod otherwise.
         free = await self.free_capacity() if increase else Capacity(float("inf"), float("inf"), 2**31)
-        allocation = allocate(requests, self.inputs.graph, free)
+        allocation = allocate(requests, inputs.graph, free)
         # A floor below the current count is a lowering: it needs no room and is not capped.
         granted = {s: (floors[s] if floors[s] <= requests[s].current else allocation.granted[s]) for s in requests}
         if allocation.short:
@@ -226,7 +277,8 @@ class Planner:
                 hold.update(self.clock.now(), current)
         return hold
 
-    async def _apply(self, target: Target, plan: ServicePlan, floor: int, now: datetime) -> Change | None:
+    async def _apply(self, target: Target, plan: ServicePlan, floor: int, now: datetime,
+                     learned: Mapping[str, float]) -> Change | None:
         change = planned_change(target, floor)
         # Back at the declared floor with our annotation still there: write to remove it.
         stale = raised_floor(target) is not None and change.after == declared_floor(target)
@@ -234,7 +286,7 @@ class Planner:
         try:
             if write:
                 await apply_floor(self.api, target, change)
-            await annotate_plan(self.api, target, plan, change.after)
+            await annotate_plan(self.api, target, plan, change.after, learned)
             if change.before != change.after:
                 FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
                 reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
@@ -255,9 +307,10 @@ class Planner:
     def _log_plans(self, report: RunReport, why: str) -> None:
         for service, plan in report.plans.items():
             peak = plan.next_peak()
-            log.info("%s (%s): floor %d, next peak %s", service, why,
+            log.info("%s (%s): floor %d, next peak %s, learned %s", service, why,
                      report.allocation.granted.get(service, report.floors[service]) if report.allocation else 0,
-                     json.dumps(plan.annotation(report.floors[service])["next_peak"]) if peak else "none")
+                     json.dumps(plan.annotation(report.floors[service])["next_peak"]) if peak else "none",
+                     json.dumps(report.learned.get(service) or {}, sort_keys=True))
 
     # --- the loop ----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, interval_seconds: float) -> None:

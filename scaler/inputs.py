@@ -4,7 +4,9 @@ before anything is applied.
 * Services: the Deployments in opted-in namespaces, named by :func:`contract.service_of`.
 * Capacity profiles: the Deployment's ``harbinger.io/capacity-profile`` annotation wins,
   then the ``--profiles`` YAML, then the documented defaults of :class:`CapacityProfile`.
-* The dependency graph: the ``--graph`` YAML (no graph: every service stands alone).
+* The dependency graph: the ``--graph`` YAML, and/or the calls the mesh saw
+  (``--graph-prometheus``: ``istio_requests_total`` by workload, turned into services by
+  :func:`graph_from_mesh` every run); no graph: every service stands alone.
 * Scheduled events: the forecaster's ``--events`` YAML, handed to every forecast.
 
 :func:`check_inputs` refuses the whole set when any piece is bad (a profile with min above
@@ -14,13 +16,13 @@ claiming one service), so a run either applies everything it planned or nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harbinger import contract
 from harbinger.errors import InvalidInput
-from harbinger.graph import ServiceGraph
+from harbinger.graph import WORKLOAD_EDGES_QUERY, MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.kube import KubeObject
 from harbinger.profile import CapacityProfile, load_profiles, profile_from_annotation
 from harbinger.quantity import parse_nonnegative
@@ -32,6 +34,25 @@ class PlannerInputs:
     profiles: dict[str, CapacityProfile] = field(default_factory=dict)
     graph: ServiceGraph = field(default_factory=lambda: ServiceGraph(()))
     events: tuple[Event, ...] = ()
+    #: Where the graph came from, named when it is refused.
+    graph_source: str = "graph"
+
+
+@dataclass(frozen=True)
+class PrometheusEdges:
+    """The calls the mesh saw in the last ``window_seconds``, by workload and namespace
+    (``istio_requests_total``; any query giving the same four labels will do)."""
+
+    url: str
+    query: str = WORKLOAD_EDGES_QUERY
+    window_seconds: float = 3600.0
+
+    @property
+    def source(self) -> str:
+        return f"graph from istio_requests_total at {self.url}"
+
+    async def edges(self) -> set[MeshEdge]:
+        return await edges_from_prometheus(self.url, query=self.query, window=f"{max(1, round(self.window_seconds))}s")
 
 
 def load_inputs(profiles: Path | None = None, graph: Path | None = None, events: Path | None = None) -> PlannerInputs:
@@ -40,6 +61,7 @@ def load_inputs(profiles: Path | None = None, graph: Path | None = None, events:
         profiles=load_profiles(profiles) if profiles else {},
         graph=ServiceGraph.load(graph) if graph else ServiceGraph(()),
         events=tuple(load_events(events)) if events else (),
+        graph_source=str(graph) if graph else "graph",
     )
 
 
@@ -126,5 +148,28 @@ def check_inputs(targets: Mapping[str, Target], inputs: PlannerInputs) -> None:
     for service in inputs.graph.services:
         if service not in known:
             raise InvalidInput(f"the graph names service {service!r}, which no Deployment in an opted-in "
-                               "namespace provides", source="graph")
+                               "namespace provides", source=inputs.graph_source)
+
+
+def graph_from_mesh(edges: Iterable[MeshEdge], targets: Mapping[str, Target], scope: Collection[str], *,
+                    declared: ServiceGraph, source: str) -> ServiceGraph:
+    """The graph the mesh saw, in service names, merged with the ``declared`` one.
+
+    An edge counts when both its ends are in ``scope`` (the namespaces the planner manages);
+    the rest (the ingress gateway in ``istio-system``, calls into teams that did not opt
+    in) is not the planner's to order. A workload in scope is named by the service of its
+    Deployment; one that no managed Deployment runs keeps the name ``namespace/workload``, so
+    :func:`check_inputs` refuses it exactly as it refuses an unknown service in a YAML graph.
+    A cycle is refused by :meth:`ServiceGraph.build`.
+    """
+    by_workload = {(t.namespace, t.name): service for service, t in targets.items()}
+    pairs = {(caller, callee) for caller, callees in declared.calls.items() for callee in callees}
+    for edge in edges:
+        if edge.caller_namespace not in scope or edge.callee_namespace not in scope:
+            continue
+        caller = by_workload.get((edge.caller_namespace, edge.caller), f"{edge.caller_namespace}/{edge.caller}")
+        callee = by_workload.get((edge.callee_namespace, edge.callee), f"{edge.callee_namespace}/{edge.callee}")
+        pairs.add((caller, callee))
+    names = [*declared.services, *sorted({end for pair in pairs for end in pair})]
+    return ServiceGraph.build(names, sorted(pairs), source=source)
 

@@ -21,3 +21,8 @@ FLOOR_CHANGES = Counter(
     "harbinger_planner_floor_changes_total", "Floors raised or lowered on the cluster",
     ["namespace", "service", "direction"])
 IS_LEADER = Gauge("harbinger_planner_is_leader", "1 while this replica holds the planner Lease")
+LEARNED_VALUE = Gauge(
+    "harbinger_planner_learned_profile_value",
+    "A capacity-profile field the operator did not declare, as learned from the cluster or the traffic "
+    "history (absent while the default is used)",
+    ["namespace", "service", "field"])

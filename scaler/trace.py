@@ -86,7 +86,7 @@ def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_s
 BURST_QUANTILE = 0.9
 
 
-def _complete_steps(demand: np.ndarray, tick_seconds: int, step_seconds: int, quantile: float,
+def complete_steps(demand: np.ndarray, tick_seconds: int, step_seconds: int, quantile: float,
                     source: str) -> tuple[np.ndarray, np.ndarray]:
     """(mean, peak tick) of every forecast step of ``demand`` whose ticks are all known and
     whose mean is above zero; empty when a step is a single tick (nothing to peak inside)."""
@@ -119,7 +119,7 @@ def burst_factor(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
     every minute a "burst". 1.0 when history has no complete busy step, or when the step
     is a single tick (nothing to peak inside).
     """
-    means, peaks = _complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_factor")
+    means, peaks = complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_factor")
     if not means.size:
         return 1.0
     ratios = peaks / means
@@ -142,7 +142,7 @@ def burst_dispersion(demand: np.ndarray, tick_seconds: int, step_seconds: int, *
     figures per trace), so one unweighted quantile serves quiet and busy steps alike. 0.0
     when history has no complete busy step, or when the step is a single tick.
     """
-    means, peaks = _complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_dispersion")
+    means, peaks = complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_dispersion")
     if not means.size:
         return 0.0
     return max(0.0, float(np.quantile((peaks - means) / np.sqrt(means), quantile)))

@@ -15,20 +15,23 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.kube import new_api_client
 from harbinger.localcluster import LocalCluster, LocalPrometheus
+from harbinger.localcluster.cluster import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-INTEGRATION_FIXTURES = {"cluster", "prometheus", "kube", "namespace", "make_namespace", "make_nodes"}
+INTEGRATION_FIXTURES = {"cluster", "prometheus", "scrape", "kube", "namespace", "make_namespace", "make_nodes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,6 +63,34 @@ def cluster() -> Iterator[LocalCluster]:
 def prometheus() -> Iterator[LocalPrometheus]:
     with LocalPrometheus(scrape_interval="1s") as local:
         yield local
+
+
+#: ``scrape(job, render)``: serve ``render()`` (Prometheus text format) on a loopback port that
+#: the session's Prometheus scrapes as ``job`` every second, for as long as the block runs.
+ScrapeTarget = Callable[[str, Callable[[], bytes]], contextlib.AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture
+def scrape(prometheus: LocalPrometheus) -> ScrapeTarget:
+    @contextlib.asynccontextmanager
+    async def target(job: str, render: Callable[[], bytes]) -> AsyncIterator[None]:
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=render(), content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        prometheus.add_target(job, f"127.0.0.1:{port}")
+        try:
+            yield
+        finally:
+            prometheus.remove_job(job)
+            await runner.cleanup()
+
+    return target
 
 
 @pytest.fixture

@@ -7,37 +7,32 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from harbinger.errors import InvalidInput
 from harbinger.localcluster import LocalPrometheus
-from harbinger.localcluster.cluster import free_port
 from harbinger.settings import HistorySettings
 from models.errors import BadSeries
 from models.history import PrometheusHistory, TraceHistory, history_source
 
+if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
+    from tests.conftest import ScrapeTarget
 
-async def test_history_comes_from_prometheus_by_service(prometheus: LocalPrometheus) -> None:
+
+async def test_history_comes_from_prometheus_by_service(prometheus: LocalPrometheus, scrape: ScrapeTarget) -> None:
     job = f"webhook-history-{uuid.uuid4().hex[:6]}"
     registry = CollectorRegistry()
     requests = Counter("shop_requests", "requests served", ["service"], registry=registry)
 
-    async def metrics(_: web.Request) -> web.Response:
+    def render() -> bytes:
         requests.labels("web").inc(50)  # 50 per scrape, one scrape a second: about 50/s
         requests.labels("other").inc(1)
-        return web.Response(body=generate_latest(registry), content_type="text/plain")
+        return generate_latest(registry)
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    prometheus.add_target(job, f"127.0.0.1:{port}")
-    try:
+    async with scrape(job, render):
         template = f'sum(rate(shop_requests_total{{job="{job}",service="{{service}}"}}[5s]))'
         source = PrometheusHistory(prometheus.url, template)
         history = None
@@ -52,9 +47,6 @@ async def test_history_comes_from_prometheus_by_service(prometheus: LocalPrometh
         known = history.dropna()
         assert len(known) >= 1 and str(history.index.tz) == "UTC"
         assert known.max() > 10 and np.all(known < 500), known  # web's rate (about 50/s), not other's (1/s)
-    finally:
-        prometheus.remove_job(job)
-        await runner.cleanup()
 
 
 async def test_trace_history_gives_only_what_had_happened_by_now(tmp_path: Path) -> None:

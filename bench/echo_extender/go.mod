@@ -1,0 +1,3 @@
+module harbinger.io/bench/echoextender
+
+go 1.26
