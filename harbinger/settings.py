@@ -55,6 +55,9 @@ class WebhookSettings(ServerSettings):
     #: On a cache miss a review waits at most this long for the model; the run goes on in
     #: the background either way (the apiserver gives the whole review 2 s).
     forecast_miss_budget_seconds: float = Field(0.5, gt=0, le=1.5)
+    #: Scheduled events (the forecaster's YAML format) given to every forecast the webhook
+    #: stamps, re-read when the file changes; unset: no events.
+    events_file: Path | None = None
     chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
     #: When set (manifests/ set it to ``harbinger-scheduler``), warm-up pods are sent to
     #: the scheduler that asks the extender; other pods keep their scheduler.

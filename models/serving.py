@@ -217,7 +217,7 @@ class Forecaster(ForecastCore):
         return p50.reshape(-1), p90.reshape(-1)
 
     def forecast(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
-                 events: list[Event] | None = None) -> Forecast:
+                 events: Sequence[Event] | None = None) -> Forecast:
         """P50/P90 TPS for the ``horizon_steps`` steps from the step ``now`` falls in.
 
         ``history`` is TPS indexed by UTC timestamps (``NaN`` = unknown), at the model's step
@@ -245,7 +245,7 @@ class ForecasterBatch:
         return cls(Forecaster.load(path, sessions=sessions) for path in model_dirs)
 
     def forecast(self, histories: Mapping[str, pd.Series], now: datetime | None = None,
-                 horizon_steps: int | None = None, events: list[Event] | None = None) -> dict[str, Forecast]:
+                 horizon_steps: int | None = None, events: Sequence[Event] | None = None) -> dict[str, Forecast]:
         """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`.
 
         Services whose models share a feature layout (step and seasonality) get their

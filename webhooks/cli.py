@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="HTTPS port (default 8443)")
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default $KUBECONFIG, then in-cluster)")
     parser.add_argument("--models-dir", type=Path, help="trained forecasters, one directory per service")
+    parser.add_argument("--events", dest="events_file", type=Path, metavar="YAML",
+                        help="scheduled events given to every forecast (the forecaster's format), re-read on change")
     parser.add_argument("--prometheus-url", help="Prometheus the models read recent traffic from")
     parser.add_argument("--history-trace", action="append", metavar="SERVICE=CSV[*SCALE]",
                         help="rehearsals: read SERVICE's traffic from a recorded trace instead of Prometheus "
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     webhook: dict[str, Any] = {"cert_dir": args.cert_dir}
-    for flag in ("host", "port", "models_dir"):
+    for flag in ("host", "port", "models_dir", "events_file"):
         if getattr(args, flag) is not None:
             webhook[flag] = getattr(args, flag)
     kube: dict[str, Any] = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
@@ -59,6 +61,7 @@ async def _serve(settings: Settings) -> None:
         lookback_seconds=settings.history.lookback_seconds, clock=clock.now,
         refresh_seconds=config.forecast_refresh_seconds,
         miss_budget_seconds=config.forecast_miss_budget_seconds,
+        events_file=config.events_file,
     )
     mutator = Mutator(
         cluster.view, forecasts,

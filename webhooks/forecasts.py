@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from models.errors import BadEvents
+from models.events import Event, load_events
 from models.forecast import Forecast
 from models.history import HistorySource
 from webhooks import metrics
@@ -39,7 +41,8 @@ class ServingModel(Protocol):
     @property
     def step_seconds(self) -> int: ...
     def forecast(
-        self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None
+        self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
+        events: Sequence[Event] | None = None,
     ) -> Forecast: ...
 
 
@@ -137,7 +140,11 @@ class ModelForecasts(ForecastCache):
     """Forecasts from trained models in ``models_dir/<service>/``, fed by ``history``.
 
     A background task re-runs every model that has been asked for, every
-    ``refresh_seconds``, and rescans ``models_dir`` for new or retrained models.
+    ``refresh_seconds``, and rescans ``models_dir`` for new or retrained models, and
+    ``events_file`` (the forecaster's scheduled-events YAML) for changes: a declared
+    campaign moves the stamped forecast before any traffic shows it. A file that turns
+    bad keeps the last good events (and says so in the log); one that is bad at start is
+    refused, so a typo never silently drops every event.
     """
 
     def __init__(
@@ -150,8 +157,12 @@ class ModelForecasts(ForecastCache):
         refresh_seconds: float = 60.0,
         miss_budget_seconds: float = 0.5,
         load_model: ModelLoader = load_forecaster,
+        events_file: Path | None = None,
     ) -> None:
         super().__init__()
+        self.events_file = events_file
+        self.events: list[Event] = []
+        self._events_mtime: float | None = None
         self.models_dir = models_dir
         self._history = history
         self._lookback = timedelta(seconds=lookback_seconds)
@@ -192,6 +203,8 @@ class ModelForecasts(ForecastCache):
 
     # --- background -------------------------------------------------------------------
     async def start(self) -> None:
+        if self.events_file is not None:
+            await asyncio.to_thread(self._load_events, strict=True)
         await asyncio.to_thread(self._scan)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="webhook-forecast-refresh")
 
@@ -217,6 +230,25 @@ class ModelForecasts(ForecastCache):
         self._available = found
         self._scanned = True
 
+    def _load_events(self, *, strict: bool) -> None:
+        """(Re)read ``events_file`` when it changed; ``strict`` raises :class:`BadEvents` on a bad file."""
+        assert self.events_file is not None
+        try:
+            try:
+                mtime = self.events_file.stat().st_mtime
+            except OSError as exc:
+                raise BadEvents(f"cannot read the file: {exc.strerror}", source=str(self.events_file)) from None
+            if mtime == self._events_mtime:
+                return
+            events = load_events(self.events_file)
+        except BadEvents as exc:
+            if strict:
+                raise
+            log.warning("keeping the %d events read before: %s", len(self.events), exc)
+            return
+        self.events, self._events_mtime = events, mtime
+        log.info("read %d scheduled events from %s", len(events), self.events_file)
+
     def _compute(self, service: str) -> asyncio.Task[None]:
         """One run per service at a time: concurrent misses share it."""
         task = self._inflight.get(service)
@@ -237,7 +269,7 @@ class ModelForecasts(ForecastCache):
             # from the end of what it is given.
             history = await self._history.history(service, end=self._clock(), lookback=self._lookback,
                                                   step_seconds=model.step_seconds)
-            forecast = await asyncio.to_thread(model.forecast, history)
+            forecast = await asyncio.to_thread(model.forecast, history, None, None, self.events)
             self.put(forecast)
             self._failed_at.pop(service, None)
             metrics.FORECAST_RUNS.labels("ok").inc()
@@ -251,6 +283,8 @@ class ModelForecasts(ForecastCache):
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self._refresh_seconds)
+            if self.events_file is not None:
+                await asyncio.to_thread(self._load_events, strict=False)
             await asyncio.to_thread(self._scan)
             for service in sorted(self._wanted & set(self._available)):
                 await self._compute(service)

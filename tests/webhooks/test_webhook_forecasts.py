@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from models.errors import BadEvents
 from models.estimators import BoostingParams
 from models.export import export_model
 from models.serving import Forecaster
@@ -158,3 +159,33 @@ async def test_background_refresh_picks_up_new_models_and_reruns_wanted_ones(
         assert source.calls > calls
     finally:
         await provider.stop()
+
+
+async def test_a_declared_event_moves_the_stamped_peak_and_a_bad_events_file_keeps_the_last_good_one(
+    tmp_path: Path, trained: tuple[Path, pd.Series]
+) -> None:
+    models_dir, history = trained
+    now = history.index[-1].to_pydatetime() + timedelta(minutes=20)
+    plain = Forecaster.load(models_dir / "nasa").forecast(history)
+    events_file = tmp_path / "events.yaml"
+    # A campaign over the whole forecast horizon, expected to triple the traffic.
+    begin, end = plain.start.isoformat(), (plain.start + timedelta(days=1)).isoformat()
+    events_file.write_text(f"events:\n  - {{name: launch, start: '{begin}', end: '{end}', multiplier: 3}}\n")
+    provider = ModelForecasts(models_dir, TraceHistory(history), miss_budget_seconds=30, refresh_seconds=0.05,
+                              events_file=events_file)
+    await provider.start()
+    try:
+        outlook = await provider.outlook("nasa", now)
+        assert outlook is not None
+        assert outlook.peak_p90_tps == pytest.approx(3 * float(np.max(plain.p90)), rel=1e-6)
+        # Broken while running: the refresher logs and keeps the campaign.
+        events_file.write_text("events:\n  - {name: launch, start: nonsense}\n")
+        await asyncio.sleep(0.3)
+        assert [e.name for e in provider.events] == ["launch"]
+        assert (await provider.outlook("nasa", now)) == outlook
+    finally:
+        await provider.stop()
+
+    broken = ModelForecasts(models_dir, TraceHistory(history), events_file=events_file)
+    with pytest.raises(BadEvents, match=r"events\.yaml"):
+        await broken.start()  # bad at start: refused, never silently without events
