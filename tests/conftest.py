@@ -122,12 +122,7 @@ async def make_namespace(kube: client.ApiClient) -> AsyncIterator[MakeNamespace]
         return name
 
     yield make
-    for name in created:
-        try:
-            await core.delete_namespace(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+    await _delete_all(core.delete_namespace, created)
 
 
 @pytest.fixture
@@ -208,9 +203,14 @@ async def make_nodes(kube: client.ApiClient, eventually: Eventually) -> AsyncIte
         return list(nodes)
 
     yield make
-    for name in created:
+    await _delete_all(core.delete_node, created)
+
+
+async def _delete_all(delete: Callable[[str], Awaitable[Any]], names: list[str]) -> None:
+    """Delete what a fixture created; one already gone (a test deleted it) is fine."""
+    for name in names:
         try:
-            await core.delete_node(name)
+            await delete(name)
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
