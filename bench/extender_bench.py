@@ -41,7 +41,8 @@ from extender.state import ClusterState
 from harbinger import contract
 from harbinger.kube import Reflector, api_client
 from harbinger.localcluster import LocalCluster
-from harbinger.localcluster.cluster import free_port
+from harbinger.localcluster.cluster import free_port, http_ok
+from harbinger.localcluster.process import ManagedProcess
 from harbinger.serving import serve
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -282,35 +283,29 @@ async def scheduling_run(cluster: LocalCluster, api: client.ApiClient, label: st
 
 
 @contextlib.contextmanager
-def extender_process(kubeconfig: Path, port: int) -> Any:
+def extender_process(kubeconfig: Path, port: int, log_dir: Path) -> Any:
     """The extender as its own process, as it runs beside kube-scheduler in production."""
-    with served([sys.executable, "-m", "harbinger.cli", "--log-level=WARNING", "extender",
-                 "--kubeconfig", str(kubeconfig), "--port", str(port)], port) as url:
+    with served("extender", [sys.executable, "-m", "harbinger.cli", "--log-level=WARNING", "extender",
+                             "--kubeconfig", str(kubeconfig), "--port", str(port)], port, log_dir) as url:
         yield url
 
 
 @contextlib.contextmanager
-def served(command: list[str], port: int) -> Any:
-    """Run ``command`` (an HTTP server on ``port``) until the block ends; yields its URL."""
-    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1])
+def served(name: str, command: list[str], port: int, log_dir: Path) -> Any:
+    """Run ``command`` (an HTTP server on ``port``, dying with this process, logging to
+    ``log_dir``) until the block ends; yields its URL."""
+    process = ManagedProcess(name, command, log_dir / f"{name}.log")
+    process.start()
     try:
         deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited with {process.returncode}")
-            if _ready(f"http://127.0.0.1:{port}/readyz"):
-                break
+        while not http_ok(f"http://127.0.0.1:{port}/readyz"):
+            process.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{command[0]} did not become ready")
+                raise RuntimeError(f"{name} did not become ready; log: {process.log_path}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop(timeout=15)
 
 
 ECHO = Path(__file__).resolve().parent / "echo_extender"
@@ -332,12 +327,6 @@ def echo_commands(workdir: Path) -> dict[str, list[str]]:
 
 def without_prioritize(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key != "prioritizeVerb"}
-
-
-def _ready(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
-        return bool(response.status == 200)
-    return False
 
 
 def extender_config(url: str) -> dict[str, Any]:
@@ -386,7 +375,7 @@ async def throughput() -> dict[str, Any]:
             # The do-nothing extenders first: what the mechanism costs before any work is done.
             for language, command in echoes.items():
                 port = free_port()
-                with served([*command, str(port)], port) as url:
+                with served(f"{language}-echo", [*command, str(port)], port, Path(workdir)) as url:
                     echo = extender_config(url)
                     if language == "go":
                         # Configured but interested in no pod (a resource nothing requests):
@@ -396,7 +385,7 @@ async def throughput() -> dict[str, Any]:
                         await run("extender_never_called", [{**echo, "managedResources": never}])
                         await run("go_echo_filter_only", [without_prioritize(echo)])
                     await run(f"{language}_echo_filter_prioritize", [echo])
-            with extender_process(cluster.kubeconfig, free_port()) as url:
+            with extender_process(cluster.kubeconfig, free_port(), Path(workdir)) as url:
                 config = extender_config(url)
                 for key, extenders, warmup in (
                         ("with_extender_warmup_pods", [config], True),

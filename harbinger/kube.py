@@ -17,6 +17,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,18 @@ async def read_json(call: Awaitable[Any]) -> dict[str, Any]:
         raise ApiException(status=response.status, reason=f"{response.reason}: {text[:300].decode(errors='replace')}")
     body: dict[str, Any] = json.loads(text)
     return body
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """An RFC 3339 time with a zone (as Kubernetes writes ``creationTimestamp`` and as
+    Harbinger writes its time annotations), else None: missing, garbage or zoneless."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)  # Python 3.11 reads the trailing "Z" itself
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def object_key(obj: KubeObject) -> str:

@@ -37,13 +37,13 @@ import pandas as pd
 from kubernetes_asyncio import client
 
 from harbinger.errors import InvalidInput
-from harbinger.kube import KubeObject, read_json
+from harbinger.kube import KubeObject, parse_timestamp, read_json
 from harbinger.profile import CapacityProfile
 from models.history import HistorySource
 from scaler.inputs import Target
 from scaler.metrics import LEARNED_VALUE
 from scaler.plan import ForecastLike
-from scaler.trace import burst_dispersion, complete_steps
+from scaler.trace import complete_steps, dispersion
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +98,10 @@ def with_learned(profile: CapacityProfile, learned: Mapping[str, float]) -> Capa
 
 
 # --- warm-up from pods ------------------------------------------------------------------------
-def _moment(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 def pod_warmup_seconds(pod: KubeObject) -> float | None:
     """Creation to Ready of one pod; None when it is not Ready, restarted (its Ready time is
     the restart's), or its timestamps are missing, garbage, reversed or a later flap's."""
-    created = _moment((pod.get("metadata") or {}).get("creationTimestamp"))
+    created = parse_timestamp((pod.get("metadata") or {}).get("creationTimestamp"))
     status = pod.get("status") or {}
     ready = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"),
                  None)
@@ -121,7 +111,7 @@ def pod_warmup_seconds(pod: KubeObject) -> float | None:
         restarts = container.get("restartCount", 0) if isinstance(container, dict) else None
         if not isinstance(restarts, int) or restarts > 0:
             return None
-    became_ready = _moment(ready.get("lastTransitionTime"))
+    became_ready = parse_timestamp(ready.get("lastTransitionTime"))
     if became_ready is None:
         return None
     seconds = (became_ready - created).total_seconds()
@@ -182,11 +172,10 @@ def learn_burst_dispersion(history: pd.Series, step_seconds: int, *,
     if stamps[first] % (step_seconds * 1_000_000_000):
         return Estimate(None, "the history holds no whole forecast step")
     values = values[first:]
-    # The same steps burst_dispersion learns from, counted to tell too little history.
-    means, _ = complete_steps(values, tick, step_seconds, 0.5, "burst_dispersion")
+    means, peaks = complete_steps(values, tick, step_seconds, "burst_dispersion")
     if len(means) < min_steps:
         return Estimate(None, f"{len(means)} complete {step_seconds} s step(s) of history, {min_steps} needed")
-    value = burst_dispersion(values, tick, step_seconds)
+    value = dispersion(means, peaks)
     return Estimate(value, f"P90 over {len(means)} {step_seconds} s steps of {tick} s history")
 
 

@@ -86,12 +86,15 @@ def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_s
 BURST_QUANTILE = 0.9
 
 
-def complete_steps(demand: np.ndarray, tick_seconds: int, step_seconds: int, quantile: float,
-                    source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, peak tick) of every forecast step of ``demand`` whose ticks are all known and
-    whose mean is above zero; empty when a step is a single tick (nothing to peak inside)."""
+def _check_quantile(quantile: float, source: str) -> None:
     if not 0 < quantile < 1:
         raise InvalidInput(f"the burst quantile must be between 0 and 1, got {quantile}", source=source)
+
+
+def complete_steps(demand: np.ndarray, tick_seconds: int, step_seconds: int,
+                   source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, peak tick) of every forecast step of ``demand`` whose ticks are all known and
+    whose mean is above zero; empty when a step is a single tick (nothing to peak inside)."""
     if step_seconds % tick_seconds:
         raise InvalidInput(f"a {step_seconds} s step is not a whole number of {tick_seconds} s ticks",
                            source=source)
@@ -119,7 +122,8 @@ def burst_factor(demand: np.ndarray, tick_seconds: int, step_seconds: int, *,
     every minute a "burst". 1.0 when history has no complete busy step, or when the step
     is a single tick (nothing to peak inside).
     """
-    means, peaks = complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_factor")
+    _check_quantile(quantile, "burst_factor")
+    means, peaks = complete_steps(demand, tick_seconds, step_seconds, "burst_factor")
     if not means.size:
         return 1.0
     ratios = peaks / means
@@ -142,7 +146,14 @@ def burst_dispersion(demand: np.ndarray, tick_seconds: int, step_seconds: int, *
     figures per trace), so one unweighted quantile serves quiet and busy steps alike. 0.0
     when history has no complete busy step, or when the step is a single tick.
     """
-    means, peaks = complete_steps(demand, tick_seconds, step_seconds, quantile, "burst_dispersion")
+    _check_quantile(quantile, "burst_dispersion")
+    means, peaks = complete_steps(demand, tick_seconds, step_seconds, "burst_dispersion")
+    return dispersion(means, peaks, quantile)
+
+
+def dispersion(means: np.ndarray, peaks: np.ndarray, quantile: float = BURST_QUANTILE) -> float:
+    """The ``quantile`` of (peak - mean) / sqrt(mean) over steps (see :func:`burst_dispersion`);
+    0.0 without steps."""
     if not means.size:
         return 0.0
     return max(0.0, float(np.quantile((peaks - means) / np.sqrt(means), quantile)))

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from harbinger import contract, sidecar
 from harbinger.errors import InvalidInput
+from harbinger.kube import parse_timestamp
 from harbinger.profile import CapacityProfile, profile_from_annotation
 from harbinger.quantity import format_cpu, format_decimal_si, format_memory, parse_quantity
 from webhooks import metrics
@@ -227,13 +228,8 @@ def _plan_replicas(text: str) -> int | None:
     return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1 else None
 
 
-@lru_cache(maxsize=_CACHE)
-def _moment(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
+#: Warm-up window annotations repeat across a Deployment's pods: parse each once.
+_moment = lru_cache(maxsize=_CACHE)(parse_timestamp)
 
 
 @lru_cache(maxsize=_CACHE)

@@ -6,17 +6,19 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from harbinger.localcluster import LocalPrometheus
-from harbinger.serving import add_standard_routes
 from models import prometheus as prom
 from models.errors import BadSeries
+
+if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
+    from tests.conftest import ScrapeTarget
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -111,17 +113,10 @@ async def test_unreachable_prometheus() -> None:
         await prom.query_range("http://127.0.0.1:9", "q", START, START + timedelta(minutes=5), 60)
 
 
-async def test_real_prometheus_range_query(prometheus: LocalPrometheus) -> None:
+async def test_real_prometheus_range_query(prometheus: LocalPrometheus, scrape: ScrapeTarget) -> None:
     """Debian's Prometheus scrapes a counter that grows by 20 a second; the rate reads ~20 TPS."""
     registry = CollectorRegistry()
     requests = Counter("models_probe_requests", "Requests the probe served", registry=registry)
-    app = web.Application()
-    add_standard_routes(app, registry=registry)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def serve_traffic() -> None:
         while True:
@@ -130,16 +125,14 @@ async def test_real_prometheus_range_query(prometheus: LocalPrometheus) -> None:
 
     traffic = asyncio.create_task(serve_traffic())
     try:
-        prometheus.add_target("models-probe", f"127.0.0.1:{port}")
-        await asyncio.to_thread(prometheus.wait_for, 'models_probe_requests_total{job="models-probe"}', 30.0)
-        await asyncio.sleep(8)
-        end = datetime.now(UTC)
-        series = await prom.query_range(prometheus.url, 'sum(rate(models_probe_requests_total[4s]))',
-                                        end - timedelta(seconds=6), end, 1, name="probe")
+        async with scrape("models-probe", lambda: generate_latest(registry)):
+            await asyncio.to_thread(prometheus.wait_for, 'models_probe_requests_total{job="models-probe"}', 30.0)
+            await asyncio.sleep(8)
+            end = datetime.now(UTC)
+            series = await prom.query_range(prometheus.url, 'sum(rate(models_probe_requests_total[4s]))',
+                                            end - timedelta(seconds=6), end, 1, name="probe")
     finally:
         traffic.cancel()
-        prometheus.remove_job("models-probe")
-        await runner.cleanup()
     known = series.dropna()
     assert len(known) >= 3 and series.name == "probe"
     assert series.index.tz is not None and (series.index[1] - series.index[0]).total_seconds() == 1
