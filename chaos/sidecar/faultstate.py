@@ -84,12 +84,21 @@ class FaultState:
         self.metrics.stress_cpu.set(self.stress.cpu_cores)
         self.metrics.stress_memory.set(self.stress.memory_bytes)
 
+    def _next_wake(self, poll_seconds: float) -> float:
+        """Seconds until the next look: the poll interval, or sooner if the fault in force
+        expires before then, so stress is released at the expiry rather than up to a poll late."""
+        active = self.current()
+        if active is None:
+            return poll_seconds
+        until_expiry = active.expires.timestamp() - datetime.now(UTC).timestamp()
+        return max(0.0, min(poll_seconds, until_expiry + 0.01))
+
     async def run(self, poll_seconds: float) -> None:
         try:
             while True:
                 self.reload()
                 await self.sync()
-                await asyncio.sleep(poll_seconds)
+                await asyncio.sleep(self._next_wake(poll_seconds))
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.stress.stop())
