@@ -16,8 +16,11 @@ import pytest
 from aiohttp import web
 
 from chaos.faults import ActiveFault, Fault
+from chaos.sidecar.faultstate import FaultState
+from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.podinfo import write_annotations
 from chaos.sidecar.proxy import run_sidecar
+from chaos.sidecar.stress import Stress
 from harbinger.localcluster.cluster import free_port
 
 
@@ -144,3 +147,14 @@ async def test_cpu_and_memory_stress_are_bounded_and_stop_with_the_fault(sidecar
         lambda s: not s["active"] and s["stress"]["burners"] == 0 and s["stress"]["memory_bytes"] == 0,
         timeout=15)
     assert state["stress"]["cpu_cores"] == 0.0
+
+
+def test_the_stress_loop_wakes_at_the_expiry_when_it_comes_before_the_next_poll(tmp_path: Path) -> None:
+    state = FaultState(tmp_path / "annotations", Stress(max_cpu_cores=1.0, max_memory_bytes=2**20), SidecarMetrics())
+    assert state._next_wake(5.0) == 5.0  # no fault: the plain poll interval
+    for seconds, poll in ((1.0, 5.0), (30.0, 5.0)):
+        active = ActiveFault(Fault(memory_bytes="1Mi"), datetime.now(UTC) + timedelta(seconds=seconds), "test")
+        write_annotations(state.annotations_file, active.annotations())
+        state.reload()
+        assert state.current() is not None
+        assert 0.0 < state._next_wake(poll) <= min(seconds, poll) + 0.01
