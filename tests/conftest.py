@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.kube import new_api_client
 from harbinger.localcluster import LocalCluster, LocalPrometheus
-from harbinger.localcluster.cluster import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION_FIXTURES = {"cluster", "prometheus", "scrape", "kube", "namespace", "make_namespace", "make_nodes"}
@@ -65,6 +65,27 @@ def prometheus() -> Iterator[LocalPrometheus]:
         yield local
 
 
+#: ``async with serve_app(app) as url``: ``app`` served on a loopback port the kernel picks,
+#: ``url`` its base (``http://127.0.0.1:PORT``), stopped when the block ends.
+ServeApp = Callable[[web.Application], contextlib.AbstractAsyncContextManager[str]]
+
+
+@contextlib.asynccontextmanager
+async def _serve_app(app: web.Application) -> AsyncIterator[str]:
+    # aiohttp's own test server binds port 0 itself, so no free-port race and no private attributes.
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def serve_app() -> ServeApp:
+    return _serve_app
+
+
 #: ``scrape(job, render)``: serve ``render()`` (Prometheus text format) on a loopback port that
 #: the session's Prometheus scrapes as ``job`` every second, for as long as the block runs.
 ScrapeTarget = Callable[[str, Callable[[], bytes]], contextlib.AbstractAsyncContextManager[None]]
@@ -79,16 +100,12 @@ def scrape(prometheus: LocalPrometheus) -> ScrapeTarget:
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        prometheus.add_target(job, f"127.0.0.1:{port}")
-        try:
-            yield
-        finally:
-            prometheus.remove_job(job)
-            await runner.cleanup()
+        async with _serve_app(app) as url:
+            prometheus.add_target(job, url.removeprefix("http://"))
+            try:
+                yield
+            finally:
+                prometheus.remove_job(job)
 
     return target
 

@@ -91,6 +91,8 @@ class FaultState:
         if active is None:
             return poll_seconds
         until_expiry = active.expires.timestamp() - datetime.now(UTC).timestamp()
+        # 10 ms past the expiry: asyncio may fire a timer up to its clock resolution early,
+        # and a wake just before the expiry would still see the fault and sleep a whole poll.
         return max(0.0, min(poll_seconds, until_expiry + 0.01))
 
     async def run(self, poll_seconds: float) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -22,6 +22,9 @@ from chaos.sidecar.podinfo import write_annotations
 from chaos.sidecar.proxy import run_sidecar
 from chaos.sidecar.stress import Stress
 from harbinger.localcluster.cluster import free_port
+
+if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
+    from tests.conftest import ServeApp
 
 
 @dataclass
@@ -49,22 +52,24 @@ class Running:
 
 
 @pytest.fixture
-async def sidecar(tmp_path: Path) -> AsyncIterator[Running]:
+async def upstream(serve_app: ServeApp) -> AsyncIterator[str]:
+    """The application behind the sidecar, as ``host:port``: 64 kB on ``/``."""
     async def hello(_: web.Request) -> web.Response:
         return web.Response(body=b"x" * 64_000)
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    upstream = runner.addresses[0][1]
+    async with serve_app(app) as url:
+        yield url.removeprefix("http://")
+
+
+@pytest.fixture
+async def sidecar(tmp_path: Path, upstream: str) -> AsyncIterator[Running]:
     listen, admin = free_port(), free_port()
     annotations = tmp_path / "annotations"
     stop = asyncio.Event()
     task = asyncio.create_task(run_sidecar(
-        listen=f"127.0.0.1:{listen}", upstream=f"127.0.0.1:{upstream}", annotations_file=annotations,
+        listen=f"127.0.0.1:{listen}", upstream=upstream, annotations_file=annotations,
         metrics_port=admin, poll_seconds=0.05, max_cpu_cores=1.0, max_memory_bytes=8 * 2**20, stop=stop))
     running = Running(f"http://127.0.0.1:{listen}/", f"http://127.0.0.1:{admin}", annotations)
     deadline = time.monotonic() + 10
@@ -80,7 +85,6 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Running]:
     finally:
         stop.set()
         await task
-        await runner.cleanup()
 
 
 async def _statuses(url: str, n: int) -> list[int]:

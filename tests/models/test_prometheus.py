@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,31 +19,23 @@ from models import prometheus as prom
 from models.errors import BadSeries
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
-    from tests.conftest import ScrapeTarget
+    from tests.conftest import ScrapeTarget, ServeApp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def fake_prometheus() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+async def fake_prometheus(serve_app: ServeApp) -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     """``url = await serve(handler)``: a local HTTP server answering ``/api/v1/query_range``."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def serve(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_get("/api/v1/query_range", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
+        async def serve(handler: Handler) -> str:
+            app = web.Application()
+            app.router.add_get("/api/v1/query_range", handler)
+            return await servers.enter_async_context(serve_app(app))
 
-    yield serve
-    for runner in runners:
-        await runner.cleanup()
+        yield serve
 
 
 def matrix(*series: list[list[Any]]) -> dict[str, Any]:
