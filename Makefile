@@ -14,7 +14,7 @@ help: ## list the targets
 setup: python debs controlplane ## venv + project + dev tools, Debian packages, control-plane binaries
 
 python: $(STAMP)
-$(STAMP): pyproject.toml hack/setup-python.sh
+$(STAMP): pyproject.toml dev/pyproject.toml hack/setup-python.sh
 	@hack/setup-python.sh
 
 debs:
@@ -37,7 +37,7 @@ bench: setup ## benchmarks; results in bench/results/
 	$(PY) bench/run.py
 
 demo: setup ## the Harbinger story on the local control plane
-	$(PY) -m harbinger.demo
+	$(PY) -m harbinger_dev.demo
 
 cluster-up: setup ## start the local control plane in the background (.harbinger/kubeconfig)
 	$(VENV)/bin/harbinger cluster up --state-dir .harbinger

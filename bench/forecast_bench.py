@@ -33,6 +33,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harbinger_dev.traces import TRACES, load_trace, trace_events  # noqa: E402
+
 from models.baselines import ProphetBaseline  # noqa: E402
 from models.estimators import ESTIMATORS  # noqa: E402
 from models.evaluation import NAIVE_BEST, BacktestConfig, backtest  # noqa: E402
@@ -40,7 +42,6 @@ from models.export import export_model, library_versions, to_onnx_graph, write_m
 from models.plots import plot_backtest  # noqa: E402
 from models.progress import ProgressBar  # noqa: E402
 from models.serving import ForecastCore, Forecaster, ForecasterBatch  # noqa: E402
-from models.traces import TRACES, load_trace, trace_events  # noqa: E402
 from models.training import TrainedModel, TrainingConfig, train  # noqa: E402
 
 HORIZON = 24

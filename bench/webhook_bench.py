@@ -2,7 +2,7 @@
 of 200, 500 and 1,000 reviews/s, against a bare aiohttp TLS handler that returns a fixed
 allowed review, in the same run.
 
-Both servers run in processes of their own, started through ``harbinger.serving.serve``
+Both servers run in processes of their own, started through ``harbinger.httpserver.serve``
 (the same TLS stack, certificates from ``certs/``); the load generator is this process, an
 aiohttp client over keep-alive connections. The load is open-loop: requests are sent on
 a fixed schedule whether or not earlier ones have been answered, so a slow server meets
@@ -41,11 +41,11 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchinfo import machine, realistic_pod
+from harbinger_dev.localcluster.cluster import free_port
 
-from certs.serving import issue_serving_set
+from certs.serving_set import issue_serving_set
 from harbinger import contract
-from harbinger.localcluster.cluster import free_port
-from harbinger.serving import serve
+from harbinger.httpserver import serve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOADS = (200, 500, 1_000)

@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, store_secret
-from certs.serving import ServingSet, issue_serving_set, parse_hosts
+from certs.serving_set import ServingSet, issue_serving_set, parse_hosts
 from harbinger.errors import InvalidInput
 from harbinger.kube import api_client
 

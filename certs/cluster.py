@@ -18,9 +18,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from certs.bundle import merge_bundle
-from certs.reload import CA_FILE, CERT_FILE, KEY_FILE
-from certs.serving import ServingSet
+from certs.serving_set import ServingSet
 from harbinger.errors import HarbingerError, InvalidInput
+from harbinger.httpserver import CA_FILE, CERT_FILE, KEY_FILE
 
 log = logging.getLogger(__name__)
 

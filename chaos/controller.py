@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from chaos.record import RunRecord
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
 from harbinger.errors import InvalidInput
+from harbinger.lifecycle import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,13 @@ async def run_controller(
     make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
 ) -> list[RunRecord]:
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    swept = await sweep(True)
-    if swept:
-        log.warning("swept %d fault(s) left by a previous controller", swept)
-    done: set[tuple[str, datetime]] = set()
-    records: list[RunRecord] = []
-    experiments: list[Experiment] = []
-    try:
+    with stop_on_signals(stop):
+        swept = await sweep(True)
+        if swept:
+            log.warning("swept %d fault(s) left by a previous controller", swept)
+        done: set[tuple[str, datetime]] = set()
+        records: list[RunRecord] = []
+        experiments: list[Experiment] = []
         while not stop.is_set():
             await sweep(False)
             try:
@@ -81,8 +77,4 @@ async def run_controller(
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     return records

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from chaos.record import (
     SampleRecord,
     StepRecord,
 )
+from harbinger.lifecycle import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -181,39 +181,32 @@ async def run_experiment(
     With ``handle_signals``, SIGTERM and SIGINT end the ramp (and roll back) while it runs;
     a caller with its own handlers (the controller) passes False and sets ``abort`` itself."""
     run = _Run(experiment, backend, monitor, config, abort or asyncio.Event(), on_step)
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, run.abort.set)
-            installed.append(sig)
-    injected = False
-    try:
-        baselines = await run.baseline()
-        run.record.baseline = {s: BaselineRecord(error_rate=b.error_rate, p99_seconds=b.p99_seconds,
-                                                 throughput_rps=b.throughput_rps) for s, b in baselines.items()}
-        problems = steady_state_violations(baselines, experiment.slo)
-        if run.abort.is_set():
-            run.record.status = RunStatus.ABORTED
-        elif problems:
-            run.record.status = RunStatus.NOT_STEADY
-            run.record.notes.extend(problems)
-        else:
-            injected = True
-            await run.ramp(baselines)
-    except BaseException as exc:
-        run.record.status = RunStatus.ABORTED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
-        run.record.notes.append(f"ended by {type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if injected:
-            reason = {RunStatus.BREACHED: "breach", RunStatus.HELD: "completed",
-                      RunStatus.ABORTED: "aborted"}.get(run.record.status, "error")
-            await asyncio.shield(run.rollback(reason))
-        run.record.targets = backend.describe_targets()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-    if injected and run.record.status is not RunStatus.ABORTED:
-        await run.recovery()
+    with stop_on_signals(run.abort) if handle_signals else contextlib.nullcontext(run.abort):
+        injected = False
+        try:
+            baselines = await run.baseline()
+            run.record.baseline = {s: BaselineRecord(error_rate=b.error_rate, p99_seconds=b.p99_seconds,
+                                                     throughput_rps=b.throughput_rps) for s, b in baselines.items()}
+            problems = steady_state_violations(baselines, experiment.slo)
+            if run.abort.is_set():
+                run.record.status = RunStatus.ABORTED
+            elif problems:
+                run.record.status = RunStatus.NOT_STEADY
+                run.record.notes.extend(problems)
+            else:
+                injected = True
+                await run.ramp(baselines)
+        except BaseException as exc:
+            run.record.status = RunStatus.ABORTED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
+            run.record.notes.append(f"ended by {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if injected:
+                reason = {RunStatus.BREACHED: "breach", RunStatus.HELD: "completed",
+                          RunStatus.ABORTED: "aborted"}.get(run.record.status, "error")
+                await asyncio.shield(run.rollback(reason))
+            run.record.targets = backend.describe_targets()
+        if injected and run.record.status is not RunStatus.ABORTED:
+            await run.recovery()
     run.record.finished = _now()
     return run.record

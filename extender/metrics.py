@@ -1,4 +1,4 @@
-"""The extender's Prometheus metrics, served at ``/metrics`` by ``harbinger.serving``."""
+"""The extender's Prometheus metrics, served at ``/metrics`` by ``harbinger.httpserver``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The extender's HTTP server and the watches that feed it.
 
 ``POST /filter`` and ``POST /prioritize`` answer kube-scheduler; ``/healthz``,
-``/readyz`` and ``/metrics`` come from :mod:`harbinger.serving`. Until both watch
+``/readyz`` and ``/metrics`` come from :mod:`harbinger.httpserver`. Until both watch
 caches have listed once, the verbs answer 503: with ``ignorable: true`` the scheduler
 then places pods as if the extender were absent, instead of the extender rejecting
 every node it has not heard of yet.
@@ -20,8 +20,8 @@ from extender import metrics
 from extender.answer import Answer, Extender
 from extender.state import ClusterState
 from extender.wire import encode_error
+from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import Reflector, api_client
-from harbinger.serving import add_standard_routes, serve
 from harbinger.settings import Settings
 
 #: Pods that hold bandwidth: bound and not finished. The watch then reports a pod that

@@ -4,20 +4,32 @@ Each subcommand lives with its component (``webhooks/cli.py``, ``models/cli.py``
 as a pair of functions: ``add_*_arguments(parser)`` and ``run_*(args) -> int``. This
 module only routes, and imports a component when its command is asked for, so that
 ``harbinger --help`` does not load onnxruntime and scikit-learn.
+
+Commands that are not part of the product (``harbinger cluster``, the local control plane
+of the development harness) come from other installed distributions through the
+``harbinger.commands`` entry-point group, each a :class:`Command`; Harbinger's own wheel
+carries none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import cast
 
 from harbinger import __version__
-from harbinger.errors import HarbingerError, InvalidInput, NotBuiltYet
+from harbinger.errors import HarbingerError, InvalidInput
+
+#: Entry-point group through which other distributions add commands (values are :class:`Command`).
+PLUGIN_GROUP = "harbinger.commands"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -48,24 +60,28 @@ COMMANDS: tuple[Command, ...] = (
             "models.cli", "add_evaluate_arguments", "run_evaluate"),
     Command("certs", "make the CA and serving certificates and inject the CA bundle",
             "certs.cli", "add_arguments", "run"),
-    Command("cluster", "start or stop the local control plane (etcd, apiserver, scheduler, KWOK)",
-            "harbinger.localcluster.cli", "add_arguments", "run"),
 )
 
 Runner = Callable[[argparse.Namespace], int]
 
 
+@functools.cache
+def all_commands() -> tuple[Command, ...]:
+    """Harbinger's own commands, then those other installed distributions add."""
+    plugins = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        command = entry.load()
+        if not isinstance(command, Command):
+            raise TypeError(f"entry point {entry.name} = {entry.value} is not a harbinger.cli.Command")
+        plugins.append(command)
+    own = {c.name for c in COMMANDS}
+    return COMMANDS + tuple(p for p in plugins if p.name not in own)
+
+
 def _load(command: Command) -> tuple[Callable[[argparse.ArgumentParser], None], Runner]:
-    """Import a command's module; a component not built yet is reported, never faked."""
-    try:
-        module = importlib.import_module(command.module)
-        add = getattr(module, command.add_arguments)
-        run = getattr(module, command.run)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        missing = getattr(exc, "name", None)
-        if isinstance(exc, ModuleNotFoundError) and missing and not command.module.startswith(missing):
-            raise  # a real missing dependency, not a missing component
-        raise NotBuiltYet(f"'harbinger {command.name}' is not built yet ({command.module})") from exc
+    module = importlib.import_module(command.module)
+    add = getattr(module, command.add_arguments)
+    run = getattr(module, command.run)
     return cast(Callable[[argparse.ArgumentParser], None], add), cast(Runner, run)
 
 
@@ -76,16 +92,41 @@ def build_parser(selected: str | None) -> tuple[argparse.ArgumentParser, dict[st
         "and proves with controlled chaos that it survives the peak it predicted.",
     )
     parser.add_argument("--version", action="version", version=f"harbinger {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        help="log verbosity (default: $HARBINGER_LOG_LEVEL, else INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runners: dict[str, Runner] = {}
-    for command in COMMANDS:
+    for command in all_commands():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
         if command.name == selected:
             add, run = _load(command)
+            # Accepted after the command too (``harbinger webhook --log-level DEBUG``);
+            # SUPPRESS keeps a global ``--log-level`` from being overwritten by the default.
+            sub.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                             help="log verbosity (default: $HARBINGER_LOG_LEVEL, else INFO)")
             add(sub)
             runners[command.name] = run
     return parser, runners
+
+
+def exit_code(command: str, body: Callable[[], int]) -> int:
+    """Run a command's body and map what it raised to one stderr line and an exit code, the
+    same for every command: 2 bad input, 1 an operational failure (the cluster, Prometheus,
+    a file that cannot be written), 130 interrupted."""
+    try:
+        return body()
+    except InvalidInput as exc:
+        print(f"harbinger {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except HarbingerError as exc:
+        print(f"harbinger {command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"harbinger {command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,26 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     globals_only = argparse.ArgumentParser(add_help=False)
     globals_only.add_argument("--log-level")
     _, rest = globals_only.parse_known_args(args_list)
-    names = {c.name for c in COMMANDS}
+    names = {c.name for c in all_commands()}
     selected = next((a for a in rest if not a.startswith("-")), None)
     selected = selected if selected in names else None
-    try:
-        parser, runners = build_parser(selected)
-    except NotBuiltYet as exc:
-        print(f"harbinger: {exc}", file=sys.stderr)
-        return 3
+    parser, runners = build_parser(selected)
     args = parser.parse_args(args_list)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return runners[args.command](args)
-    except InvalidInput as exc:
-        print(f"harbinger {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except HarbingerError as exc:
-        print(f"harbinger {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    level = args.log_level or os.environ.get("HARBINGER_LOG_LEVEL") or "INFO"
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return exit_code(args.command, lambda: runners[args.command](args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,11 +26,3 @@ class InvalidInput(HarbingerError, ValueError):
         if self.line is not None:
             where = f"{where}:{self.line}" if where else f"line {self.line}"
         return f"{where}: {self.message}" if where else self.message
-
-
-class NotBuiltYet(HarbingerError):
-    """A command or backend that Harbinger does not provide yet."""
-
-
-class ClusterError(HarbingerError):
-    """The local control plane could not start or stop; names the component."""

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from harbinger.clock import SystemClock, clock_from_spec
 from harbinger.errors import InvalidInput
+from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import api_client
-from harbinger.serving import add_standard_routes, serve
 from harbinger.settings import Settings, load_settings
 from models.history import history_source
 from scaler.controller import Planner

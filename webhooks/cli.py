@@ -9,7 +9,7 @@ from typing import Any
 
 from harbinger.clock import clock_from_spec
 from harbinger.errors import InvalidInput
-from harbinger.serving import serve
+from harbinger.httpserver import serve
 from harbinger.settings import Settings, load_settings
 from models.history import history_source
 from webhooks.cluster import WatchedCluster

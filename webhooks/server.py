@@ -1,5 +1,5 @@
 """The webhook's aiohttp application: ``POST /mutate`` plus the standard
-``/healthz``, ``/readyz`` and ``/metrics``; served over TLS by :func:`harbinger.serving.serve`.
+``/healthz``, ``/readyz`` and ``/metrics``; served over TLS by :func:`harbinger.httpserver.serve`.
 
 Status codes are decided here, once: 200 with an AdmissionReview for every review
 (allowed, with or without a patch), 400 with a message for a body that is not one,
@@ -17,7 +17,7 @@ from typing import Protocol
 from aiohttp import web
 
 from harbinger.errors import InvalidInput
-from harbinger.serving import add_standard_routes
+from harbinger.httpserver import add_standard_routes
 from webhooks import metrics
 from webhooks.mutate import Mutator
 

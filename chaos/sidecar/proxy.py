@@ -22,7 +22,7 @@ from chaos.sidecar.faultstate import FaultState
 from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.stress import Stress
 from harbinger.errors import InvalidInput
-from harbinger.serving import add_standard_routes, serve
+from harbinger.httpserver import add_standard_routes, serve
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from certs.authority import CertificateAuthority
 from certs.bundle import merge_bundle, split_bundle
-from certs.serving import issue_serving_set, parse_hosts
+from certs.serving_set import issue_serving_set, parse_hosts
 from harbinger.errors import InvalidInput
 
 

@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, traces_dir: Path) -> dict[str, object]:
     out = tmp_path_factory.mktemp("demo")
-    result = subprocess.run([sys.executable, "-m", "harbinger.demo", "--fast", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "harbinger_dev.demo", "--fast", "--out", str(out)],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary: dict[str, object] = json.loads((out / "summary.json").read_text())

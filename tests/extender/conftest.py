@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from harbinger_dev.localcluster.cluster import free_port
 
 from harbinger import contract
-from harbinger.localcluster.cluster import free_port
-from harbinger.serving import serve
+from harbinger.httpserver import serve
 
 _uids = itertools.count(1)
 
@@ -75,7 +75,7 @@ def extender_args() -> Callable[[dict[str, Any], list[str]], bytes]:
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application, *, cert_dir: Path | None = None) -> AsyncIterator[int]:
-    """Serve ``app`` on 127.0.0.1 through ``harbinger.serving.serve`` (the way the
+    """Serve ``app`` on 127.0.0.1 through ``harbinger.httpserver.serve`` (the way the
     command starts it) on a free port; yield the port; stop and drain on exit."""
     port = free_port()
     stop = asyncio.Event()

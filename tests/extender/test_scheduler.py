@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 
 from extender.answer import Extender
 from extender.server import ClusterWatch, make_app, watching
 from extender.state import ClusterState
 from harbinger import contract
+from harbinger.httpserver import serve
 from harbinger.kube import api_client
-from harbinger.localcluster import LocalCluster
-from harbinger.localcluster.cluster import free_port
-from harbinger.serving import serve
 
 CONFIG_MAP = Path(__file__).resolve().parents[2] / "manifests" / "base" / "extender" / "scheduler-config.yaml"
 POOL_LABEL = "harbinger-test/extender-pool"

@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from harbinger.errors import ClusterError
-from harbinger.localcluster import LocalCluster
-from harbinger.localcluster.binaries import Binaries, find_binaries
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.binaries import Binaries, find_binaries
+from harbinger_dev.localcluster.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from harbinger_dev.traces import load_trace
 
 from models.estimators import BoostingParams
 from models.export import export_model
-from models.traces import load_trace
 from models.training import TrainedModel, TrainingConfig, train
 
 #: Small but real: a few thousand rows and 30 boosting rounds train in a fraction of a second.

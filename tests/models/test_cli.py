@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harbinger_dev.traces import traces_dir
 
 from models import cli
-from models.traces import traces_dir
 
 Runner = Callable[[argparse.Namespace], int]
 

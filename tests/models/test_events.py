@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harbinger_dev.traces import EVENTS_DIR
 
 from harbinger.errors import InvalidInput
 from models.errors import BadEvents
 from models.events import Event, events_for, load_events, parse_events
-from models.traces import EVENTS_DIR
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from aiohttp import web
+from harbinger_dev.localcluster import LocalPrometheus
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from harbinger.localcluster import LocalPrometheus
 from models import prometheus as prom
 from models.errors import BadSeries
 

@@ -114,7 +114,7 @@ def test_offset_grid_is_bucketed_by_epoch_steps(tmp_path: Path) -> None:
 
 
 def test_shipped_traces_read_as_their_readme_says(traces_dir: Path) -> None:
-    from models.traces import load_trace
+    from harbinger_dev.traces import load_trace
 
     nasa = load_trace("nasa")
     # The 1995-07-28 .. 08-01 log gap and the hurricane shutdown stay unknown, not zero.

@@ -8,12 +8,12 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from harbinger_dev.traces import TRACES
 
 from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
 from models.seasonality import detect_seasonality
 from models.serving import ForecastCore
-from models.traces import TRACES
 from models.training import TrainedModel, TrainingConfig, learn_kind_effects, train
 
 LoadTrace = Callable[[str], pd.Series]

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from harbinger_dev.localcluster import LocalPrometheus
+from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -20,8 +22,6 @@ from harbinger import contract
 from harbinger.clock import ManualClock
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge, ServiceGraph, edges_from_prometheus
-from harbinger.localcluster import LocalPrometheus
-from harbinger.localcluster.cluster import free_port
 from harbinger.profile import CapacityProfile
 from scaler.controller import Planner
 from scaler.inputs import PlannerInputs, PrometheusEdges, Target, check_inputs, graph_from_mesh

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography import x509
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 
 from certs.cluster import inject_ca_bundle
-from certs.serving import issue_serving_set
+from certs.serving_set import issue_serving_set
 from harbinger import contract, sidecar
+from harbinger.httpserver import serve
 from harbinger.kube import new_api_client
-from harbinger.localcluster import LocalCluster
-from harbinger.localcluster.cluster import free_port
 from harbinger.quantity import parse_quantity
-from harbinger.serving import serve
 from models.forecast import Forecast
 from webhooks.cluster import WatchedCluster
 from webhooks.forecasts import StaticForecasts

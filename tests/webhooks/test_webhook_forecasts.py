@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
+from harbinger_dev.traces import load_trace
 from threadpoolctl import threadpool_limits
 
 from models.errors import BadEvents
 from models.estimators import BoostingParams
 from models.export import export_model
 from models.serving import Forecaster
-from models.traces import load_trace
 from models.training import TrainingConfig, train
 from webhooks import metrics
 from webhooks.forecasts import ModelForecasts, StaticForecasts

@@ -1,5 +1,5 @@
 """The HTTP layer: status codes, size limit, standard routes, and TLS serving through
-:func:`harbinger.serving.serve` with certificates from ``certs/`` and a graceful stop."""
+:func:`harbinger.httpserver.serve` with certificates from ``certs/`` and a graceful stop."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from harbinger_dev.localcluster.cluster import free_port
 
-from certs.serving import issue_serving_set
-from harbinger.localcluster.cluster import free_port
-from harbinger.serving import serve
+from certs.serving_set import issue_serving_set
+from harbinger.httpserver import serve
 from webhooks.cluster import ClusterView, StaticStore
 from webhooks.forecasts import Outlook
 from webhooks.mutate import Mutator

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from harbinger.errors import ClusterError
-from harbinger.localcluster.cluster import ensure_port_free, free_port, http_ok
-from harbinger.localcluster.process import ManagedProcess
+from harbinger_dev.localcluster.cluster import ensure_port_free, free_port, http_ok
+from harbinger_dev.localcluster.errors import ClusterError
+from harbinger_dev.localcluster.process import ManagedProcess
 
 
 def find_prometheus() -> str:

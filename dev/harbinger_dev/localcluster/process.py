@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harbinger.errors import ClusterError
+from harbinger_dev.localcluster.errors import ClusterError
 
 _PR_SET_PDEATHSIG = 1
 

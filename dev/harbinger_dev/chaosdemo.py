@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from chaos.sidecar.podinfo import write_annotations
-from harbinger.localcluster.cluster import free_port
+from harbinger_dev.localcluster.cluster import free_port
 
 CHAIN = ("frontend", "checkout", "payments")
 CALL_TIMEOUT_SECONDS = 5.0

@@ -9,9 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harbinger.errors import ClusterError
-from harbinger.localcluster.cluster import http_ok
-from harbinger.localcluster.process import ManagedProcess
+from harbinger_dev.localcluster.cluster import http_ok
+from harbinger_dev.localcluster.errors import ClusterError
+from harbinger_dev.localcluster.process import ManagedProcess
 
 
 class Components:

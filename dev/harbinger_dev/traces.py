@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from harbinger_dev import REPO_ROOT
 from models.errors import BadSeries
 from models.events import Event, load_events
 from models.series import AbsentRows, load_csv
 
 TRACES_ENV = "HARBINGER_TRACES_DIR"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Public, dated events for the shipped traces (holidays, storms), given to every model alike.
 EVENTS_DIR = Path(__file__).resolve().parent / "trace_events"
 
@@ -40,7 +40,7 @@ TRACES: tuple[TraceProfile, ...] = (
 
 def traces_dir() -> Path:
     """``$HARBINGER_TRACES_DIR``, else ``<repo>/../shared/data/traces``; refuses a missing directory."""
-    path = Path(os.environ.get(TRACES_ENV) or _REPO_ROOT.parent / "shared" / "data" / "traces")
+    path = Path(os.environ.get(TRACES_ENV) or REPO_ROOT.parent / "shared" / "data" / "traces")
     if not path.is_dir():
         raise BadSeries(f"the traces directory {path} does not exist; set {TRACES_ENV} to the directory "
                         "holding nasa.csv, fifa.csv, ...", source=TRACES_ENV)
@@ -55,7 +55,7 @@ def profile(name: str) -> TraceProfile:
 
 
 def trace_events(name: str) -> list[Event]:
-    """The events shipped for a trace (``models/trace_events/<name>.yaml``); none if there is no file."""
+    """The events shipped for a trace (``harbinger_dev/trace_events/<name>.yaml``); none if there is no file."""
     path = EVENTS_DIR / f"{profile(name).name}.yaml"
     return load_events(path) if path.exists() else []
 

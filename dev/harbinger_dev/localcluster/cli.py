@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from harbinger.errors import ClusterError
-from harbinger.localcluster.cluster import LocalCluster
+from harbinger_dev.localcluster.cluster import LocalCluster
+from harbinger_dev.localcluster.errors import ClusterError
 
 PID_FILE = "cluster.pid"
 STATE_FILE = "cluster.json"

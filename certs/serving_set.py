@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certs.authority import DEFAULT_LEAF_DAYS, CertificateAuthority
-from certs.reload import CA_FILE, CERT_FILE, KEY_FILE
 from harbinger.errors import InvalidInput
+from harbinger.httpserver import CA_FILE, CERT_FILE, KEY_FILE
 
 _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"^(\*\.)?{_DNS_LABEL}(\.{_DNS_LABEL})*$")

@@ -1,4 +1,4 @@
-"""``python -m harbinger.demo [--fast] [--out DIR]``: the Harbinger story, told live.
+"""``python -m harbinger_dev.demo [--fast] [--out DIR]``: the Harbinger story, told live.
 
 1. A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
    KWOK) and a real Prometheus on 127.0.0.1.
@@ -34,21 +34,21 @@ from kubernetes_asyncio import client
 from chaos.backends.files import AnnotationsFileBackend
 from chaos.experiment import SLO, Experiment, FaultKind
 from chaos.faults import Fault
-from chaos.localdemo import LoadGenerator, local_topology
 from chaos.monitor import Monitor, PrometheusClient, Queries
 from chaos.record import RunStatus
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
 from harbinger import contract
 from harbinger.clock import ReplayClock
-from harbinger.demo import scenario
-from harbinger.demo.processes import Components
 from harbinger.kube import KubeObject, api_client, read_json
-from harbinger.localcluster import LocalCluster, LocalPrometheus
-from harbinger.localcluster.cluster import free_port
-from harbinger.localcluster.install import local_scheduler_extenders, local_webhook_configuration
 from harbinger.quantity import parse_quantity
-from models.traces import traces_dir
+from harbinger_dev.chaosdemo import LoadGenerator, local_topology
+from harbinger_dev.demo import scenario
+from harbinger_dev.demo.processes import Components
+from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
+from harbinger_dev.localcluster.cluster import free_port
+from harbinger_dev.localcluster.install import local_scheduler_extenders, local_webhook_configuration
+from harbinger_dev.traces import traces_dir
 from scaler.apply import COMPONENT as PLANNER_COMPONENT
 
 STARTED = time.monotonic()
@@ -345,7 +345,7 @@ def summarize(observed: Observed, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harbinger.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harbinger_dev.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="a faster clock and shorter dwell (the demo's own test)")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where reports and summary go")
     args = parser.parse_args(argv)

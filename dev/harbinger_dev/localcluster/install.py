@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base"
+from harbinger_dev import REPO_ROOT
+
+MANIFESTS = REPO_ROOT / "manifests" / "base"
 WEBHOOK_CONFIGURATION = MANIFESTS / "webhook" / "mutatingwebhookconfiguration.yaml"
 SCHEDULER_CONFIG_MAP = MANIFESTS / "extender" / "scheduler-config.yaml"
 

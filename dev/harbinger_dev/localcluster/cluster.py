@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from certs.authority import CertificateAuthority, new_signing_key_pem
-from harbinger.errors import ClusterError
-from harbinger.localcluster.binaries import Binaries, find_binaries
-from harbinger.localcluster.process import ManagedProcess
+from harbinger_dev.localcluster.binaries import Binaries, find_binaries
+from harbinger_dev.localcluster.errors import ClusterError
+from harbinger_dev.localcluster.process import ManagedProcess
 
 WORKDIR_PREFIX = "harbinger-cluster-"
 OWNER_FILE = "owner.pid"

@@ -1,0 +1,5 @@
+import sys
+
+from harbinger_dev.demo.story import main
+
+sys.exit(main())

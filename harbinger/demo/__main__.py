@@ -1,5 +1,0 @@
-import sys
-
-from harbinger.demo.story import main
-
-sys.exit(main())
