@@ -37,15 +37,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harbinger_dev.chaosdemo import LoadGenerator, Topology, local_topology  # noqa: E402
-from harbinger_dev.localcluster import LocalPrometheus  # noqa: E402
-
 from chaos.backends.files import AnnotationsFileBackend  # noqa: E402
 from chaos.experiment import SLO, Experiment, FaultKind  # noqa: E402
 from chaos.faults import Fault  # noqa: E402
-from chaos.monitor import Monitor, PrometheusClient, Queries  # noqa: E402
+from chaos.monitor import Monitor, Queries  # noqa: E402
 from chaos.record import RunStatus  # noqa: E402
 from chaos.runner import RunConfig, run_experiment  # noqa: E402
+from harbinger.prometheus import PrometheusClient  # noqa: E402
+from harbinger_dev.chaosdemo import LoadGenerator, Topology, local_topology  # noqa: E402
+from harbinger_dev.localcluster import LocalPrometheus  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CONFIG = RunConfig(dwell_seconds=4.0, baseline_seconds=2.0, sample_interval_seconds=0.5, fault_ttl_seconds=20.0,

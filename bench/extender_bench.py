@@ -33,9 +33,6 @@ import numpy as np
 import yaml
 from aiohttp import web
 from benchinfo import machine, realistic_pod
-from harbinger_dev.localcluster import LocalCluster
-from harbinger_dev.localcluster.cluster import free_port, http_ok
-from harbinger_dev.localcluster.process import ManagedProcess
 from kubernetes_asyncio import client
 
 from extender.answer import Extender
@@ -44,6 +41,9 @@ from extender.state import ClusterState
 from harbinger import contract
 from harbinger.httpserver import serve
 from harbinger.kube import Reflector, api_client
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port, http_ok
+from harbinger_dev.localcluster.process import ManagedProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (100, 1_000, 5_000)

@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harbinger_dev.traces import TRACES, load_trace, trace_events  # noqa: E402
-
 from models.baselines import ProphetBaseline  # noqa: E402
 from models.estimators import ESTIMATORS  # noqa: E402
 from models.evaluation import NAIVE_BEST, BacktestConfig, backtest  # noqa: E402

@@ -26,9 +26,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchinfo import machine  # noqa: E402
-from harbinger_dev.traces import TRACES, traces_dir  # noqa: E402
 
 from harbinger.profile import CapacityProfile  # noqa: E402
+from harbinger_dev.traces import TRACES, traces_dir  # noqa: E402
 from scaler.replay import Replay  # noqa: E402
 from scaler.simulate import SimulationSetup, prepare, replay_prepared  # noqa: E402
 from scaler.trace import burst_factor  # noqa: E402

@@ -41,11 +41,11 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchinfo import machine, realistic_pod
-from harbinger_dev.localcluster.cluster import free_port
 
 from certs.serving_set import issue_serving_set
 from harbinger import contract
 from harbinger.httpserver import serve
+from harbinger_dev.localcluster.cluster import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOADS = (200, 500, 1_000)

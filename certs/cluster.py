@@ -9,9 +9,7 @@ the write is retried on the fresh object instead.
 from __future__ import annotations
 
 import base64
-import json
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -19,8 +17,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from certs.bundle import merge_bundle
 from certs.serving_set import ServingSet
-from harbinger.errors import HarbingerError, InvalidInput
+from harbinger.errors import Conflict, InvalidInput
 from harbinger.httpserver import CA_FILE, CERT_FILE, KEY_FILE
+from harbinger.kube import api_error, get_or_none
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +34,10 @@ def parse_secret_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
-async def _get(read: Awaitable[Any], what: str) -> dict[str, Any] | None:
-    """A GET as raw JSON (so that no field is lost to the client's models); None on 404.
-    Without preloading, the client does not raise on an error status: check it here."""
-    response = await read
-    body: dict[str, Any] = json.loads(await response.read())
-    if response.status == 404:
-        return None
-    if not 200 <= response.status < 300:
-        raise HarbingerError(f"cannot read {what}: HTTP {response.status}: {body.get('message', '')}")
-    return body
-
-
 async def read_webhook_configuration(api: client.ApiClient, name: str) -> dict[str, Any]:
     admission = client.AdmissionregistrationV1Api(api)
     what = f"MutatingWebhookConfiguration {name!r}"
-    config = await _get(admission.read_mutating_webhook_configuration(name, _preload_content=False), what)
+    config = await get_or_none(admission.read_mutating_webhook_configuration(name, _preload_content=False), what)
     if config is None:
         raise InvalidInput(f"{what} does not exist", source="--inject-webhook")
     return config
@@ -81,9 +68,10 @@ async def inject_ca_bundle(api: client.ApiClient, name: str, ca_pem: bytes) -> b
         except ApiException as exc:
             # A failed 'test' (someone wrote in between) comes back as 422 or 409: read again.
             if exc.status not in (409, 422):
-                raise HarbingerError(f"cannot patch MutatingWebhookConfiguration {name!r}: {exc.reason}") from exc
+                raise api_error(exc, "patch", f"MutatingWebhookConfiguration {name!r}") from exc
             log.info("MutatingWebhookConfiguration %s changed while patching; retrying", name)
-    raise HarbingerError(f"MutatingWebhookConfiguration {name!r} kept changing; gave up after {_ATTEMPTS} tries")
+    raise Conflict("patch", f"MutatingWebhookConfiguration {name!r}", 409,
+                   f"it kept changing; gave up after {_ATTEMPTS} tries")
 
 
 async def store_secret(api: client.ApiClient, namespace: str, name: str, serving: ServingSet) -> None:
@@ -93,8 +81,8 @@ async def store_secret(api: client.ApiClient, namespace: str, name: str, serving
             ((CERT_FILE, serving.cert_pem), (KEY_FILE, serving.key_pem), (CA_FILE, serving.ca_pem))}
     labels = {"app.kubernetes.io/part-of": "harbinger"}
     for _attempt in range(_ATTEMPTS):
-        current = await _get(core.read_namespaced_secret(name, namespace, _preload_content=False),
-                             f"Secret {namespace}/{name}")
+        current = await get_or_none(core.read_namespaced_secret(name, namespace, _preload_content=False),
+                                    f"Secret {namespace}/{name}")
         try:
             if current is None:
                 await core.create_namespaced_secret(namespace, client.V1Secret(
@@ -117,5 +105,5 @@ async def store_secret(api: client.ApiClient, namespace: str, name: str, serving
             if exc.status == 404 and "namespaces" in str(exc.body):
                 raise InvalidInput(f"namespace {namespace!r} does not exist", source="--secret") from exc
             if exc.status != 409:
-                raise HarbingerError(f"cannot write Secret {namespace}/{name}: {exc.reason}") from exc
-    raise HarbingerError(f"Secret {namespace}/{name} kept changing; gave up after {_ATTEMPTS} tries")
+                raise api_error(exc, "write", f"Secret {namespace}/{name}") from exc
+    raise Conflict("write", f"Secret {namespace}/{name}", 409, f"it kept changing; gave up after {_ATTEMPTS} tries")

@@ -25,12 +25,13 @@ from chaos.backends.istio import IstioBackend, sweep_virtual_services
 from chaos.backends.pods import PodAnnotationBackend, sweep_pods
 from chaos.experiment import BackendKind, Experiment, FaultKind, Plan, dump, load_experiments
 from chaos.faults import parse_time
-from chaos.monitor import Monitor, PrometheusClient, Queries
+from chaos.monitor import Monitor, Queries
 from chaos.record import RunRecord, RunStatus
 from chaos.report import RUN_JSON, write_report
 from chaos.runner import RunConfig, run_experiment
 from harbinger.errors import InvalidInput
 from harbinger.kube import new_api_client
+from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_nonnegative
 from harbinger.settings import ChaosSettings, load_settings
 from harbinger.sidecar import METRICS_PORT
@@ -213,7 +214,8 @@ async def _generate(args: argparse.Namespace) -> int:
         services |= set(graph.services)
         edges |= {(caller, callee) for caller, callees in graph.calls.items() for callee in callees}
     if args.graph_from_prometheus:
-        edges |= await graphsource.edges_from_prometheus(args.graph_from_prometheus)
+        async with PrometheusClient(args.graph_from_prometheus, load_settings().prometheus) as prometheus:
+            edges |= await graphsource.edges_from_prometheus(prometheus)
     if args.graph_from_virtual_services:
         async with contextlib.AsyncExitStack() as stack:
             api = await new_api_client(args.kubeconfig)
@@ -267,13 +269,10 @@ async def _run(args: argparse.Namespace) -> int:
     async with _backends(args) as backends:
         backend = backends.make(experiment)
         await backends.sweep(False)
-        prometheus = PrometheusClient(settings.prometheus_url)
-        try:
+        async with PrometheusClient(settings.prometheus_url, load_settings().prometheus) as prometheus:
             monitor = Monitor(prometheus, namespace=experiment.namespace,
                               window_seconds=settings.query_window_seconds, queries=_queries(settings))
             record = await run_experiment(experiment, backend, monitor, config)
-        finally:
-            await prometheus.close()
     directory = settings.reports_dir / record.run_id
     analysis = write_report(record, directory)
     _print_summary(analysis, directory)
@@ -310,19 +309,16 @@ async def _controller(args: argparse.Namespace) -> int:
     settings = _settings(args)
     queries = _queries(settings)
     load_experiments(args.plan)  # refuse a bad plan at start, not at the first rehearsal
-    async with _backends(args) as backends:
-        prometheus = PrometheusClient(settings.prometheus_url)
-        try:
-            def monitor_for(experiment: Experiment) -> Monitor:
-                return Monitor(prometheus, namespace=experiment.namespace,
-                               window_seconds=settings.query_window_seconds, queries=queries)
+    async with _backends(args) as backends, \
+            PrometheusClient(settings.prometheus_url, load_settings().prometheus) as prometheus:
+        def monitor_for(experiment: Experiment) -> Monitor:
+            return Monitor(prometheus, namespace=experiment.namespace,
+                           window_seconds=settings.query_window_seconds, queries=queries)
 
-            records = await run_controller(
-                args.plan, config=_config(settings), reports_dir=settings.reports_dir,
-                interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
-                make_monitor=monitor_for, sweep=backends.sweep, once=args.once)
-        finally:
-            await prometheus.close()
+        records = await run_controller(
+            args.plan, config=_config(settings), reports_dir=settings.reports_dir,
+            interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
+            make_monitor=monitor_for, sweep=backends.sweep, once=args.once)
     return 0 if all(r.status is RunStatus.HELD for r in records) else 1
 
 

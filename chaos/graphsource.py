@@ -12,19 +12,20 @@ from chaos.backends.istio import CALLER_LABEL, GROUP, PLURAL, VERSION
 from harbinger import graph
 from harbinger.graph import ServiceGraph
 from harbinger.kube import read_json
+from harbinger.prometheus import PrometheusClient
 
 #: Chaos names services by Istio's canonical service, not by workload as the planner does.
 EDGES_QUERY = ('sum by (source_canonical_service, destination_canonical_service) '
                '(rate(istio_requests_total{reporter="source"}[{window}]))')
 
 
-async def edges_from_prometheus(url: str, *, window: str = "1h", query: str | None = None,
+async def edges_from_prometheus(prometheus: PrometheusClient, *, window: str = "1h", query: str | None = None,
                                 source_label: str = "source_canonical_service",
                                 destination_label: str = "destination_canonical_service") -> set[tuple[str, str]]:
     """Caller -> callee pairs with traffic in ``window`` (the shared
     :func:`harbinger.graph.edges_from_prometheus`, by canonical service)."""
     edges = await graph.edges_from_prometheus(
-        url, query=query or EDGES_QUERY, window=window, source_label=source_label,
+        prometheus, query=query or EDGES_QUERY, window=window, source_label=source_label,
         destination_label=destination_label, source_namespace_label=None, destination_namespace_label=None)
     return {(edge.caller, edge.callee) for edge in edges}
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from chaos.experiment import SLO
-from harbinger.errors import HarbingerError
+from harbinger.prometheus import PrometheusClient
 
 
 class Queries(BaseModel):
@@ -81,30 +80,6 @@ class Breach:
 
     def describe(self) -> str:
         return f"{self.service}: {self.metric} {self.value:.4g} beyond {self.limit:.4g}"
-
-
-class PrometheusClient:
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
-
-    async def close(self) -> None:
-        await self._session.close()
-
-    async def scalar(self, promql: str) -> float | None:
-        """An instant query's single value; None for no data or NaN."""
-        try:
-            async with self._session.get(f"{self.url}/api/v1/query", params={"query": promql}) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise HarbingerError(f"prometheus at {self.url} is unreachable: {exc}") from exc
-        if body.get("status") != "success":
-            raise HarbingerError(f"prometheus refused {promql!r}: {body.get('error')}")
-        result = body["data"]["result"]
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) or math.isinf(value) else value
 
 
 class Monitor:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import aiohttp
 import yaml
 
-from harbinger.errors import HarbingerError, InvalidInput
+from harbinger.errors import InvalidInput
+from harbinger.prometheus import PrometheusClient
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class MeshEdge:
 
 
 async def edges_from_prometheus(
-    url: str,
+    prometheus: PrometheusClient,
     *,
     query: str = WORKLOAD_EDGES_QUERY,
     window: str = "1h",
@@ -122,32 +122,18 @@ async def edges_from_prometheus(
     destination_label: str = "destination_workload",
     source_namespace_label: str | None = "source_workload_namespace",
     destination_namespace_label: str | None = "destination_workload_namespace",
-    timeout_seconds: float = 10.0,
 ) -> set[MeshEdge]:
     """Caller -> callee pairs with traffic in ``window`` (``{window}`` in ``query`` is filled in).
 
     Self-calls and Istio's ``unknown`` caller (traffic from outside the mesh) are left out:
-    neither orders one service before another. Raises :class:`HarbingerError` when
-    Prometheus cannot be reached or refuses the query.
+    neither orders one service before another. Raises
+    :class:`~harbinger.errors.PrometheusUnavailable` or
+    :class:`~harbinger.errors.PrometheusQueryError`.
     """
-    promql = query.replace("{window}", window)
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session, \
-                session.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}) as response:
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise HarbingerError(f"prometheus at {url} is unreachable or answered garbage: {exc}") from exc
-    if not isinstance(body, dict) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, dict) else body
-        raise HarbingerError(f"prometheus at {url} refused {promql!r}: {error}")
     edges = set()
-    for series in (body.get("data") or {}).get("result") or []:
-        labels = series.get("metric") or {}
+    for sample in await prometheus.instant(query.replace("{window}", window)):
+        labels, rate = sample.labels, sample.value
         caller, callee = labels.get(source_label), labels.get(destination_label)
-        try:
-            rate = float(series["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
         if caller and callee and caller != callee and caller != "unknown" and callee != "unknown" and rate > 0:
             edges.add(MeshEdge(
                 str(caller), str(callee),

@@ -24,7 +24,7 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from harbinger.errors import InvalidInput
+from harbinger.errors import Conflict, InvalidInput, KubeApiError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,40 @@ async def read_json(call: Awaitable[Any]) -> dict[str, Any]:
     response = await call
     text = await response.read()
     if response.status >= 400:
-        raise ApiException(status=response.status, reason=f"{response.reason}: {text[:300].decode(errors='replace')}")
+        error = ApiException(status=response.status, reason=f"{response.reason}: {text[:300].decode(errors='replace')}")
+        error.body = text
+        raise error
     body: dict[str, Any] = json.loads(text)
     return body
+
+
+def api_error(exc: ApiException, action: str, obj: str) -> KubeApiError:
+    """The typed error for a refused call: :class:`NotFound` (404), :class:`Conflict` (409),
+    else :class:`KubeApiError`; each names the action, the object and the apiserver's reason."""
+    status = int(exc.status or 0)
+    reason = _status_message(exc.body) or str(exc.reason or "")
+    kind = NotFound if status == 404 else Conflict if status == 409 else KubeApiError
+    return kind(action, obj, status, reason)
+
+
+def _status_message(body: object) -> str:
+    """The ``message`` of a ``Status`` body, when the body is one."""
+    try:
+        message = json.loads(body).get("message") if isinstance(body, str | bytes) else None
+    except (ValueError, AttributeError):
+        return ""
+    return str(message) if message else ""
+
+
+async def get_or_none(call: Awaitable[Any], obj: str) -> dict[str, Any] | None:
+    """A GET made with ``_preload_content=False`` as raw JSON (no field lost to the client's
+    models); None when the object does not exist, a typed error for any other refusal."""
+    try:
+        return await read_json(call)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise api_error(exc, "read", obj) from exc
 
 
 def parse_timestamp(text: object) -> datetime | None:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY
+from harbinger.prometheus import PrometheusConnection
 
 
 class KubeSettings(BaseModel):
@@ -145,6 +146,8 @@ class Settings(BaseSettings):
     #: trace time (see :mod:`harbinger.clock`). Empty means the wall clock.
     replay_clock: str | None = None
     kube: KubeSettings = KubeSettings()
+    #: How every Prometheus URL below is reached: timeout, bearer token file, CA, headers.
+    prometheus: PrometheusConnection = PrometheusConnection()
     webhook: WebhookSettings = WebhookSettings()
     extender: ExtenderSettings = ExtenderSettings()
     planner: PlannerSettings = PlannerSettings()

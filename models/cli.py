@@ -201,11 +201,17 @@ def _forecast_history(args: argparse.Namespace, step: int, window: int, service:
     if args.prometheus_url or args.query:
         if not (args.prometheus_url and args.query):
             raise BadRequest("--prometheus-url and --query go together")
+        from harbinger.prometheus import PrometheusClient
+        from harbinger.settings import load_settings
         from models.prometheus import query_range
 
         end = args.now or datetime.now(UTC)
         start = end - timedelta(seconds=step * window)
-        return asyncio.run(query_range(args.prometheus_url, args.query, start, end, step, name=service))
+        async def fetch() -> pd.Series:
+            async with PrometheusClient(args.prometheus_url, load_settings().prometheus) as prometheus:
+                return await query_range(prometheus, args.query, start, end, step, name=service)
+
+        return asyncio.run(fetch())
     path = args.history or args.model / HISTORY_FILE
     return load_csv(path, step_seconds=step, name=service)
 

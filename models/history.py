@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 import pandas as pd
 
 from harbinger.errors import InvalidInput
+from harbinger.prometheus import PrometheusClient, PrometheusConnection
 from harbinger.settings import HistorySettings
 from models.prometheus import query_range
 from models.series import AbsentRows, load_csv
@@ -35,10 +35,10 @@ class HistorySource(Protocol):
 
 
 class PrometheusHistory:
-    def __init__(self, url: str, query_template: str, *, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, url: str, query_template: str, connection: PrometheusConnection | None = None) -> None:
         self.url = url
         self.query_template = query_template
-        self.timeout_seconds = timeout_seconds
+        self.connection = connection
 
     def promql(self, service: str, namespace: str = "") -> str:
         return self.query_template.replace("{service}", service).replace("{namespace}", namespace)
@@ -46,9 +46,9 @@ class PrometheusHistory:
     async def history(
         self, service: str, *, namespace: str = "", end: datetime, lookback: timedelta, step_seconds: int
     ) -> pd.Series:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)) as session:
-            return await query_range(self.url, self.promql(service, namespace), end - lookback, end, step_seconds,
-                                     session=session, name=service)
+        async with PrometheusClient(self.url, self.connection) as prometheus:
+            return await query_range(prometheus, self.promql(service, namespace), end - lookback, end, step_seconds,
+                                     name=service)
 
 
 class TraceHistory:
@@ -101,8 +101,8 @@ class TraceHistory:
         return window
 
 
-def history_source(settings: HistorySettings) -> HistorySource:
+def history_source(settings: HistorySettings, connection: PrometheusConnection | None = None) -> HistorySource:
     """Recorded traces when the settings name any (rehearsals), else Prometheus."""
     if settings.traces:
         return TraceHistory.parse(settings.traces)
-    return PrometheusHistory(settings.prometheus_url, settings.query)
+    return PrometheusHistory(settings.prometheus_url, settings.query, connection)

@@ -83,7 +83,7 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
         elector = LeaderElector(api, name=settings.lease_name, namespace=settings.lease_namespace,
                                 identity=identity, duration_seconds=settings.lease_duration_seconds,
                                 clock=SystemClock())
-        history = history_source(all_settings.history)
+        history = history_source(all_settings.history, all_settings.prometheus)
         forecasts = ModelForecasts(settings.models_dir, history,
                                    lookback_seconds=all_settings.history.lookback_seconds, events=inputs.events)
         edges = (PrometheusEdges(settings.graph_prometheus_url, settings.graph_query, settings.graph_window_seconds)

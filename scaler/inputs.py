@@ -25,6 +25,7 @@ from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY, MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.kube import KubeObject
 from harbinger.profile import CapacityProfile, load_profiles, profile_from_annotation
+from harbinger.prometheus import PrometheusClient, PrometheusConnection
 from harbinger.quantity import parse_nonnegative
 from models.events import Event, load_events
 
@@ -46,13 +47,16 @@ class PrometheusEdges:
     url: str
     query: str = WORKLOAD_EDGES_QUERY
     window_seconds: float = 3600.0
+    connection: PrometheusConnection | None = None
 
     @property
     def source(self) -> str:
         return f"graph from istio_requests_total at {self.url}"
 
     async def edges(self) -> set[MeshEdge]:
-        return await edges_from_prometheus(self.url, query=self.query, window=f"{max(1, round(self.window_seconds))}s")
+        async with PrometheusClient(self.url, self.connection) as prometheus:
+            return await edges_from_prometheus(prometheus, query=self.query,
+                                               window=f"{max(1, round(self.window_seconds))}s")
 
 
 def load_inputs(profiles: Path | None = None, graph: Path | None = None, events: Path | None = None) -> PlannerInputs:

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
 from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.kube import new_api_client
+from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION_FIXTURES = {"cluster", "prometheus", "scrape", "kube", "namespace", "make_namespace", "make_nodes"}

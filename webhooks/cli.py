@@ -57,7 +57,7 @@ async def _serve(settings: Settings) -> None:
     clock = clock_from_spec(settings.replay_clock)
     cluster = WatchedCluster(settings.kube.kubeconfig, settings.kube.context)
     forecasts = ModelForecasts(
-        config.models_dir, history_source(settings.history),
+        config.models_dir, history_source(settings.history, settings.prometheus),
         lookback_seconds=settings.history.lookback_seconds, clock=clock.now,
         refresh_seconds=config.forecast_refresh_seconds,
         miss_budget_seconds=config.forecast_miss_budget_seconds,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from harbinger_dev.localcluster import LocalCluster
 
 from harbinger.cli import main
+from harbinger_dev.localcluster import LocalCluster
 
 HOSTS = "harbinger-webhook.harbinger-system.svc,127.0.0.1"
 

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from harbinger_dev.chaosdemo import Topology, local_topology
-from harbinger_dev.localcluster import LocalPrometheus
 
 from chaos.experiment import SLO, Experiment, FaultKind
 from chaos.faults import Fault
 from chaos.monitor import Queries
 from chaos.runner import RunConfig
+from harbinger_dev.chaosdemo import Topology, local_topology
+from harbinger_dev.localcluster import LocalPrometheus
 
 #: Seconds-scale timings against a 1 s scrape interval: rate windows of 4 s see 3-4 scrapes.
 FAST = RunConfig(dwell_seconds=4.0, baseline_seconds=3.0, sample_interval_seconds=0.5, fault_ttl_seconds=20.0,

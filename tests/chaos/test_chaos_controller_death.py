@@ -15,12 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import yaml
-from harbinger_dev.chaosdemo import LoadGenerator, Topology
-from harbinger_dev.localcluster import LocalPrometheus
 
 from chaos.experiment import SLO, Experiment
 from chaos.faults import FAULT_KEYS, fault_from_annotations
 from chaos.sidecar.podinfo import read_annotations
+from harbinger_dev.chaosdemo import LoadGenerator, Topology
+from harbinger_dev.localcluster import LocalPrometheus
 
 TTL_SECONDS = 3.0
 

@@ -9,15 +9,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harbinger_dev.chaosdemo import LoadGenerator, Topology
-from harbinger_dev.localcluster import LocalPrometheus
-
 from chaos.backends.files import AnnotationsFileBackend
 from chaos.experiment import Experiment
-from chaos.monitor import Monitor, PrometheusClient, Queries
+from chaos.monitor import Monitor, Queries
 from chaos.record import RunStatus
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
+from harbinger.prometheus import PrometheusClient
+from harbinger_dev.chaosdemo import LoadGenerator, Topology
+from harbinger_dev.localcluster import LocalPrometheus
 
 
 async def test_ramp_breaks_at_the_step_that_overwhelms_callers_and_rolls_back(

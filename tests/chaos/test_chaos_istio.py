@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harbinger_dev.localcluster import LocalCluster
 from kubernetes_asyncio import client
 
 from chaos.backends.base import ORIGINAL_ANNOTATION
@@ -21,6 +20,7 @@ from chaos.faults import Fault
 from chaos.graphsource import edges_from_virtual_services
 from harbinger import contract
 from harbinger.errors import InvalidInput
+from harbinger_dev.localcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS_ON = {contract.CHAOS: contract.CHAOS_ENABLED}

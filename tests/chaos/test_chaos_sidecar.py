@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
-from harbinger_dev.localcluster.cluster import free_port
 
 from chaos.faults import ActiveFault, Fault
 from chaos.sidecar.faultstate import FaultState
@@ -22,6 +21,7 @@ from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.podinfo import write_annotations
 from chaos.sidecar.proxy import run_sidecar
 from chaos.sidecar.stress import Stress
+from harbinger_dev.localcluster.cluster import free_port
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
     from tests.conftest import ServeApp

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from harbinger_dev.localcluster.cluster import free_port
 
 from harbinger import contract
 from harbinger.httpserver import serve
+from harbinger_dev.localcluster.cluster import free_port
 
 _uids = itertools.count(1)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harbinger_dev.localcluster import LocalCluster
 from kubernetes_asyncio import client
 
 from extender.server import watching
 from extender.state import ClusterState
+from harbinger_dev.localcluster import LocalCluster
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base" / "extender"
 

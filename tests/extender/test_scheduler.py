@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from harbinger_dev.localcluster import LocalCluster
-from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 
 from extender.answer import Extender
@@ -28,6 +26,8 @@ from extender.state import ClusterState
 from harbinger import contract
 from harbinger.httpserver import serve
 from harbinger.kube import api_client
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port
 
 CONFIG_MAP = Path(__file__).resolve().parents[2] / "manifests" / "base" / "extender" / "scheduler-config.yaml"
 POOL_LABEL = "harbinger-test/extender-pool"

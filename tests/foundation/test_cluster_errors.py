@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from harbinger_dev.localcluster import LocalCluster
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
 from harbinger_dev.localcluster.errors import ClusterError

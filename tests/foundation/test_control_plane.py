@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from harbinger_dev.localcluster import LocalCluster
 from kubernetes_asyncio import client
+
+from harbinger_dev.localcluster import LocalCluster
 
 NODE_PREFIX = "fnd-"
 

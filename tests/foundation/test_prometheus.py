@@ -6,10 +6,10 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from harbinger_dev.localcluster import LocalPrometheus
 from prometheus_client import CollectorRegistry, Counter
 
 from harbinger.httpserver import add_standard_routes
+from harbinger_dev.localcluster import LocalPrometheus
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
     from tests.conftest import ServeApp

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from harbinger_dev.traces import load_trace
 
+from harbinger_dev.traces import load_trace
 from models.estimators import BoostingParams
 from models.export import export_model
 from models.training import TrainedModel, TrainingConfig, train

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harbinger_dev.traces import traces_dir
 
+from harbinger_dev.traces import traces_dir
 from models import cli
 
 Runner = Callable[[argparse.Namespace], int]

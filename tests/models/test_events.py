@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harbinger_dev.traces import EVENTS_DIR
 
 from harbinger.errors import InvalidInput
+from harbinger_dev.traces import EVENTS_DIR
 from models.errors import BadEvents
 from models.events import Event, events_for, load_events, parse_events
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from harbinger_dev.localcluster import LocalPrometheus
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from harbinger.errors import InvalidInput
 from harbinger.settings import HistorySettings
+from harbinger_dev.localcluster import LocalPrometheus
 from models.errors import BadSeries
 from models.history import PrometheusHistory, TraceHistory, history_source
 

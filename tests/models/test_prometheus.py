@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -12,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from aiohttp import web
-from harbinger_dev.localcluster import LocalPrometheus
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from harbinger.errors import PrometheusQueryError, PrometheusUnavailable
+from harbinger.prometheus import PrometheusClient
+from harbinger_dev.localcluster import LocalPrometheus
 from models import prometheus as prom
 from models.errors import BadSeries
 
@@ -38,6 +41,12 @@ async def fake_prometheus(serve_app: ServeApp) -> AsyncIterator[Callable[[Handle
         yield serve
 
 
+async def query_range(url: str, promql: str, start: datetime, end: datetime, step: int,
+                      name: str | None = None) -> Any:
+    async with PrometheusClient(url) as prometheus:
+        return await prom.query_range(prometheus, promql, start, end, step, name=name)
+
+
 def matrix(*series: list[list[Any]]) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "matrix",
                                           "result": [{"metric": {"i": str(i)}, "values": v}
@@ -56,7 +65,7 @@ async def test_range_query_becomes_a_regular_tps_series(fake_prometheus: Any) ->
         return web.json_response(matrix(values))
 
     url = await fake_prometheus(handler)
-    series = await prom.query_range(url, "sum(rate(x[5m]))", START + timedelta(seconds=30),
+    series = await query_range(url, "sum(rate(x[5m]))", START + timedelta(seconds=30),
                                     START + timedelta(minutes=5), 60)
     assert seen[0]["query"] == "sum(rate(x[5m]))" and seen[0]["step"] == "60s"
     assert int(seen[0]["start"]) == int(START.timestamp())  # aligned down to a whole step
@@ -77,33 +86,43 @@ async def test_long_ranges_are_fetched_in_chunks(fake_prometheus: Any, monkeypat
         return web.json_response(matrix([[t, "1.5"] for t in range(start, end + 1, 60)]))
 
     url = await fake_prometheus(handler)
-    series = await prom.query_range(url, "q", START, START + timedelta(minutes=24), 60)
+    series = await query_range(url, "q", START, START + timedelta(minutes=24), 60)
     assert calls == 3 and len(series) == 25 and np.all(series.to_numpy() == 1.5)
 
 
-@pytest.mark.parametrize(("status", "body", "words"), [
-    (400, {"status": "error", "errorType": "bad_data", "error": "parse error at char 4"}, "parse error"),
-    (200, matrix([[0, "1"]], [[0, "2"]]), "returned 2 series"),
-    (200, {"status": "success", "data": {"resultType": "vector", "result": []}}, "expected a range vector"),
-    (200, matrix(), "no samples"),
-    (200, matrix([["x", "1"]]), "malformed sample"),
-    (200, "<html>", "not JSON"),
+@pytest.mark.parametrize(("status", "body", "error", "words"), [
+    (400, {"status": "error", "errorType": "bad_data", "error": "parse error at char 4"},
+     PrometheusQueryError, "parse error"),
+    (200, matrix([[0, "1"]], [[0, "2"]]), BadSeries, "returned 2 series"),
+    (200, {"status": "success", "data": {"resultType": "vector", "result": []}},
+     PrometheusQueryError, "expected a range vector"),
+    (200, matrix(), BadSeries, "no samples"),
+    (200, matrix([["x", "1"]]), PrometheusQueryError, "malformed sample"),
+    (200, "<html>", PrometheusUnavailable, "not JSON"),
 ])
-async def test_prometheus_errors_name_the_query(fake_prometheus: Any, status: int, body: Any, words: str) -> None:
+async def test_prometheus_errors_say_what_failed(fake_prometheus: Any, status: int, body: Any,
+                                                 error: type[Exception], words: str) -> None:
+    """A series that cannot be a model's history is bad input naming the query; Prometheus
+    refusing or garbling the answer is the shared client's typed error."""
     async def handler(request: web.Request) -> web.Response:
         if isinstance(body, str):
             return web.Response(text=body, status=status)
         return web.json_response(body, status=status)
 
     url = await fake_prometheus(handler)
-    with pytest.raises(BadSeries, match=words) as caught:
-        await prom.query_range(url, "sum(rate(x[5m]))", START, START + timedelta(minutes=5), 60)
-    assert caught.value.source == "sum(rate(x[5m]))"
+    with pytest.raises(error, match=words) as caught:
+        await query_range(url, "sum(rate(x[5m]))", START, START + timedelta(minutes=5), 60)
+    if isinstance(caught.value, BadSeries):
+        assert caught.value.source == "sum(rate(x[5m]))"
+    elif isinstance(caught.value, PrometheusQueryError):
+        assert caught.value.query == "sum(rate(x[5m]))"
+    else:
+        assert isinstance(caught.value, PrometheusUnavailable) and caught.value.url == url
 
 
 async def test_unreachable_prometheus() -> None:
-    with pytest.raises(BadSeries, match="cannot reach Prometheus"):
-        await prom.query_range("http://127.0.0.1:9", "q", START, START + timedelta(minutes=5), 60)
+    with pytest.raises(PrometheusUnavailable, match=re.escape("Prometheus at http://127.0.0.1:9 is unavailable")):
+        await query_range("http://127.0.0.1:9", "q", START, START + timedelta(minutes=5), 60)
 
 
 async def test_real_prometheus_range_query(prometheus: LocalPrometheus, scrape: ScrapeTarget) -> None:
@@ -122,7 +141,7 @@ async def test_real_prometheus_range_query(prometheus: LocalPrometheus, scrape: 
             await asyncio.to_thread(prometheus.wait_for, 'models_probe_requests_total{job="models-probe"}', 30.0)
             await asyncio.sleep(8)
             end = datetime.now(UTC)
-            series = await prom.query_range(prometheus.url, 'sum(rate(models_probe_requests_total[4s]))',
+            series = await query_range(prometheus.url, 'sum(rate(models_probe_requests_total[4s]))',
                                             end - timedelta(seconds=6), end, 1, name="probe")
     finally:
         traffic.cancel()

@@ -8,8 +8,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from harbinger_dev.traces import TRACES
 
+from harbinger_dev.traces import TRACES
 from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
 from models.seasonality import detect_seasonality

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harbinger_dev.localcluster import LocalCluster
 from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.clock import ManualClock
 from harbinger.profile import CapacityProfile
+from harbinger_dev.localcluster import LocalCluster
 from scaler.controller import Planner
 from scaler.leader import LeaderElector
 

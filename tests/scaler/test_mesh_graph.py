@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from harbinger_dev.localcluster import LocalPrometheus
-from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -23,6 +21,8 @@ from harbinger.clock import ManualClock
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.profile import CapacityProfile
+from harbinger_dev.localcluster import LocalPrometheus
+from harbinger_dev.localcluster.cluster import free_port
 from scaler.controller import Planner
 from scaler.inputs import PlannerInputs, PrometheusEdges, Target, check_inputs, graph_from_mesh
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from harbinger_dev.localcluster import LocalCluster
 
 from harbinger.cli import main
+from harbinger_dev.localcluster import LocalCluster
 
 
 def test_bad_files_are_refused_before_the_cluster_is_touched(tmp_path: Path,

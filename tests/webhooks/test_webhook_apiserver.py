@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography import x509
-from harbinger_dev.localcluster import LocalCluster
-from harbinger_dev.localcluster.cluster import free_port
 from kubernetes_asyncio import client
 
 from certs.cluster import inject_ca_bundle
@@ -33,6 +31,8 @@ from harbinger import contract, sidecar
 from harbinger.httpserver import serve
 from harbinger.kube import new_api_client
 from harbinger.quantity import parse_quantity
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port
 from models.forecast import Forecast
 from webhooks.cluster import WatchedCluster
 from webhooks.forecasts import StaticForecasts

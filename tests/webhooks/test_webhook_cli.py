@@ -15,11 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harbinger_dev.localcluster import LocalCluster
-from harbinger_dev.localcluster.cluster import free_port
 
 from certs.serving_set import issue_serving_set
 from harbinger.cli import main
+from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import free_port
 
 
 def test_missing_certificates_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
-from harbinger_dev.traces import load_trace
 from threadpoolctl import threadpool_limits
 
+from harbinger_dev.traces import load_trace
 from models.errors import BadEvents
 from models.estimators import BoostingParams
 from models.export import export_model

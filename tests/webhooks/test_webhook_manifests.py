@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harbinger_dev.localcluster import LocalCluster
 from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.cli import main
+from harbinger_dev.localcluster import LocalCluster
 from webhooks.cluster import WatchedCluster
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "base" / "webhook"

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from harbinger_dev.localcluster.cluster import free_port
 
 from certs.serving_set import issue_serving_set
 from harbinger.httpserver import serve
+from harbinger_dev.localcluster.cluster import free_port
 from webhooks.cluster import ClusterView, StaticStore
 from webhooks.forecasts import Outlook
 from webhooks.mutate import Mutator

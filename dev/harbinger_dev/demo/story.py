@@ -34,13 +34,14 @@ from kubernetes_asyncio import client
 from chaos.backends.files import AnnotationsFileBackend
 from chaos.experiment import SLO, Experiment, FaultKind
 from chaos.faults import Fault
-from chaos.monitor import Monitor, PrometheusClient, Queries
+from chaos.monitor import Monitor, Queries
 from chaos.record import RunStatus
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
 from harbinger import contract
 from harbinger.clock import ReplayClock
 from harbinger.kube import KubeObject, api_client, read_json
+from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_quantity
 from harbinger_dev.chaosdemo import LoadGenerator, local_topology
 from harbinger_dev.demo import scenario
