@@ -13,7 +13,6 @@ import json
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,17 @@ from chaos.backends.files import AnnotationsFileBackend, parse_file_mapping, swe
 from chaos.backends.istio import IstioBackend, sweep_virtual_services
 from chaos.backends.pods import PodAnnotationBackend, sweep_pods
 from chaos.experiment import BackendKind, Experiment, FaultKind, Plan, dump, load_experiments
-from chaos.faults import parse_time
 from chaos.monitor import Monitor, Queries
 from chaos.record import RunRecord, RunStatus
 from chaos.report import RUN_JSON, write_report
 from chaos.runner import RunConfig, run_experiment
+from harbinger.clock import clock_from_spec, parse_time
 from harbinger.errors import InvalidInput
+from harbinger.flags import KUBE_FLAGS, add_kube_flags
 from harbinger.kube import new_api_client
 from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_nonnegative
-from harbinger.settings import ChaosSettings, load_settings
+from harbinger.settings import ChaosSettings, load_settings, settings_from_flags
 from harbinger.sidecar import METRICS_PORT
 
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="add services and caller-pinned calls from the cluster's VirtualServices")
     gen.add_argument("--profiles", type=Path, help="capacity profiles YAML (defaults, services)")
     gen.add_argument("--forecasts", type=Path, help="forecast JSON (one or a list, as 'harbinger forecast' writes)")
-    gen.add_argument("--history", type=Path, help="failure history CSV or JSON (time, service, kind)")
+    gen.add_argument("--incidents", type=Path, help="incident history CSV or JSON (time, service, kind)")
     gen.add_argument("--schedule", choices=["before-peak", "low-traffic"], default="before-peak")
     gen.add_argument("--rehearsal-lead", type=float, default=600.0,
                      help="seconds between a rehearsal window's end and the peak it rehearses")
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--max", type=int, dest="max_experiments", help="keep only the N riskiest")
     gen.add_argument("--now", help="RFC 3339 time to plan from (default: now)")
     gen.add_argument("--out", type=Path, help="write the plan here (.yaml or .json); default: stdout as YAML")
-    _kube_flags(gen)
+    add_kube_flags(gen)
 
     run = sub.add_parser("run", help="run one experiment: baseline, ramp, watch, roll back, report")
     run.add_argument("experiment", type=Path, help="experiment or plan file (YAML or JSON)")
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep = sub.add_parser("sweep", help="remove faults left behind (expired ones, or --all)")
     sweep.add_argument("--all", action="store_true", help="every fault chaos owns, expired or not")
     sweep.add_argument("--annotations-file", action="append", default=[], metavar="SERVICE=PATH")
-    _kube_flags(sweep)
+    add_kube_flags(sweep)
 
     side = sub.add_parser("sidecar", help="the fault-injecting proxy the webhook injects next to an application")
     side.add_argument("--listen", required=True, metavar="HOST:PORT")
@@ -93,25 +93,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument("--upstream-timeout", type=float, default=30.0)
 
 
-def _kube_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
-
-
 def _run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prometheus-url")
+    parser.add_argument("--prometheus-url", help="the Prometheus that watches the services (default: settings)")
     parser.add_argument("--annotations-file", action="append", default=[], metavar="SERVICE=PATH",
                         help="local sidecars: write faults to these annotation files instead of the cluster")
     parser.add_argument("--query-preset", choices=["sidecar", "istio"])
     parser.add_argument("--selector", help="PromQL label matchers for one service, with {service}, {namespace}")
     for flag, what in (("dwell", "seconds each step is held (when the experiment does not say)"),
                        ("baseline", "seconds of steady state measured first"),
-                       ("interval", "seconds between samples"),
+                       ("sample-interval", "seconds between samples"),
                        ("window", "PromQL rate window in seconds"),
                        ("ttl", "seconds each fault lives unless renewed"),
                        ("recovery", "seconds sampled after rollback")):
-        parser.add_argument(f"--{flag}", type=float, dest=f"{flag}_seconds", help=what)
+        parser.add_argument(f"--{flag}", type=float, dest=f"{flag.replace('-', '_')}_seconds", help=what)
     parser.add_argument("--reports-dir", type=Path)
-    _kube_flags(parser)
+    add_kube_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,20 +121,15 @@ def run(args: argparse.Namespace) -> int:
 
 # --- settings ---------------------------------------------------------------------------
 
-def _settings(args: argparse.Namespace) -> ChaosSettings:
-    chaos = load_settings().chaos
-    overrides: dict[str, Any] = {}
-    for flag, field in (("prometheus_url", "prometheus_url"), ("dwell_seconds", "dwell_seconds"),
-                        ("baseline_seconds", "baseline_seconds"), ("interval_seconds", "sample_interval_seconds"),
-                        ("window_seconds", "query_window_seconds"), ("ttl_seconds", "fault_ttl_seconds"),
-                        ("recovery_seconds", "recovery_seconds"), ("reports_dir", "reports_dir"),
-                        ("query_preset", "query_preset"), ("selector", "query_selector")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides[field] = value
-    if getattr(args, "cycle", None) is not None:
-        overrides["controller_interval_seconds"] = args.cycle
-    return load_settings(chaos={**chaos.model_dump(), **overrides}).chaos
+#: Flag attribute -> setting, shared by ``chaos run`` and ``chaos controller``.
+_RUN_FLAGS = {
+    "prometheus_url": "chaos.prometheus_url", "dwell_seconds": "chaos.dwell_seconds",
+    "baseline_seconds": "chaos.baseline_seconds", "sample_interval_seconds": "chaos.sample_interval_seconds",
+    "window_seconds": "chaos.query_window_seconds", "ttl_seconds": "chaos.fault_ttl_seconds",
+    "recovery_seconds": "chaos.recovery_seconds", "reports_dir": "chaos.reports_dir",
+    "query_preset": "chaos.query_preset", "selector": "chaos.query_selector",
+    "cycle": "chaos.controller_interval_seconds", **KUBE_FLAGS,
+}
 
 
 def _config(settings: ChaosSettings) -> RunConfig:
@@ -188,7 +179,8 @@ async def _backends(args: argparse.Namespace) -> AsyncIterator[_Backends]:
     if files:
         yield _Backends(files, None)
         return
-    api = await new_api_client(args.kubeconfig)
+    settings = settings_from_flags(args, KUBE_FLAGS).kube
+    api = await new_api_client(settings.kubeconfig, settings.context)
     try:
         yield _Backends({}, api)
     finally:
@@ -201,7 +193,7 @@ async def _generate(args: argparse.Namespace) -> int:
     from chaos import graphsource
     from chaos.forecasts import load_forecasts
     from chaos.generate import GenerateOptions, generate
-    from chaos.history import load_history
+    from chaos.incidents import load_incidents
     from harbinger.graph import ServiceGraph
     from harbinger.profile import load_profiles
 
@@ -218,14 +210,15 @@ async def _generate(args: argparse.Namespace) -> int:
             edges |= await graphsource.edges_from_prometheus(prometheus)
     if args.graph_from_virtual_services:
         async with contextlib.AsyncExitStack() as stack:
-            api = await new_api_client(args.kubeconfig)
+            kube = settings_from_flags(args, KUBE_FLAGS).kube
+            api = await new_api_client(kube.kubeconfig, kube.context)
             stack.push_async_callback(api.close)
             found, vs_edges = graphsource.edges_from_virtual_services(
                 await graphsource.virtual_services(api, args.namespace))
             services |= found
             edges |= vs_edges
     graph = graphsource.merge(services, edges, source="generate")
-    now = parse_time(args.now, what="--now") if args.now else datetime.now(UTC)
+    now = parse_time(args.now, what="--now") if args.now else clock_from_spec(load_settings().replay_clock).now()
     options = GenerateOptions(
         namespace=args.namespace, backend=BackendKind(args.backend),
         kinds=[FaultKind(k) for k in args.kinds] if args.kinds else list(FaultKind), schedule=args.schedule,
@@ -234,7 +227,7 @@ async def _generate(args: argparse.Namespace) -> int:
     plan = generate(
         graph, profiles=load_profiles(args.profiles) if args.profiles else None,
         forecasts=load_forecasts(args.forecasts) if args.forecasts else None,
-        history=load_history(args.history) if args.history else None, options=options, now=now)
+        history=load_incidents(args.incidents) if args.incidents else None, options=options, now=now)
     if args.out:
         dump(plan, args.out)
     else:
@@ -264,15 +257,16 @@ def _pick(experiments: list[Experiment], name: str | None, source: str) -> Exper
 
 async def _run(args: argparse.Namespace) -> int:
     experiment = _pick(load_experiments(args.experiment), args.name, str(args.experiment))
-    settings = _settings(args)
+    everything = settings_from_flags(args, _RUN_FLAGS)
+    settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)
     config = _config(settings)
     async with _backends(args) as backends:
         backend = backends.make(experiment)
         await backends.sweep(False)
-        async with PrometheusClient(settings.prometheus_url, load_settings().prometheus) as prometheus:
+        async with PrometheusClient(settings.prometheus_url, everything.prometheus) as prometheus:
             monitor = Monitor(prometheus, namespace=experiment.namespace,
-                              window_seconds=settings.query_window_seconds, queries=_queries(settings))
-            record = await run_experiment(experiment, backend, monitor, config)
+                              window_seconds=settings.query_window_seconds, queries=_queries(settings), clock=clock)
+            record = await run_experiment(experiment, backend, monitor, config, clock=clock)
     directory = settings.reports_dir / record.run_id
     analysis = write_report(record, directory)
     _print_summary(analysis, directory)
@@ -306,19 +300,20 @@ async def _report(args: argparse.Namespace) -> int:
 async def _controller(args: argparse.Namespace) -> int:
     from chaos.controller import run_controller
 
-    settings = _settings(args)
+    everything = settings_from_flags(args, _RUN_FLAGS)
+    settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)
     queries = _queries(settings)
     load_experiments(args.plan)  # refuse a bad plan at start, not at the first rehearsal
     async with _backends(args) as backends, \
-            PrometheusClient(settings.prometheus_url, load_settings().prometheus) as prometheus:
+            PrometheusClient(settings.prometheus_url, everything.prometheus) as prometheus:
         def monitor_for(experiment: Experiment) -> Monitor:
             return Monitor(prometheus, namespace=experiment.namespace,
-                           window_seconds=settings.query_window_seconds, queries=queries)
+                           window_seconds=settings.query_window_seconds, queries=queries, clock=clock)
 
         records = await run_controller(
             args.plan, config=_config(settings), reports_dir=settings.reports_dir,
             interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
-            make_monitor=monitor_for, sweep=backends.sweep, once=args.once)
+            make_monitor=monitor_for, sweep=backends.sweep, once=args.once, clock=clock)
     return 0 if all(r.status is RunStatus.HELD for r in records) else 1
 
 

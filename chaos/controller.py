@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from chaos.backends.base import FaultBackend
@@ -23,6 +23,7 @@ from chaos.monitor import Monitor
 from chaos.record import RunRecord
 from chaos.report import write_report
 from chaos.runner import RunConfig, run_experiment
+from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.errors import InvalidInput
 from harbinger.lifecycle import stop_on_signals
 
@@ -48,6 +49,7 @@ def due(experiments: list[Experiment], now: datetime, done: set[tuple[str, datet
 async def run_controller(
     plan: Path, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
     make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[RunRecord]:
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
@@ -63,12 +65,12 @@ async def run_controller(
                 experiments = load_experiments(plan)
             except InvalidInput as exc:
                 log.error("keeping the previous plan: %s", exc)
-            experiment = due(experiments, datetime.now(UTC), done, config)
+            experiment = due(experiments, clock.now(), done, config)
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
                 log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
                 record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
-                                              abort=stop, handle_signals=False)
+                                              abort=stop, handle_signals=False, clock=clock)
                 analysis = write_report(record, reports_dir / record.run_id)
                 log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
                 records.append(record)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harbinger import contract
+from harbinger.clock import format_time, parse_time
 from harbinger.errors import InvalidInput
 from harbinger.quantity import parse_nonnegative
 
@@ -93,19 +94,6 @@ class Fault(BaseModel):
         return json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, the form Kubernetes writes timestamps in."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str, *, what: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidInput(f"{what}: {text!r} is not an RFC 3339 time (example: 2025-01-01T12:00:00Z)") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class ActiveFault:
     """A fault with its expiry and the experiment that set it, as read from annotations."""
@@ -114,8 +102,8 @@ class ActiveFault:
     expires: datetime
     experiment: str
 
-    def expired(self, now: datetime | None = None) -> bool:
-        return (now or datetime.now(UTC)) >= self.expires
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires
 
     def annotations(self) -> dict[str, str]:
         return {

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from chaos.faults import parse_time
+from harbinger.clock import parse_time
 from harbinger.errors import InvalidInput
 from models.forecast import Forecast
 

@@ -25,7 +25,7 @@ from chaos.blast import Capacity, allowed_fraction, degraded_fraction
 from chaos.experiment import SLO, BackendKind, Experiment, FaultKind, Plan, Window
 from chaos.faults import Fault
 from chaos.forecasts import max_load, peak_times, quietest_window
-from chaos.history import FailureWeights, Incident
+from chaos.incidents import FailureWeights, Incident
 from harbinger.graph import ServiceGraph
 from harbinger.profile import CapacityProfile
 from models.forecast import Forecast

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from chaos.experiment import SLO
+from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.prometheus import PrometheusClient
 
 
@@ -84,14 +85,15 @@ class Breach:
 
 class Monitor:
     def __init__(self, prometheus: PrometheusClient, *, namespace: str, window_seconds: float,
-                 queries: Queries | None = None) -> None:
+                 queries: Queries | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.prometheus = prometheus
         self.namespace = namespace
         self.window_seconds = window_seconds
         self.queries = queries or Queries()
 
     async def sample(self, services: list[str]) -> list[Sample]:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         metrics = ("error_rate", "p99_seconds", "throughput")
         values = await asyncio.gather(*(
             self.prometheus.scalar(self.queries.render(m, s, self.namespace, self.window_seconds))

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment
@@ -34,6 +34,7 @@ from chaos.record import (
     SampleRecord,
     StepRecord,
 )
+from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.lifecycle import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,10 @@ class RunConfig:
     recovery_seconds: float = 10.0
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _Run:
     def __init__(self, experiment: Experiment, backend: FaultBackend, monitor: Monitor, config: RunConfig,
-                 abort: asyncio.Event, on_step: Callable[[int, Fault], None] | None) -> None:
+                 abort: asyncio.Event, on_step: Callable[[int, Fault], None] | None, clock: Clock) -> None:
+        self.clock = clock
         self.experiment = experiment
         self.backend = backend
         self.monitor = monitor
@@ -66,8 +64,8 @@ class _Run:
         self.dwell = experiment.dwell_seconds or config.dwell_seconds
         self.watched = experiment.watched()
         self.record = RunRecord(
-            run_id=f"{experiment.name}-{_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
-            experiment=experiment, status=RunStatus.HELD, started=_now(), dwell_seconds=self.dwell)
+            run_id=f"{experiment.name}-{self.clock.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+            experiment=experiment, status=RunStatus.HELD, started=self.clock.now(), dwell_seconds=self.dwell)
         self.detected_monotonic: float | None = None
 
     def _keep(self, samples: list[Sample], phase: str, step: int | None) -> None:
@@ -95,18 +93,18 @@ class _Run:
     async def ramp(self, baselines: dict[str, Baseline]) -> None:
         streak: dict[str, int] = {}
         for index, fault in enumerate(self.experiment.steps):
-            step = StepRecord(index=index, fault=fault, description=fault.describe(), started=_now())
+            step = StepRecord(index=index, fault=fault, description=fault.describe(), started=self.clock.now())
             self.record.steps.append(step)
             log.info("%s: step %d/%d: %s", self.experiment.name, index + 1, len(self.experiment.steps),
                      step.description)
             applied_at = time.monotonic()
-            await self.backend.apply(fault, _now() + timedelta(seconds=self.config.fault_ttl_seconds))
+            await self.backend.apply(fault, self.clock.now() + timedelta(seconds=self.config.fault_ttl_seconds))
             if self.on_step:
                 self.on_step(index, fault)
             step_end = applied_at + self.dwell
             while True:
                 if await self._pause(min(self.config.sample_interval_seconds, max(step_end - time.monotonic(), 0))):
-                    step.outcome, step.ended = "aborted", _now()
+                    step.outcome, step.ended = "aborted", self.clock.now()
                     self.record.status = RunStatus.ABORTED
                     return
                 samples = await self.monitor.sample(self.watched)
@@ -117,9 +115,9 @@ class _Run:
                     worst = found[0]
                     self.record.breach = BreachRecord(
                         service=worst.service, metric=worst.metric, value=worst.value, limit=worst.limit,
-                        step_index=index, detected_at=_now())
+                        step_index=index, detected_at=self.clock.now())
                     self.record.status = RunStatus.BREACHED
-                    step.outcome, step.ended = "breached", _now()
+                    step.outcome, step.ended = "breached", self.clock.now()
                     log.warning("%s: breach at step %d: %s", self.experiment.name, index + 1,
                                 "; ".join(b.describe() for b in found))
                     return
@@ -129,9 +127,9 @@ class _Run:
                 if now - applied_at > self.config.fault_ttl_seconds / 2:
                     # Renew the expiry: it must outlive the step, yet stay short enough that a
                     # dead controller's faults end soon.
-                    await self.backend.apply(fault, _now() + timedelta(seconds=self.config.fault_ttl_seconds))
+                    await self.backend.apply(fault, self.clock.now() + timedelta(seconds=self.config.fault_ttl_seconds))
                     applied_at = now
-            step.outcome, step.ended = "held", _now()
+            step.outcome, step.ended = "held", self.clock.now()
 
     def _judge(self, samples: list[Sample], baselines: dict[str, Baseline], streak: dict[str, int]) -> list[Breach]:
         needed = self.experiment.slo.breach_samples
@@ -144,7 +142,7 @@ class _Run:
         return confirmed
 
     async def rollback(self, reason: str) -> None:
-        started_wall, started = _now(), time.monotonic()
+        started_wall, started = self.clock.now(), time.monotonic()
         origin = self.detected_monotonic if self.detected_monotonic is not None else started
         restored, error = 0, None
         for attempt in range(REMOVE_ATTEMPTS):
@@ -158,7 +156,7 @@ class _Run:
                 await asyncio.sleep(0.2 * (attempt + 1))
         finished = time.monotonic()
         self.record.rollback = RollbackRecord(
-            reason=reason, started=started_wall, finished=_now(), seconds=round(finished - origin, 4),
+            reason=reason, started=started_wall, finished=self.clock.now(), seconds=round(finished - origin, 4),
             objects_restored=restored, error=error)
         log.info("%s: faults removed (%s) in %.3fs after %s", self.experiment.name, restored,
                  finished - origin, "detection" if self.detected_monotonic is not None else "rollback start")
@@ -174,13 +172,13 @@ class _Run:
 async def run_experiment(
     experiment: Experiment, backend: FaultBackend, monitor: Monitor, config: RunConfig, *,
     abort: asyncio.Event | None = None, on_step: Callable[[int, Fault], None] | None = None,
-    handle_signals: bool = True,
+    handle_signals: bool = True, clock: Clock = SYSTEM_CLOCK,
 ) -> RunRecord:
     """Run ``experiment`` to its end or first breach; faults are always removed before this returns.
 
     With ``handle_signals``, SIGTERM and SIGINT end the ramp (and roll back) while it runs;
     a caller with its own handlers (the controller) passes False and sets ``abort`` itself."""
-    run = _Run(experiment, backend, monitor, config, abort or asyncio.Event(), on_step)
+    run = _Run(experiment, backend, monitor, config, abort or asyncio.Event(), on_step, clock)
     with stop_on_signals(run.abort) if handle_signals else contextlib.nullcontext(run.abort):
         injected = False
         try:
@@ -208,5 +206,5 @@ async def run_experiment(
             run.record.targets = backend.describe_targets()
         if injected and run.record.status is not RunStatus.ABORTED:
             await run.recovery()
-    run.record.finished = _now()
+    run.record.finished = clock.now()
     return run.record

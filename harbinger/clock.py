@@ -1,4 +1,4 @@
-"""Where every component gets the time from.
+"""Where every component gets the time from, and the one way Harbinger reads and writes it.
 
 Everything that depends on "now" (which forecast step is next, when a lease expires,
 when a floor may be lowered, whether a pod is created inside a warm-up window) asks a
@@ -11,16 +11,62 @@ when a floor may be lowered, whether a pod is created inside a warm-up window) a
   running faster than the wall clock. Separate processes (webhook, planner) agree on it
   because it is a pure function of the wall clock and one shared setting,
   ``HARBINGER_REPLAY_CLOCK``.
+
+Times on the cluster (annotations, Lease times, report fields, the forecaster's JSON) are
+RFC 3339 in UTC with a ``Z``; :func:`format_time` writes them and :func:`parse_time` reads
+them strictly (a date alone, a zoneless time or ISO 8601's other shapes are refused), so a
+value one component writes is one every other component reads the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from harbinger.errors import InvalidInput
+
+#: RFC 3339 section 5.6 ``date-time`` (with ``T``, ``t`` or a space between date and time).
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """An RFC 3339 time as UTC, else None (missing, garbage or zoneless). For fields a
+    component may meet in any state (``creationTimestamp``, a tenant's annotation) where
+    "no usable time" is an answer, not an error."""
+    if not isinstance(text, str):
+        return None
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        return None
+    day, clock_time, fraction, zone = match.groups()
+    # Python reads at most microseconds; Kubernetes' MicroTime writes exactly six digits.
+    micros = f".{(fraction or '')[:6].ljust(6, '0')}" if fraction else ""
+    offset = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        return datetime.fromisoformat(f"{day}T{clock_time}{micros}{offset}").astimezone(UTC)
+    except ValueError:  # month 13, hour 25, ...
+        return None
+
+
+def parse_time(text: object, *, what: str) -> datetime:
+    """An RFC 3339 time as UTC; :class:`InvalidInput` naming ``what`` otherwise."""
+    moment = parse_timestamp(text)
+    if moment is None:
+        raise InvalidInput(f"{text!r} is not an RFC 3339 time with a zone (example: 2025-01-01T12:00:00Z)",
+                           source=what)
+    return moment
+
+
+def format_time(moment: datetime, *, precision: Literal["seconds", "milliseconds", "microseconds"] = "seconds") -> str:
+    """RFC 3339 in UTC with a ``Z``, the form Kubernetes writes timestamps in (``microseconds``
+    for a Lease's MicroTime)."""
+    if moment.tzinfo is None:
+        raise ValueError("format_time needs a timezone-aware time")
+    return moment.astimezone(UTC).isoformat(timespec=precision).replace("+00:00", "Z")
 
 
 class Clock(Protocol):
@@ -41,6 +87,10 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+#: The wall clock, for callers given no other.
+SYSTEM_CLOCK = SystemClock()
 
 
 class ManualClock:
@@ -91,7 +141,7 @@ class ReplayClock:
 
     def spec(self) -> str:
         """The ``HARBINGER_REPLAY_CLOCK`` value that makes another process agree with this clock."""
-        return f"{self.start.isoformat()},{self.speed:g},{self.origin:.3f}"
+        return f"{format_time(self.start, precision='microseconds')},{self.speed:g},{self.origin:.3f}"
 
 
 def clock_from_spec(spec: str | None) -> Clock:
@@ -103,9 +153,9 @@ def clock_from_spec(spec: str | None) -> Clock:
     try:
         if len(parts) != 3:
             raise ValueError("expected START,SPEED,ORIGIN")
-        start = datetime.fromisoformat(parts[0].strip())
-        if start.tzinfo is None:
-            raise ValueError("START must carry a time zone")
+        start = parse_timestamp(parts[0])
+        if start is None:
+            raise ValueError("START must be an RFC 3339 time with a zone")
         return ReplayClock(start, float(parts[1]), float(parts[2]))
     except ValueError as exc:
         raise InvalidInput(f"replay clock {spec!r}: {exc}", source="HARBINGER_REPLAY_CLOCK") from exc

@@ -17,7 +17,6 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +108,6 @@ async def get_or_none(call: Awaitable[Any], obj: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise api_error(exc, "read", obj) from exc
-
-
-def parse_timestamp(text: object) -> datetime | None:
-    """An RFC 3339 time with a zone (as Kubernetes writes ``creationTimestamp`` and as
-    Harbinger writes its time annotations), else None: missing, garbage or zoneless."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)  # Python 3.11 reads the trailing "Z" itself
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def object_key(obj: KubeObject) -> str:

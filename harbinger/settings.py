@@ -9,6 +9,7 @@ the defaults below. Each component reads only its own section plus ``kube``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,25 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise InvalidInput("settings file must be a mapping of sections", source=path)
         return data
+
+
+def settings_from_flags(args: object, flags: Mapping[str, str]) -> Settings:
+    """The settings with the command's flags on top: ``flags`` maps a flag's attribute on
+    ``args`` to the setting it overrides (``"port": "webhook.port"``); a flag left unset
+    (None) overrides nothing, so the environment, the settings file and the defaults show
+    through. Every command builds its settings here, so a flag means the same as the
+    ``HARBINGER_<SECTION>__<FIELD>`` variable it shadows."""
+    overrides: dict[str, Any] = {}
+    for attribute, setting in flags.items():
+        value = getattr(args, attribute, None)
+        if value is None:
+            continue
+        *sections, field = setting.split(".")
+        target = overrides
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[field] = value
+    return load_settings(**overrides)
 
 
 def load_settings(**overrides: Any) -> Settings:

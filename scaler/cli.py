@@ -19,7 +19,7 @@ from harbinger.errors import InvalidInput
 from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import api_client
 from harbinger.settings import Settings, load_settings
-from models.history import history_source
+from models.traffic import history_source
 from scaler.controller import Planner
 from scaler.forecasting import ModelForecasts
 from scaler.inputs import PlannerInputs, PrometheusEdges, load_inputs

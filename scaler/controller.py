@@ -36,7 +36,7 @@ from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, read_json
 from harbinger.quantity import parse_nonnegative
-from models.history import HistorySource
+from models.traffic import HistorySource
 from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
 from scaler.apply import (
     Change,

@@ -3,7 +3,7 @@
 A :class:`ForecastSource` answers "the forecast for these services, now". The shipped
 one, :class:`ModelForecasts`, loads each service's trained forecaster from
 ``<models_dir>/<service>/`` (as ``harbinger train`` writes it) and feeds it the recent
-request rate from a :mod:`models.history` source (Prometheus, or a recorded trace in
+request rate from a :mod:`models.traffic` source (Prometheus, or a recorded trace in
 rehearsals); tests inject their own source with scripted forecasts.
 """
 
@@ -20,8 +20,8 @@ import aiohttp
 
 from harbinger.errors import InvalidInput
 from models.events import Event
-from models.history import HistorySource
 from models.serving import Forecaster
+from models.traffic import HistorySource
 from scaler.plan import ForecastLike
 
 log = logging.getLogger(__name__)

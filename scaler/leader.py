@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from harbinger.clock import Clock
+from harbinger.clock import Clock, format_time, parse_timestamp
 from harbinger.kube import read_json
 from scaler.metrics import ERRORS, IS_LEADER
 
@@ -31,11 +31,8 @@ SAFETY_SHARE = 0.2
 
 
 def micro_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_micro_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """A Lease's MicroTime."""
+    return format_time(when, precision="microseconds")
 
 
 class LeaderElector:
@@ -66,7 +63,7 @@ class LeaderElector:
             transitions = int(spec.get("leaseTransitions") or 0)
             if holder and holder != self.identity and not self._expired(spec, now):
                 return self._lost()
-            acquired = now if holder != self.identity else parse_micro_time(spec.get("acquireTime") or micro_time(now))
+            acquired = now if holder != self.identity else parse_timestamp(spec.get("acquireTime")) or now
             if holder != self.identity:
                 transitions += 1
             body = self._body(acquired, now, lease["metadata"]["resourceVersion"], transitions)
@@ -116,7 +113,8 @@ class LeaderElector:
         if not renewed:
             return True
         duration = timedelta(seconds=float(spec.get("leaseDurationSeconds") or 0))
-        return parse_micro_time(renewed) + duration <= now
+        renewed_at = parse_timestamp(renewed)
+        return renewed_at is None or renewed_at + duration <= now
 
     def _body(self, acquired: datetime, renewed: datetime, resource_version: str | None,
               transitions: int) -> dict[str, Any]:

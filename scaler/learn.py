@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 from kubernetes_asyncio import client
 
+from harbinger.clock import parse_timestamp
 from harbinger.errors import InvalidInput
-from harbinger.kube import KubeObject, parse_timestamp, read_json
+from harbinger.kube import KubeObject, read_json
 from harbinger.profile import CapacityProfile
-from models.history import HistorySource
+from models.traffic import HistorySource
 from scaler.inputs import Target
 from scaler.metrics import LEARNED_VALUE
 from scaler.plan import ForecastLike

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from harbinger.clock import clock_from_spec
 from harbinger.errors import InvalidInput
+from harbinger.flags import KUBE_FLAGS, add_kube_flags
 from harbinger.httpserver import serve
-from harbinger.settings import Settings, load_settings
-from models.history import history_source
+from harbinger.settings import Settings, settings_from_flags
+from models.traffic import history_source
 from webhooks.cluster import WatchedCluster
 from webhooks.forecasts import ModelForecasts
 from webhooks.mutate import Bounds, Mutator
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory with tls.crt and tls.key (reloaded when they change)")
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="HTTPS port (default 8443)")
-    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default $KUBECONFIG, then in-cluster)")
+    add_kube_flags(parser)
     parser.add_argument("--models-dir", type=Path, help="trained forecasters, one directory per service")
     parser.add_argument("--events", dest="events_file", type=Path, metavar="YAML",
                         help="scheduled events given to every forecast (the forecaster's format), re-read on change")
@@ -34,17 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    webhook: dict[str, Any] = {"cert_dir": args.cert_dir}
-    for flag in ("host", "port", "models_dir", "events_file"):
-        if getattr(args, flag) is not None:
-            webhook[flag] = getattr(args, flag)
-    kube: dict[str, Any] = {"kubeconfig": args.kubeconfig} if args.kubeconfig else {}
-    history = load_settings().history.model_dump()
-    if args.prometheus_url:
-        history["prometheus_url"] = args.prometheus_url
-    if args.history_trace:
-        history["traces"] = args.history_trace
-    settings = load_settings(webhook=webhook, kube=kube, history=history)
+    settings = settings_from_flags(args, {
+        "cert_dir": "webhook.cert_dir", "host": "webhook.host", "port": "webhook.port",
+        "models_dir": "webhook.models_dir", "events_file": "webhook.events_file",
+        **KUBE_FLAGS,
+        "prometheus_url": "history.prometheus_url", "history_trace": "history.traces",
+    })
     if not (args.cert_dir / "tls.crt").is_file() or not (args.cert_dir / "tls.key").is_file():
         raise InvalidInput("needs tls.crt and tls.key ('harbinger certs --out DIR' makes them)",
                            source=f"--cert-dir {args.cert_dir}")

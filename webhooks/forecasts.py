@@ -29,7 +29,7 @@ import pandas as pd
 from models.errors import BadEvents
 from models.events import Event, load_events
 from models.forecast import Forecast
-from models.history import HistorySource
+from models.traffic import HistorySource
 from webhooks import metrics
 
 log = logging.getLogger(__name__)

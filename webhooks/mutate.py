@@ -23,8 +23,8 @@ from functools import lru_cache
 from typing import Any, Final
 
 from harbinger import contract, sidecar
+from harbinger.clock import parse_timestamp
 from harbinger.errors import InvalidInput
-from harbinger.kube import parse_timestamp
 from harbinger.profile import CapacityProfile, profile_from_annotation
 from harbinger.quantity import format_cpu, format_decimal_si, format_memory, parse_quantity
 from webhooks import metrics

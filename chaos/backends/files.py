@@ -5,13 +5,14 @@ machine (the end-to-end test, the benchmark, a demo) without a cluster.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment
 from chaos.faults import FAULT_KEYS, ActiveFault, Fault, fault_from_annotations
 from chaos.sidecar.podinfo import read_annotations, write_annotations
+from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.errors import InvalidInput
 
 
@@ -59,9 +60,9 @@ class AnnotationsFileBackend(FaultBackend):
         return restored
 
 
-def sweep_files(paths: list[Path], *, everything: bool, now: datetime | None = None) -> int:
+def sweep_files(paths: list[Path], *, everything: bool, clock: Clock = SYSTEM_CLOCK) -> int:
     """Drop faults left in annotation files: expired ones, or all of them."""
-    now = now or datetime.now(UTC)
+    now = clock.now()
     swept = 0
     for path in paths:
         annotations = read_annotations(path)

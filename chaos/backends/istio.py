@@ -17,7 +17,7 @@ import asyncio
 import copy
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -26,8 +26,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_CREATED, OWNED_PATCHED, FaultBackend
 from chaos.backends.optin import require_namespace
 from chaos.experiment import Experiment
-from chaos.faults import Fault, format_time, parse_time
+from chaos.faults import Fault
 from harbinger import contract
+from harbinger.clock import SYSTEM_CLOCK, Clock, format_time, parse_time
 from harbinger.errors import HarbingerError
 from harbinger.kube import read_json
 
@@ -242,11 +243,11 @@ def _fault_ops(vs: dict[str, Any], fault: Fault | None, expires: datetime | None
     return ops
 
 
-async def sweep_virtual_services(api: client.ApiClient, *, everything: bool, now: datetime | None = None) -> int:
+async def sweep_virtual_services(api: client.ApiClient, *, everything: bool, clock: Clock = SYSTEM_CLOCK) -> int:
     """Restore (or delete, if chaos made them) VirtualServices left with faults: expired ones,
     or all of them."""
     custom = client.CustomObjectsApi(api)
-    now = now or datetime.now(UTC)
+    now = clock.now()
     try:
         listed = await read_json(custom.list_cluster_custom_object(
             GROUP, VERSION, PLURAL, label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False))

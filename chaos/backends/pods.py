@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -19,8 +19,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_PATCHED, FaultBackend
 from chaos.backends.optin import chaos_allowed, require_namespace
 from chaos.experiment import Experiment
-from chaos.faults import FAULT_KEYS, ActiveFault, Fault, parse_time
+from chaos.faults import FAULT_KEYS, ActiveFault, Fault
 from harbinger import contract
+from harbinger.clock import SYSTEM_CLOCK, Clock, parse_time
 from harbinger.errors import HarbingerError
 from harbinger.kube import read_json
 
@@ -106,10 +107,10 @@ async def restore_pod(core: client.CoreV1Api, namespace: str, name: str) -> bool
         raise
 
 
-async def sweep_pods(api: client.ApiClient, *, everything: bool, now: datetime | None = None) -> int:
+async def sweep_pods(api: client.ApiClient, *, everything: bool, clock: Clock = SYSTEM_CLOCK) -> int:
     """Restore pods the chaos controller left patched: expired ones, or all of them."""
     core = client.CoreV1Api(api)
-    now = now or datetime.now(UTC)
+    now = clock.now()
     listed = await read_json(core.list_pod_for_all_namespaces(
         label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False))
     swept = 0

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.faults import ActiveFault, fault_from_annotations, format_time
+from chaos.faults import ActiveFault, fault_from_annotations
 from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.podinfo import read_annotations
 from chaos.sidecar.stress import Stress
+from harbinger.clock import SYSTEM_CLOCK, Clock, format_time
 from harbinger.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ EFFECTS = ("delay", "abort", "bandwidth", "cpu", "memory")
 
 
 class FaultState:
-    def __init__(self, annotations_file: Path, stress: Stress, metrics: SidecarMetrics) -> None:
+    def __init__(self, annotations_file: Path, stress: Stress, metrics: SidecarMetrics,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.annotations_file = annotations_file
         self.stress = stress
         self.metrics = metrics
@@ -38,7 +41,7 @@ class FaultState:
     def current(self, now: datetime | None = None) -> ActiveFault | None:
         """The fault in force now: declared, valid and not expired."""
         declared = self._declared
-        if declared is None or declared.expired(now):
+        if declared is None or declared.expired(now or self.clock.now()):
             return None
         return declared
 
@@ -90,7 +93,7 @@ class FaultState:
         active = self.current()
         if active is None:
             return poll_seconds
-        until_expiry = active.expires.timestamp() - datetime.now(UTC).timestamp()
+        until_expiry = (active.expires - self.clock.now()).total_seconds()
         # 10 ms past the expiry: asyncio may fire a timer up to its clock resolution early,
         # and a wake just before the expiry would still see the fault and sleep a whole poll.
         return max(0.0, min(poll_seconds, until_expiry + 0.01))
@@ -115,5 +118,5 @@ class FaultState:
             "error": self.error,
             "stress": {"cpu_cores": self.stress.cpu_cores, "memory_bytes": self.stress.memory_bytes,
                        "burners": len(self.stress.burner_pids())},
-            "now": format_time(datetime.now(UTC)),
+            "now": format_time(self.clock.now()),
         }

@@ -43,8 +43,9 @@ async def _start_run(experiment: Experiment, topology: Topology, prometheus: Loc
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harbinger.cli", "chaos", "run", str(path), *topology.annotation_flags(),
-        f"--prometheus-url={prometheus.url}", f"--selector={topology.selector}", "--baseline=1", "--interval=0.5",
-        "--window=4", f"--ttl={TTL_SECONDS}", "--recovery=0", f"--reports-dir={tmp_path / 'reports'}",
+        f"--prometheus-url={prometheus.url}", f"--selector={topology.selector}", "--baseline=1",
+        "--sample-interval=0.5", "--window=4", f"--ttl={TTL_SECONDS}", "--recovery=0",
+        f"--reports-dir={tmp_path / 'reports'}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 

@@ -14,7 +14,7 @@ from chaos.blast import Capacity, allowed_fraction, degraded_fraction
 from chaos.experiment import BackendKind, FaultKind, dump, load_experiments
 from chaos.forecasts import max_load, peak_times
 from chaos.generate import GenerateOptions, generate
-from chaos.history import Incident
+from chaos.incidents import Incident
 from harbinger.graph import ServiceGraph
 from harbinger.profile import CapacityProfile
 from models.forecast import Forecast

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from chaos.experiment import SLO, BackendKind, Experiment, FaultKind, load_experiments
 from chaos.faults import Fault, fault_from_annotations
 from chaos.forecasts import load_forecasts
-from chaos.history import load_history, parse_history
+from chaos.incidents import load_incidents, parse_incidents
 from chaos.monitor import Baseline, Queries, Sample, breaches, steady_state_violations
 from chaos.record import BreachRecord, RollbackRecord, RunRecord, RunStatus, StepRecord
 from chaos.report import analyse, render_html
@@ -91,15 +91,19 @@ def test_experiment_files_name_the_file_and_the_field(tmp_path: Path) -> None:
 def test_failure_history_errors_name_the_line(tmp_path: Path) -> None:
     text = "time,service,kind\n2025-01-01T00:00:00Z,db,oom\n2025-01-02T00:00:00Z,db,gremlins\n"
     with pytest.raises(InvalidInput, match=r"h.csv:3: unknown incident kind 'gremlins'"):
-        parse_history(text, source="h.csv", json_format=False)
+        parse_incidents(text, source="h.csv", json_format=False)
     with pytest.raises(InvalidInput, match=r"h.csv:1: CSV header must include"):
-        parse_history("when,what\n", source="h.csv", json_format=False)
+        parse_incidents("when,what\n", source="h.csv", json_format=False)
     path = tmp_path / "h.json"
-    path.write_text(json.dumps([{"time": "2025-01-01", "service": "db", "kind": "5xx"}, {"service": "db"}]))
+    path.write_text(json.dumps([{"time": "2025-01-01T00:00:00Z", "service": "db", "kind": "5xx"}, {"service": "db"}]))
     with pytest.raises(InvalidInput, match=r"item 1: missing time, kind"):
-        load_history(path)
+        load_incidents(path)
+    # Times are RFC 3339 with a zone, as everywhere in Harbinger: a bare date is refused, named.
     path.write_text(json.dumps([{"time": "2025-01-01", "service": "db", "kind": "timeout"}]))
-    assert load_history(path)[0].kind is FaultKind.LATENCY
+    with pytest.raises(InvalidInput, match=r"item 0: '2025-01-01' is not an RFC 3339 time with a zone"):
+        load_incidents(path)
+    path.write_text(json.dumps([{"time": "2025-01-01T09:30:00+02:00", "service": "db", "kind": "timeout"}]))
+    assert load_incidents(path)[0].kind is FaultKind.LATENCY
 
 
 def test_forecast_files_are_checked(tmp_path: Path) -> None:
@@ -167,7 +171,7 @@ def test_cli_generate_writes_a_ranked_plan(tmp_path: Path, capsys: pytest.Captur
     history = tmp_path / "history.csv"
     history.write_text("time,service,kind\n2025-02-20T10:00:00Z,payments,5xx\n")
     out = tmp_path / "plan.yaml"
-    assert main(["chaos", "generate", f"--graph={graph}", f"--history={history}", f"--out={out}",
+    assert main(["chaos", "generate", f"--graph={graph}", f"--incidents={history}", f"--out={out}",
                  "--now=2025-03-01T00:00:00Z", "--kinds", "error", "latency"]) == 0
     experiments = load_experiments(out)
     assert experiments[0].target == "payments" and experiments[0].kind is FaultKind.ERROR

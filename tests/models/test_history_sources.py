@@ -16,7 +16,7 @@ from harbinger.errors import InvalidInput
 from harbinger.settings import HistorySettings
 from harbinger_dev.localcluster import LocalPrometheus
 from models.errors import BadSeries
-from models.history import PrometheusHistory, TraceHistory, history_source
+from models.traffic import PrometheusHistory, TraceHistory, history_source
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
     from tests.conftest import ScrapeTarget

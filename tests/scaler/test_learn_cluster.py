@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from harbinger import contract
 from harbinger.clock import ManualClock
 from harbinger.profile import CapacityProfile
-from models.history import TraceHistory
+from models.traffic import TraceHistory
 from scaler.controller import Planner
 from scaler.learn import learn_burst_dispersion
 from scaler.plan import step_replicas

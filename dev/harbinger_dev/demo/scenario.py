@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from harbinger import contract
+from harbinger.clock import parse_time
 
 TRACE = "elb_request_count_8c0756.csv"
 #: Trace time at which the replay starts: a Monday morning, before the day's peak (the
@@ -75,7 +76,7 @@ def write_inputs(workdir: Path, trace_path: Path) -> dict[str, Path]:
             for stamp, value in rows:
                 scaled = f"{float(value) * service.scale:.1f}"
                 writers[0].writerow([stamp, scaled])
-                if datetime.fromisoformat(stamp.replace("Z", "+00:00")) < REPLAY_START:
+                if parse_time(stamp, what="trace timestamp") < REPLAY_START:
                     writers[1].writerow([stamp, scaled])
         paths[f"{service.name}-trace"] = full
         paths[f"{service.name}-training"] = history

@@ -12,12 +12,12 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from chaos.experiment import FaultKind
-from chaos.faults import parse_time
+from harbinger.clock import parse_time
 from harbinger.errors import InvalidInput
 
 ALIASES: dict[str, FaultKind] = {
@@ -54,7 +54,7 @@ def _incident(row: dict[str, Any], *, source: str, line: int | None) -> Incident
     return Incident(moment, str(row["service"]).strip(), kind)
 
 
-def parse_history(text: str, *, source: str, json_format: bool) -> list[Incident]:
+def parse_incidents(text: str, *, source: str, json_format: bool) -> list[Incident]:
     if json_format:
         try:
             data = json.loads(text)
@@ -71,12 +71,12 @@ def parse_history(text: str, *, source: str, json_format: bool) -> list[Incident
     return [_incident(row, source=source, line=reader.line_num) for row in reader]
 
 
-def load_history(path: Path) -> list[Incident]:
+def load_incidents(path: Path) -> list[Incident]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise InvalidInput(f"cannot read failure history: {exc.strerror}", source=str(path)) from exc
-    return parse_history(text, source=str(path), json_format=path.suffix == ".json")
+    return parse_incidents(text, source=str(path), json_format=path.suffix == ".json")
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,8 @@ class FailureWeights:
 
     @classmethod
     def of(
-        cls, incidents: list[Incident], *, now: datetime | None = None, half_life_days: float = 90.0
+        cls, incidents: list[Incident], *, now: datetime, half_life_days: float = 90.0
     ) -> FailureWeights:
-        now = now or datetime.now(UTC)
         by_service: dict[str, float] = {}
         by_kind: dict[tuple[str, FaultKind], float] = {}
         for incident in incidents:
