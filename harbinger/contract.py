@@ -52,6 +52,8 @@ CHAOS_ORIGINAL: Final = CHAOS_PREFIX + "original"
 CHAOS_SIDECAR_NAME: Final = "harbinger-chaos"
 #: Pod annotation the webhook sets when it injects the sidecar: the image it injected.
 CHAOS_SIDECAR_IMAGE: Final = CHAOS_PREFIX + "sidecar"
+#: Pod annotation: the application port the chaos sidecar forwards to (the webhook writes it).
+CHAOS_UPSTREAM_PORT: Final = CHAOS_PREFIX + "upstream-port"
 #: Label put on every object the chaos controller creates, so a sweep can find leftovers.
 CHAOS_OWNED_LABEL: Final = PREFIX + "chaos-owned"
 

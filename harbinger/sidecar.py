@@ -19,7 +19,6 @@ PODINFO_DIR: Final = "/etc/harbinger/podinfo"
 ANNOTATIONS_FILE: Final = PODINFO_DIR + "/annotations"
 #: Application port the proxy forwards to, when the pod does not say (annotation below).
 DEFAULT_UPSTREAM_PORT: Final = 8080
-UPSTREAM_PORT_ANNOTATION: Final = contract.CHAOS_PREFIX + "upstream-port"
 
 
 def sidecar_args(upstream_port: int) -> list[str]:

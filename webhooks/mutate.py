@@ -27,6 +27,7 @@ from harbinger.clock import parse_timestamp
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile, profile_from_annotation
 from harbinger.quantity import format_cpu, format_decimal_si, format_memory, parse_quantity
+from harbinger.settings import WebhookSettings
 from webhooks import metrics
 from webhooks.cluster import ClusterView, deployment_annotations, deployment_replicas, owning_deployment
 from webhooks.forecasts import ForecastProvider, Outlook
@@ -35,9 +36,6 @@ from webhooks.review import JSONPatch, Pod, decode_pod, decode_review, encode_re
 
 log = logging.getLogger(__name__)
 
-#: Stamped with the sidecar: which image was injected (the chaos controller reads it to
-#: know which pods can take sidecar faults). TODO(lead): move into harbinger.contract.
-CHAOS_SIDECAR_IMAGE: Final = contract.CHAOS_SIDECAR_IMAGE
 #: The kubelet refuses bandwidth annotations outside [1k, 1P] bits/s.
 MIN_BANDWIDTH_BITS: Final = Decimal(1000)
 MAX_BANDWIDTH_BITS: Final = Decimal(10) ** 15
@@ -46,12 +44,17 @@ DEFAULT_PROFILE: Final = CapacityProfile()
 
 @dataclass(frozen=True)
 class Bounds:
-    """Limits on forecast-sized requests, from ``settings.webhook``."""
+    """Limits on forecast-sized requests; the values come from ``settings.webhook``."""
 
-    min_cpu_cores: float = 0.01
-    max_cpu_cores: float = 8.0
-    min_memory_bytes: int = 16 * 2**20
-    max_memory_bytes: int = 16 * 2**30
+    min_cpu_cores: float
+    max_cpu_cores: float
+    min_memory_bytes: int
+    max_memory_bytes: int
+
+    @classmethod
+    def of(cls, settings: WebhookSettings) -> Bounds:
+        return cls(settings.min_cpu_cores, settings.max_cpu_cores, settings.min_memory_bytes,
+                   settings.max_memory_bytes)
 
 
 @dataclass
@@ -73,14 +76,14 @@ class Mutator:
         forecasts: ForecastProvider,
         *,
         bounds: Bounds | None = None,
-        sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest",
+        sidecar_image: str = WebhookSettings().chaos_sidecar_image,
         scheduler_name: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.scheduler_name = scheduler_name
         self.view = view
         self.forecasts = forecasts
-        self.bounds = bounds or Bounds()
+        self.bounds = bounds or Bounds.of(WebhookSettings())
         self.sidecar_image = sidecar_image
         self.clock = clock
 
@@ -191,10 +194,10 @@ class Mutator:
     def _stamp_chaos(self, decision: Decision, pod: Pod, own: dict[str, str], where: str) -> None:
         port = _upstream_port(pod, own, decision, where)
         decision.sidecar = sidecar.sidecar_container(self.sidecar_image, port)
-        decision.annotations[CHAOS_SIDECAR_IMAGE] = self.sidecar_image
+        decision.annotations[contract.CHAOS_SIDECAR_IMAGE] = self.sidecar_image
         # The chaos controller's pod backend reads the opt-in from the pod itself.
         decision.annotations[contract.CHAOS] = contract.CHAOS_ENABLED
-        decision.annotations[sidecar.UPSTREAM_PORT_ANNOTATION] = str(port)
+        decision.annotations[contract.CHAOS_UPSTREAM_PORT] = str(port)
         decision.stamps.add("chaos")
 
 
@@ -303,12 +306,12 @@ def _in_warmup_window(workload: dict[str, str], now: datetime, decision: Decisio
 def _upstream_port(pod: Pod, own: dict[str, str], decision: Decision, where: str) -> int:
     """The application port the chaos proxy forwards to: the pod's annotation, else the
     first declared port of its first container, else the sidecar's default."""
-    declared = own.get(sidecar.UPSTREAM_PORT_ANNOTATION)
+    declared = own.get(contract.CHAOS_UPSTREAM_PORT)
     if declared is not None:
         if declared.isdigit() and 1 <= int(declared) <= 65535:
             return int(declared)
         decision.warnings.append(
-            f"{where}: annotation {sidecar.UPSTREAM_PORT_ANNOTATION}={declared!r} is not a port number"
+            f"{where}: annotation {contract.CHAOS_UPSTREAM_PORT}={declared!r} is not a port number"
         )
     for container in pod.spec.containers:
         if container.name != contract.CHAOS_SIDECAR_NAME and container.ports:

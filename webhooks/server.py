@@ -9,6 +9,7 @@ ever blocks a pod.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +17,15 @@ from typing import Protocol
 
 from aiohttp import web
 
+from harbinger.clock import clock_from_spec
 from harbinger.errors import InvalidInput
-from harbinger.httpserver import add_standard_routes
+from harbinger.httpserver import add_standard_routes, serve
+from harbinger.settings import Settings
+from models.traffic import history_source
 from webhooks import metrics
-from webhooks.mutate import Mutator
+from webhooks.cluster import WatchedCluster
+from webhooks.forecasts import ModelForecasts
+from webhooks.mutate import Bounds, Mutator
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +92,34 @@ def build_app(
 
     app.cleanup_ctx.append(run_lifecycles)
     return app
+
+
+async def run_webhook(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Watch namespaces and Deployments, keep forecasts fresh, and answer the apiserver over
+    TLS until SIGTERM (or ``stop``)."""
+    config = settings.webhook
+    clock = clock_from_spec(settings.replay_clock)
+    cluster = WatchedCluster(settings.kube.kubeconfig, settings.kube.context)
+    forecasts = ModelForecasts(
+        config.models_dir, history_source(settings.history, settings.prometheus),
+        lookback_seconds=settings.history.lookback_seconds, clock=clock.now,
+        refresh_seconds=config.forecast_refresh_seconds,
+        miss_budget_seconds=config.forecast_miss_budget_seconds,
+        events_file=config.events_file,
+    )
+    mutator = Mutator(
+        cluster.view, forecasts,
+        bounds=Bounds.of(config),
+        sidecar_image=config.chaos_sidecar_image,
+        scheduler_name=config.scheduler_name,
+        clock=clock.now,
+    )
+    app = build_app(
+        mutator, max_body_bytes=config.max_body_bytes,
+        ready=lambda: cluster.synced() and forecasts.ready(), lifecycles=(cluster, forecasts),
+    )
+    await serve(
+        app, host=config.host, port=config.port, cert_dir=config.cert_dir,
+        cert_reload_seconds=config.cert_reload_seconds, shutdown_grace_seconds=config.shutdown_grace_seconds,
+        stop=stop,
+    )

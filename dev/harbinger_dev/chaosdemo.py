@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from chaos.sidecar.podinfo import write_annotations
+from harbinger import contract
 from harbinger_dev.localcluster.cluster import free_port
 
 CHAIN = ("frontend", "checkout", "payments")
@@ -150,7 +151,7 @@ async def local_topology(workdir: Path, prometheus: ScrapeTargets | None = None,
             topology.runners.append(runner)
             app_port = runner.addresses[0][1]
             annotations = workdir / f"{service}.annotations"
-            write_annotations(annotations, {"harbinger.io/service": service})
+            write_annotations(annotations, {contract.SERVICE: service})
             listen, metrics = ports[service]
             log_fd = os.open(workdir / f"{service}.sidecar.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             process = await asyncio.create_subprocess_exec(

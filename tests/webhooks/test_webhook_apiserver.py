@@ -36,7 +36,7 @@ from harbinger_dev.localcluster.cluster import free_port
 from models.forecast import Forecast
 from webhooks.cluster import WatchedCluster
 from webhooks.forecasts import StaticForecasts
-from webhooks.mutate import CHAOS_SIDECAR_IMAGE, Mutator
+from webhooks.mutate import Mutator
 from webhooks.server import build_app
 
 MakeNamespace = Callable[..., Awaitable[str]]
@@ -211,8 +211,8 @@ async def test_deployment_pods_get_plan_warmup_and_chaos_stamps(
         annotations = pod.metadata.annotations
         assert annotations[contract.PREDICTED_TPS] == "100.00"  # 300 / the planned 3 replicas
         assert annotations[contract.WARMUP] == "true"
-        assert annotations[CHAOS_SIDECAR_IMAGE] == IMAGE
-        assert annotations[sidecar.UPSTREAM_PORT_ANNOTATION] == "8081"
+        assert annotations[contract.CHAOS_SIDECAR_IMAGE] == IMAGE
+        assert annotations[contract.CHAOS_UPSTREAM_PORT] == "8081"
         assert parse_quantity(annotations[contract.INGRESS_BANDWIDTH]) == 100 * 1000 * 8
         assert [c.name for c in pod.spec.containers] == ["app", contract.CHAOS_SIDECAR_NAME]
         assert parse_quantity(pod.spec.containers[0].resources.requests["cpu"]) == parse_quantity("250m")

@@ -13,7 +13,7 @@ from harbinger import contract, sidecar
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 from harbinger.quantity import parse_quantity
-from webhooks.mutate import CHAOS_SIDECAR_IMAGE, Bounds
+from webhooks.mutate import Bounds
 
 if TYPE_CHECKING:
     from conftest import World
@@ -148,7 +148,7 @@ async def test_chaos_opt_in_adds_the_sidecar_once(world: World) -> None:
     assert [c["name"] for c in containers] == ["app", contract.CHAOS_SIDECAR_NAME]
     assert containers[1] == sidecar.sidecar_container("harbinger:test", 9000)  # the app's declared port
     assert first["spec"]["volumes"] == [sidecar.podinfo_volume()]
-    assert annotations(first) == {CHAOS_SIDECAR_IMAGE: "harbinger:test", sidecar.UPSTREAM_PORT_ANNOTATION: "9000",
+    assert annotations(first) == {contract.CHAOS_SIDECAR_IMAGE: "harbinger:test", contract.CHAOS_UPSTREAM_PORT: "9000",
                                   contract.CHAOS: contract.CHAOS_ENABLED}
     # reinvocation (reinvocationPolicy: IfNeeded) on our own output changes nothing
     assert world.patch_of(await world.review(first)) == []
