@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chaos.faults import Fault, validation_message
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -163,15 +164,7 @@ class Plan(BaseModel):
 
 
 def _read_mapping(path: Path) -> Any:
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read: {exc.strerror}", source=source) from exc
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}", source=source) from exc
+    return read_document(path, "the experiment or plan")
 
 
 def load_experiments(path: Path) -> list[Experiment]:

@@ -6,7 +6,6 @@ The forecaster itself lives in ``models/``; this module only reads its output.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from harbinger.clock import parse_time
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from models.forecast import Forecast
 
@@ -43,12 +43,7 @@ def forecast_from_json(data: Any, *, source: str) -> Forecast:
 
 def load_forecasts(path: Path) -> dict[str, Forecast]:
     """A JSON file with one forecast object or a list of them; by service."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InvalidInput(f"cannot read forecasts: {exc.strerror}", source=str(path)) from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"not valid JSON: {exc.msg}", source=str(path), line=exc.lineno) from exc
+    data = read_document(path, "forecasts", format="json")
     items = data if isinstance(data, list) else [data]
     forecasts = [forecast_from_json(item, source=f"{path}: forecast {i}") for i, item in enumerate(items)]
     return {f.service: f for f in forecasts}

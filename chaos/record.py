@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chaos.experiment import Experiment
 from chaos.faults import Fault, validation_message
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 
 
@@ -99,12 +99,7 @@ class RunRecord(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the run record: {exc.strerror}", source=str(path)) from exc
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"not valid JSON: {exc.msg}", source=str(path), line=exc.lineno) from exc
+        data = read_document(path, "the run record", format="json")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -70,9 +70,16 @@ def all_commands() -> tuple[Command, ...]:
     """Harbinger's own commands, then those other installed distributions add."""
     plugins = []
     for entry in entry_points(group=PLUGIN_GROUP):
-        command = entry.load()
+        # A broken plugin costs its own command, never the product's: say so and go on.
+        try:
+            command = entry.load()
+        except Exception as exc:
+            print(f"harbinger: ignoring command {entry.name!r} ({entry.value}): {exc}", file=sys.stderr)
+            continue
         if not isinstance(command, Command):
-            raise TypeError(f"entry point {entry.name} = {entry.value} is not a harbinger.cli.Command")
+            print(f"harbinger: ignoring command {entry.name!r} ({entry.value}): not a harbinger.cli.Command",
+                  file=sys.stderr)
+            continue
         plugins.append(command)
     own = {c.name for c in COMMANDS}
     return COMMANDS + tuple(p for p in plugins if p.name not in own)

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import yaml
-
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from harbinger.prometheus import PrometheusClient
 
@@ -57,12 +56,7 @@ class ServiceGraph:
     @classmethod
     def load(cls, path: Path) -> ServiceGraph:
         source = str(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise InvalidInput(f"cannot read graph: {exc.strerror}", source=source) from exc
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"not valid YAML: {exc}", source=source) from exc
+        data = read_document(path, "graph")
         if not isinstance(data, dict) or not isinstance(data.get("services"), list):
             raise InvalidInput("expected a mapping with a 'services' list and an 'edges' list", source=source)
         edges = []

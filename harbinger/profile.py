@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 
 
@@ -116,12 +116,7 @@ def profile_from_annotation(value: str, *, source: str) -> CapacityProfile:
 def load_profiles(path: Path) -> dict[str, CapacityProfile]:
     """A YAML file ``{defaults: {...}, services: {name: {...}}}``; each service inherits defaults."""
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InvalidInput(f"cannot read profiles: {exc.strerror}", source=source) from exc
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"not valid YAML: {exc}", source=source) from exc
+    data = read_document(path, "profiles")
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise InvalidInput("expected a mapping with a 'services' mapping of service name to profile", source=source)
     defaults = data.get("defaults") or {}

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY
 from harbinger.prometheus import PrometheusConnection
@@ -186,12 +186,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         path = os.environ.get("HARBINGER_CONFIG")
         if not path:
             return {}
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise InvalidInput(f"cannot read settings file: {exc.strerror}", source=path) from exc
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"not valid YAML: {exc}", source=path) from exc
+        data = read_document(path, "settings file", format="yaml")
         if data is None:
             return {}
         if not isinstance(data, dict):
