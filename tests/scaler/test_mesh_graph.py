@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from chaos.graphsource import edges_from_prometheus as chaos_edges
 from harbinger import contract
 from harbinger.clock import ManualClock
-from harbinger.errors import HarbingerError, InvalidInput
+from harbinger.errors import InvalidInput, PrometheusQueryError, PrometheusUnavailable
 from harbinger.graph import MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.profile import CapacityProfile
+from harbinger.prometheus import PrometheusClient
 from harbinger_dev.localcluster import LocalPrometheus
 from harbinger_dev.localcluster.cluster import free_port
 from scaler.controller import Planner
@@ -117,19 +118,21 @@ async def test_the_shared_query_reads_calls_by_workload_and_by_canonical_service
     mesh.call(shop, "unknown", shop, "frontend")  # from outside the mesh
     mesh.call(shop, "payments", shop, "payments")  # a self-call orders nothing
 
-    async def seen() -> set[MeshEdge]:
-        return in_namespaces(await edges_from_prometheus(prometheus.url, window="5s"), shop)
+    async with PrometheusClient(prometheus.url) as client:
+        async def seen() -> set[MeshEdge]:
+            return in_namespaces(await edges_from_prometheus(client, window="5s"), shop)
 
-    assert await eventually(seen, timeout=60, what="the calls in Prometheus") == {
-        MeshEdge("frontend", "checkout-v2", shop, shop), MeshEdge("checkout-v2", "payments", shop, shop)}
-    # harbinger chaos generate --graph-from-prometheus: the same query, by canonical service.
-    found = await chaos_edges(prometheus.url, window="5s")
-    assert {("frontend", "checkout"), ("checkout", "payments")} <= found
-    assert not any("unknown" in edge for edge in found)
-    with pytest.raises(HarbingerError, match="refused"):
-        await edges_from_prometheus(prometheus.url, query="sum by (x) (rate(istio_requests_total[{window}]")
-    with pytest.raises(HarbingerError, match="unreachable"):
-        await edges_from_prometheus(f"http://127.0.0.1:{free_port()}", timeout_seconds=2)
+        assert await eventually(seen, timeout=60, what="the calls in Prometheus") == {
+            MeshEdge("frontend", "checkout-v2", shop, shop), MeshEdge("checkout-v2", "payments", shop, shop)}
+        # harbinger chaos generate --graph-from-prometheus: the same query, by canonical service.
+        found = await chaos_edges(client, window="5s")
+        assert {("frontend", "checkout"), ("checkout", "payments")} <= found
+        assert not any("unknown" in edge for edge in found)
+        with pytest.raises(PrometheusQueryError, match="parse error"):
+            await edges_from_prometheus(client, query="sum by (x) (rate(istio_requests_total[{window}]")
+    async with PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_seconds=2) as gone:
+        with pytest.raises(PrometheusUnavailable, match="is unavailable"):
+            await edges_from_prometheus(gone)
 
 
 async def read_hpa_spec(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -175,7 +178,7 @@ async def test_the_planner_orders_by_the_calls_the_mesh_saw_and_refuses_a_bad_de
     # ... but a planner that never had them does not guess.
     blind = Planner(kube, forecasts=source, clock=ManualClock(T0), forecast_only=True,
                     namespaces=frozenset({shop}), graph_edges=watching.graph_edges)
-    with pytest.raises(HarbingerError, match="unreachable"):
+    with pytest.raises(PrometheusUnavailable, match="is unavailable"):
         await blind.run_once()
 
     # A workload in the planner's namespace that no Deployment with a service runs: refused.
