@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, store_secret
 from certs.serving_set import ServingSet, issue_serving_set, parse_hosts
 from harbinger.errors import InvalidInput
+from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
 from harbinger.kube import api_client
+from harbinger.settings import settings_from_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret", help="also store the set as this kubernetes.io/tls Secret (NAMESPACE/NAME)")
     parser.add_argument("--inject-webhook", metavar="NAME",
                         help="put the CA into this MutatingWebhookConfiguration's caBundle")
-    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default $KUBECONFIG, then in-cluster)")
+    add_kube_flags(parser)
+    add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,19 +44,30 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("exists and is not a directory", source=f"--out {args.out}")
     secret = parse_secret_ref(args.secret) if args.secret else None
     serving = issue_serving_set(hosts, days=args.days)
+    done: dict[str, Any] = {"hosts": hosts}
     if secret or args.inject_webhook:
-        asyncio.run(_apply(args, serving, secret))
+        asyncio.run(_apply(args, serving, secret, done))
     serving.write(args.out)
-    print(f"wrote {args.out}/tls.crt, tls.key, ca.crt for {', '.join(hosts)}")
+    done["directory"] = str(args.out)
+    if args.json:
+        print(json.dumps(done))
+    else:
+        print(f"wrote {args.out}/tls.crt, tls.key, ca.crt for {', '.join(hosts)}")
     return 0
 
 
-async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[str, str] | None) -> None:
-    async with api_client(args.kubeconfig) as api:
+async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[str, str] | None,
+                 done: dict[str, Any]) -> None:
+    kube = settings_from_flags(args, KUBE_FLAGS).kube
+    async with api_client(kube.kubeconfig, kube.context) as api:
         if args.inject_webhook:
             await read_webhook_configuration(api, args.inject_webhook)  # fail before writing anything
             await inject_ca_bundle(api, args.inject_webhook, serving.ca_pem)
-            print(f"injected the CA into MutatingWebhookConfiguration {args.inject_webhook}")
+            done["injected_webhook"] = args.inject_webhook
+            if not args.json:
+                print(f"injected the CA into MutatingWebhookConfiguration {args.inject_webhook}")
         if secret:
             await store_secret(api, *secret, serving)
-            print(f"stored Secret {secret[0]}/{secret[1]}")
+            done["secret"] = f"{secret[0]}/{secret[1]}"
+            if not args.json:
+                print(f"stored Secret {secret[0]}/{secret[1]}")

@@ -29,7 +29,7 @@ from chaos.report import RUN_JSON, write_report
 from chaos.runner import RunConfig, run_experiment
 from harbinger.clock import clock_from_spec, parse_time
 from harbinger.errors import InvalidInput
-from harbinger.flags import KUBE_FLAGS, add_kube_flags
+from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
 from harbinger.kube import new_api_client
 from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_nonnegative
@@ -81,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--all", action="store_true", help="every fault chaos owns, expired or not")
     sweep.add_argument("--annotations-file", action="append", default=[], metavar="SERVICE=PATH")
     add_kube_flags(sweep)
+    add_json_flag(sweep)
 
     side = sub.add_parser("sidecar", help="the fault-injecting proxy the webhook injects next to an application")
     side.add_argument("--listen", required=True, metavar="HOST:PORT")
@@ -320,7 +321,10 @@ async def _controller(args: argparse.Namespace) -> int:
 async def _sweep(args: argparse.Namespace) -> int:
     async with _backends(args) as backends:
         swept = await backends.sweep(args.all)
-    print(f"swept {swept} object(s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"swept": swept, "all": bool(args.all)}))
+    else:
+        print(f"swept {swept} object(s)", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ bad input refused (exit 2) before anything is written."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,13 @@ def test_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cert.verify_directly_issued_by(ca)
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 30
     assert "harbinger-webhook.harbinger-system.svc" in capsys.readouterr().out
+
+
+def test_json_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "certs"
+    assert main(["certs", "--out", str(out), "--hosts", HOSTS, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result == {"hosts": HOSTS.split(","), "directory": str(out)}
 
 
 @pytest.mark.parametrize("args, message", [

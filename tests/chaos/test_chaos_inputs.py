@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chaos.experiment import SLO, BackendKind, Experiment, FaultKind, load_experiments
-from chaos.faults import Fault, fault_from_annotations
+from chaos.faults import ActiveFault, Fault, fault_from_annotations
 from chaos.forecasts import load_forecasts
 from chaos.incidents import load_incidents, parse_incidents
 from chaos.monitor import Baseline, Queries, Sample, breaches, steady_state_violations
 from chaos.record import BreachRecord, RollbackRecord, RunRecord, RunStatus, StepRecord
 from chaos.report import analyse, render_html
-from chaos.sidecar.podinfo import format_annotations, go_quote, parse_annotations
+from chaos.sidecar.podinfo import format_annotations, go_quote, parse_annotations, read_annotations, write_annotations
 from harbinger import contract
 from harbinger.cli import main
 from harbinger.errors import InvalidInput
@@ -176,3 +176,13 @@ def test_cli_generate_writes_a_ranked_plan(tmp_path: Path, capsys: pytest.Captur
     experiments = load_experiments(out)
     assert experiments[0].target == "payments" and experiments[0].kind is FaultKind.ERROR
     assert "error-payments" in capsys.readouterr().err
+
+
+def test_sweep_prints_its_result_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``chaos sweep --all --json``: the fault left in an annotations file is removed and counted."""
+    path = tmp_path / "annotations"
+    left = ActiveFault(Fault(abort_status=503), datetime(2030, 1, 1, tzinfo=UTC), "left-behind")
+    write_annotations(path, {"app": "payments", **left.annotations()})
+    assert main(["chaos", "sweep", "--all", "--json", f"--annotations-file=payments={path}"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"swept": 1, "all": True}
+    assert read_annotations(path) == {"app": "payments"}
