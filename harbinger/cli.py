@@ -17,7 +17,6 @@ import argparse
 import functools
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -148,9 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = selected if selected in names else None
     parser, runners = build_parser(selected)
     args = parser.parse_args(args_list)
-    level = args.log_level or os.environ.get("HARBINGER_LOG_LEVEL") or "INFO"
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return exit_code(args.command, lambda: runners[args.command](args))
+    return exit_code(args.command, lambda: _run(args, runners[args.command]))
+
+
+def _run(args: argparse.Namespace, runner: Runner) -> int:
+    # The flag wins; else the settings (HARBINGER_LOG_LEVEL or the settings file), checked
+    # there like every other setting.
+    from harbinger.settings import load_settings
+
+    level = args.log_level or load_settings().log_level
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return runner(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

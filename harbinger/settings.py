@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from harbinger.documents import read_document
@@ -142,7 +142,8 @@ class ChaosSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HARBINGER_", env_nested_delimiter="__", extra="forbid")
 
-    log_level: str = "INFO"
+    #: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (any case); ``--log-level`` overrides it.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Rehearsals and ``make demo`` only: ``START,SPEED,ORIGIN`` runs every component on
     #: trace time (see :mod:`harbinger.clock`). Empty means the wall clock.
     replay_clock: str | None = None
@@ -154,6 +155,11 @@ class Settings(BaseSettings):
     planner: PlannerSettings = PlannerSettings()
     history: HistorySettings = HistorySettings()
     chaos: ChaosSettings = ChaosSettings()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _bounds_are_ordered(self) -> Settings:
