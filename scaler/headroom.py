@@ -275,13 +275,18 @@ def controller_floor_ticks(rate: pd.Series, policy: FloorPolicy, service: Servic
     runs = set(planner_ticks(first, last, tick_seconds).tolist())
     lookback = history_intervals(interval, service.warmup_seconds, policy.level_intervals)
     values = rate.to_numpy(dtype=np.float64, na_value=np.nan)
+    made_for = -1
+    forecast: ShortForecast | None = None
     for i, tick in enumerate(range(first, last)):
         if tick in runs:
             now = origin + timedelta(seconds=tick * tick_seconds)
             complete = (tick - SCRAPE_SECONDS // tick_seconds) // per  # intervals [0, complete) are over
-            history = pd.Series(values[max(0, complete - lookback):complete],
-                                index=rate.index[max(0, complete - lookback):complete])
-            forecast = short_forecast("replay", history, interval, service.warmup_seconds, policy)
+            if complete != made_for:
+                # The forecast cannot change until another interval completes.
+                history = pd.Series(values[max(0, complete - lookback):complete],
+                                    index=rate.index[max(0, complete - lookback):complete])
+                forecast = short_forecast("replay", history, interval, service.warmup_seconds, policy)
+                made_for = complete
             if forecast is None:
                 recommended = service.min_replicas
             else:
@@ -303,7 +308,7 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
     per = interval_seconds // tick_seconds
     warm = (DAY // interval_seconds) if warm_intervals is None else warm_intervals
     warm = min(warm, max(0, len(values) - 2))
-    if len(values) - warm < 2:
+    if len(values) < 3:
         raise InvalidInput(f"{len(values)} interval(s) of history are too few to learn from", source="history")
     demand = np.repeat(values, per)
     metric = observed_rate(demand, tick_seconds, metric_window_seconds(interval_seconds, window_seconds))

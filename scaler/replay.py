@@ -214,9 +214,11 @@ def score(demand: np.ndarray, ticks_per_interval: int, tick_seconds: int, servic
     # In replica units, with slack for float noise: a rate a hair above a whole number of
     # replicas is not a violation by rounding alone.
     violations = int(np.count_nonzero(rate / service.saturation > capacity + 1e-9))
-    served_ticks = np.minimum(rates[known], ready[known] * service.saturation)
+    short = rates[known] - ready[known] * service.saturation
+    # The same float slack as for violations.
+    short = np.where(short > 1e-9 * service.saturation, short, 0.0)
     total = float(rates[known].sum())
-    unserved = float((rates[known] - served_ticks).sum()) / total if total > 0 else 0.0
+    unserved = float(short.sum()) / total if total > 0 else 0.0
     return Figures(violations=violations, intervals=int(known.sum()),
                    replica_hours=float(alive[known].sum()) * tick_seconds / 3600,
                    unserved_share=max(unserved, 0.0),
