@@ -76,6 +76,8 @@ RARE_SHORTFALL = 0.001
 #: Margins tried: the excess over the forecast that all but this many times the HPA's share of
 #: short intervals stay below (so that the floor would cover about that share of its misses).
 MARGIN_SHARES = (2.0, 1.0, 0.5, 0.25, 0.1)
+#: The margin's shapes tried: x sqrt(forecast), x forecast.
+EXPONENTS = (0.5, 1.0)
 #: The planner's floor hold (``planner.stabilization_seconds``'s default).
 HOLD_SECONDS = 300.0
 DAY = 86_400
@@ -90,13 +92,17 @@ class FloorPolicy:
     margin: float | None
     #: Intervals the forecast's recent level is the mean of.
     level_intervals: int = 1
+    #: The margin is ``margin x f ** exponent``: 0.5 (spread like a Poisson stream's) or 1 (a
+    #: share of the forecast, for traffic whose bursts scale with its level).
+    exponent: float = 0.5
     basis: str = ""
-    #: The candidates replayed on history: (target, margin) -> figures.
-    tried: dict[tuple[float, float | None], Figures] = field(default_factory=dict, compare=False, repr=False)
+    #: The candidates replayed on history: (target, exponent, margin) -> figures.
+    tried: dict[tuple[float, float, float | None], Figures] = field(default_factory=dict, compare=False,
+                                                                     repr=False)
 
     def as_dict(self) -> dict[str, float | None]:
         return {"fallback_target": self.fallback_target, "margin": self.margin,
-                "level_intervals": float(self.level_intervals)}
+                "level_intervals": float(self.level_intervals), "exponent": self.exponent}
 
 
 def horizon_steps(interval_seconds: int, warmup_seconds: float) -> int:
@@ -172,11 +178,12 @@ def choose_level(values: np.ndarray, interval_seconds: int, warm: int) -> int:
     return min(errors, key=lambda m: (errors[m], m))
 
 
-def step_need(forecast: np.ndarray, margin: float, service: Service) -> np.ndarray:
-    """Replicas an interval forecast at ``forecast`` needs: its peak f + margin x sqrt(f) at
-    saturation (the same rule as :func:`scaler.plan.step_replicas` on :func:`planning_profile`)."""
+def step_need(forecast: np.ndarray, margin: float, service: Service, exponent: float = 0.5) -> np.ndarray:
+    """Replicas an interval forecast at ``forecast`` needs: its peak f + margin x f ** exponent
+    at saturation (the same rule as :func:`scaler.plan.step_replicas` on :func:`planning_profile`)."""
     level = np.maximum(np.nan_to_num(forecast, nan=0.0), 0.0)
-    return service.need(level + margin * np.sqrt(level))
+    peak = level * (1 + margin) if exponent == 1 else level + margin * np.sqrt(level)
+    return service.need(peak)
 
 
 def planner_ticks(first: int, last: int, tick_seconds: int) -> np.ndarray:
@@ -189,7 +196,8 @@ def planner_ticks(first: int, last: int, tick_seconds: int) -> np.ndarray:
 
 
 def floor_ticks(forecasts: np.ndarray, margin: float, service: Service, interval_seconds: int,
-                tick_seconds: int, first: int, last: int, hold_seconds: float = HOLD_SECONDS) -> np.ndarray:
+                tick_seconds: int, first: int, last: int, hold_seconds: float = HOLD_SECONDS,
+                exponent: float = 0.5) -> np.ndarray:
     """The floor at each tick of ``[first, last)`` (module docstring), vectorized; the same
     values as :func:`controller_floor_ticks`, which runs the controller's code."""
     per = interval_seconds // tick_seconds
@@ -199,7 +207,7 @@ def floor_ticks(forecasts: np.ndarray, margin: float, service: Service, interval
     complete = seen // per - 1  # the last interval that ended by what the planner sees
     running = runs // per
     reach = (runs * tick_seconds + service.warmup_seconds + lead_seconds()) // interval_seconds
-    needs = step_need(forecasts, margin, service)  # row c, column h - 1
+    needs = step_need(forecasts, margin, service, exponent)  # row c, column h - 1
     best = np.full(len(runs), service.min_replicas, dtype=np.int64)
     for h in range(1, horizon + 1):
         interval = complete + h
@@ -236,7 +244,11 @@ def planning_profile(service: Service, policy: FloorPolicy, base: CapacityProfil
     fields.update(rps_per_replica=service.saturation * policy.fallback_target,
                   target_utilization=policy.fallback_target, warmup_seconds=service.warmup_seconds,
                   min_replicas=service.min_replicas, max_replicas=service.max_replicas, plan_quantile="p50",
-                  headroom=0.0, burst_factor=1.0, burst_dispersion=policy.margin or 0.0)
+                  headroom=0.0, burst_factor=1.0, burst_dispersion=0.0)
+    if policy.exponent == 1:
+        fields["burst_factor"] = 1.0 + (policy.margin or 0.0)
+    else:
+        fields["burst_dispersion"] = policy.margin or 0.0
     return CapacityProfile.model_validate(fields)
 
 
@@ -256,7 +268,7 @@ def short_forecast(name: str, history: pd.Series, interval_seconds: int, warmup_
     p50 = np.maximum(p50, 0.0)
     start = pd.Timestamp(history.index[-1]).to_pydatetime() + timedelta(seconds=interval_seconds)
     return ShortForecast(service=name, model_version="short-horizon", start=start, step_seconds=interval_seconds,
-                         p50=p50, p90=p50 + margin * np.sqrt(p50))
+                         p50=p50, p90=p50 * (1 + margin) if policy.exponent == 1 else p50 + margin * np.sqrt(p50))
 
 
 def controller_floor_ticks(rate: pd.Series, policy: FloorPolicy, service: Service, tick_seconds: int,
@@ -321,10 +333,10 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
         capacity = run.ready.reshape(-1, per).mean(axis=1) * service.saturation
         return figures, capacity
 
-    tried: dict[tuple[float, float | None], Figures] = {}
+    tried: dict[tuple[float, float, float | None], Figures] = {}
     plain: dict[float, tuple[Figures, np.ndarray]] = {t: replay(t, None) for t in targets}
     for target, (figures, _) in plain.items():
-        tried[(target, None)] = figures
+        tried[(target, 0.5, None)] = figures
     base = plain[reference][0]
     if base.violation_share < RARE_SHORTFALL:
         return FloorPolicy(reference, None, basis=f"the HPA at {reference} fell short in {base.violations} of "
@@ -338,34 +350,37 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
     # The forecast of each scored interval made one interval before it.
     ahead = forecasts[warm - 1 : len(values) - 1, 0]
     usable = (ahead > 0) & ~np.isnan(scored)
-    excess = (scored[usable] - ahead[usable]) / np.sqrt(ahead[usable])
     curve = [(f.replica_hours, float(f.violations)) for f, _ in plain.values()]
-    best: tuple[float, float, float, float | None] | None = None  # (score, cost, target, margin)
-    for target in targets:
-        figures, _ = plain[target]
-        if not figures.violations or not excess.size:
-            continue
-        # How often the HPA falls short sets how far into the forecast's errors the floor reaches.
-        shares = [min(0.999, max(0.5, 1 - k * figures.violation_share)) for k in MARGIN_SHARES]
-        margins = sorted({round(max(0.0, float(np.quantile(excess, q))), 4) for q in shares})
-        for candidate in margins:
-            floor = floor_ticks(forecasts, candidate, service, interval_seconds, tick_seconds, first, last,
-                                hold_seconds)
-            result, _ = replay(target, floor)
-            tried[(target, candidate)] = result
-    for (target, margin), result in tried.items():
+    for exponent in EXPONENTS:
+        excess = (scored[usable] - ahead[usable]) / ahead[usable] ** exponent
+        for target in targets:
+            figures, _ = plain[target]
+            if not figures.violations or not excess.size:
+                continue
+            # How often the HPA falls short sets how far into the forecast's errors the floor reaches.
+            shares = [min(0.999, max(0.5, 1 - k * figures.violation_share)) for k in MARGIN_SHARES]
+            margins = sorted({round(max(0.0, float(np.quantile(excess, q))), 4) for q in shares})
+            for candidate in margins:
+                floor = floor_ticks(forecasts, candidate, service, interval_seconds, tick_seconds, first, last,
+                                    hold_seconds, exponent)
+                result, _ = replay(target, floor)
+                tried[(target, exponent, candidate)] = result
+    best: tuple[float, float, tuple[float, float, float | None]] | None = None  # (score, cost, candidate)
+    most = max(x for x, _ in curve)
+    for candidate_key, result in tried.items():
         relative = max(result.violations, 0.5) / curve_violations(curve, result.replica_hours)
         # Never beyond the most expensive plain HPA: the curve would be extrapolated.
-        if result.replica_hours > max(x for x, _ in curve) * 1.0001 and margin is not None:
+        if result.replica_hours > most * 1.0001 and candidate_key[2] is not None:
             continue
-        key = (round(relative, 6), result.replica_hours, target, margin)
+        key = (round(relative, 6), result.replica_hours, candidate_key)
         if best is None or key[:2] < best[:2]:
             best = key
     assert best is not None
-    relative, _, target, chosen_margin = best
-    chosen = tried[(target, chosen_margin)]
-    return FloorPolicy(target, chosen_margin, level,
-                       f"on {chosen.intervals} intervals of history: HPA at {target} with margin {chosen_margin}: "
+    relative, _, (target, exponent, chosen_margin) = best
+    chosen = tried[(target, exponent, chosen_margin)]
+    return FloorPolicy(target, chosen_margin, level, exponent,
+                       f"on {chosen.intervals} intervals of history: HPA at {target} with margin {chosen_margin} "
+                       f"x f^{exponent}: "
                        f"{chosen.violations} violations at {chosen.replica_hours:.1f} replica-hours, "
                        f"{relative:.2f}x the plain HPA's curve there", tried=tried)
 
@@ -387,7 +402,7 @@ class ShortTermPlan:
     def learned(self) -> dict[str, float]:
         """The policy as the plan annotation's ``learned`` values."""
         values = {"fallback_target": self.policy.fallback_target,
-                  "level_intervals": float(self.policy.level_intervals)}
+                  "level_intervals": float(self.policy.level_intervals), "exponent": self.policy.exponent}
         if self.policy.margin is not None:
             values["margin"] = self.policy.margin
         return values

@@ -91,11 +91,12 @@ def test_the_replays_floor_is_the_controllers_floor(traces_dir: Path, trace: str
     last = first + DAY // 15 // 2
     service = Service(saturation=float(np.nanpercentile(loaded.demand[:first], 95)) / 20, warmup_seconds=90)
     values = loaded.rate.to_numpy(dtype=np.float64, na_value=np.nan)
-    for policy in (FloorPolicy(0.7, 0.5, level_intervals=3), FloorPolicy(0.9, 0.0, level_intervals=1)):
+    for policy in (FloorPolicy(0.7, 0.5, level_intervals=3), FloorPolicy(0.9, 0.3, level_intervals=1, exponent=1.0)):
         forecasts = short_forecasts(values, interval, horizon_steps(interval, service.warmup_seconds),
                                     policy.level_intervals)
         assert policy.margin is not None
-        vectorized = floor_ticks(forecasts, policy.margin, service, interval, 15, first, last)
+        vectorized = floor_ticks(forecasts, policy.margin, service, interval, 15, first, last,
+                                 exponent=policy.exponent)
         controller = controller_floor_ticks(loaded.rate, policy, service, 15, first, last)
         assert np.array_equal(vectorized, controller)
         assert vectorized.max() > service.min_replicas
