@@ -302,8 +302,8 @@ def controller_floor_ticks(rate: pd.Series, policy: FloorPolicy, service: Servic
             if forecast is None:
                 recommended = service.min_replicas
             else:
-                plan = plan_service(forecast, profile, now, stabilization_seconds=hold_seconds,
-                                    lead_seconds=lead_seconds())
+                # Held across runs by the FloorHold, not inside one plan (its first step may be over).
+                plan = plan_service(forecast, profile, now, stabilization_seconds=0, lead_seconds=lead_seconds())
                 recommended = plan.floor_at(now)
             current = hold.update(now, recommended)
         floor[i] = current
@@ -480,6 +480,8 @@ class ShortTermFloors:
             p50 = np.zeros(1)
             forecast = ShortForecast(service=name, model_version="short-horizon", start=now, step_seconds=step,
                                      p50=p50, p90=p50)
-        plan = plan_service(forecast, planning_profile(service, policy, profile), now,
-                            stabilization_seconds=stabilization_seconds, lead_seconds=lead_seconds())
+        # Held across runs by the controller's FloorHold, not inside one plan: the plan's first
+        # step may already be over, and its need must not be carried into the steps after it.
+        plan = plan_service(forecast, planning_profile(service, policy, profile), now, stabilization_seconds=0,
+                            lead_seconds=lead_seconds())
         return ShortTermPlan(plan, policy)

@@ -3,7 +3,7 @@ the replay computes being exactly the one the controller's code computes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 
 from harbinger.errors import InvalidInput
+from harbinger.profile import CapacityProfile
 from scaler.headroom import (
     DAY,
     FloorPolicy,
+    ShortTermFloors,
     controller_floor_ticks,
     floor_ticks,
     horizon_steps,
+    lead_seconds,
     learn_policy,
     planner_ticks,
     short_forecasts,
@@ -106,3 +109,37 @@ def test_the_replays_floor_is_the_controllers_floor(traces_dir: Path, trace: str
 def test_the_planner_runs_one_scrape_after_each_minute() -> None:
     assert planner_ticks(0, 20, 15).tolist() == [1, 5, 9, 13, 17]
     assert planner_ticks(6, 12, 15).tolist() == [9]
+
+
+class MinuteHistory:
+    """A HistorySource over one recorded per-minute series: only what had happened by ``end``."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self.series = series
+
+    async def history(self, service: str, *, namespace: str = "", end: datetime, lookback: timedelta,
+                      step_seconds: int) -> pd.Series:
+        if step_seconds != 60:
+            raise InvalidInput(f"only 60 s, not {step_seconds}", source="history")
+        return self.series.loc[pd.Timestamp(end - lookback) : pd.Timestamp(end - timedelta(seconds=60))]
+
+
+async def test_the_controllers_floor_rises_a_warmup_and_a_lead_before_the_jump() -> None:
+    series = daily_jumps(3)
+    floors = ShortTermFloors(MinuteHistory(series), lookback_seconds=2 * DAY)
+    profile = CapacityProfile(rps_per_replica=10, warmup_seconds=120, max_replicas=50)  # saturation 12.5
+    jump = datetime(2030, 1, 3, 12, 0, tzinfo=UTC)
+    ahead = 120 + lead_seconds()
+
+    async def floor_at(when: datetime) -> int:
+        result = await floors.plan("svc", "ns", profile, when, stabilization_seconds=300)
+        assert result is not None and result.policy.margin is not None
+        return result.plan.floor_at(when)
+
+    quiet = await floor_at(jump - timedelta(seconds=ahead + 1))
+    assert quiet == 2  # 20 req/s: ceil(1.6)
+    assert await floor_at(jump - timedelta(seconds=ahead)) >= 5  # 60 req/s: ceil(4.8)
+    assert await floor_at(jump + timedelta(minutes=10)) == quiet
+    # A source that cannot give a 60 s or 300 s step: no short-horizon plan, logged, no error.
+    assert await ShortTermFloors(MinuteHistory(series.iloc[:1])).plan(
+        "svc", "ns", profile, jump, stabilization_seconds=300) is None

@@ -59,7 +59,8 @@ def test_the_hpa_reads_a_one_minute_rate_one_scrape_late() -> None:
 
 
 def test_a_jump_is_met_late_by_the_delayed_hpa_hand_computed() -> None:
-    # Saturation 10 req/s, target 0.5: the HPA aims each pod at 5 req/s; 60 s warm-up. 10 req/s for three minutes (2 pods), then 40 req/s (4 pods at saturation).
+    # Saturation 10 req/s, target 0.5: the HPA aims each pod at 5 req/s; 60 s warm-up.
+    # 10 req/s for three minutes (2 pods), then 40 req/s (4 pods at saturation).
     service = Service(saturation=10, warmup_seconds=60, max_replicas=100)
     demand = minutes(10, 10, 10, 40, 40, 40)
     run = run_hpa(demand, observed_rate(demand, 15, 60), 15, service, 0.5, first=8, last=24)
