@@ -389,8 +389,9 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
 #: History steps tried for the controller's short horizon, finest first (a source that cannot
 #: give 60 s, such as a 5-minute trace, gives 300 s).
 FINE_STEPS_SECONDS = (60, 300)
-#: The controller learns its policy on this much history (a week, plus a day of warm-up).
-LEARN_LOOKBACK_SECONDS = (SEASON_DAYS + 1) * DAY
+#: The controller learns its policy on this much history (its first day only warms up the
+#: forecast and the HPA): a week, 10,080 points at 60 s, under Prometheus' 11,000 per query.
+LEARN_LOOKBACK_SECONDS = SEASON_DAYS * DAY
 RELEARN_SECONDS = 3600.0
 
 

@@ -152,9 +152,13 @@ def run_hpa(demand: np.ndarray, metric: np.ndarray, tick_seconds: int, service: 
         now = float((first + i) * tick_seconds)
         if floors is not None:
             hpa.min_replicas = floors[i]
-        pods.scale(hpa.desired(now, readings[i], pods.total(), pods.ready(now)), now, warmup)
-        alive[i] = pods.total()
-        ready[i] = pods.ready(now)
+        serving = pods.ready(now)
+        desired = hpa.desired(now, readings[i], len(pods.ready_at), serving)
+        pods.scale(desired, now, warmup)
+        alive[i] = desired
+        # New pods are not ready yet; removed ones were the newest, so the ready count only
+        # drops when fewer pods than were ready are left.
+        ready[i] = desired if warmup <= 0 else min(serving, desired)
     return Run(first, alive, ready)
 
 

@@ -112,6 +112,11 @@ def test_the_hpa_target_changes_its_pods_never_their_capacity() -> None:
     at_80, at_50 = (run_hpa(demand, metric, 15, service, t, 8, 40) for t in (0.8, 0.5))
     assert at_80.alive[-1] == 10 and at_50.alive[-1] == 16
     assert score(demand, 4, 15, service, at_80).violations == 0
+    # Without a warm-up every pod serves from its first tick.
+    instant = Service(saturation=12.5, warmup_seconds=0)
+    jump = minutes(*([10.0] * 3 + [100.0] * 3))
+    run = run_hpa(jump, observed_rate(jump, 15, 60), 15, instant, 0.8, 8, 24)
+    assert run.alive.max() == 10 and np.array_equal(run.ready, run.alive)
     with pytest.raises(InvalidInput, match="target utilization"):
         run_hpa(demand, metric, 15, service, 1.5, 0, 4)
     with pytest.raises(InvalidInput, match="outside the trace"):
