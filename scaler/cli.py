@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     parser.add_argument("--interval", type=float, metavar="S", help="seconds between planner runs (default 60)")
+    parser.add_argument("--no-short-horizon", action="store_true",
+                        help="plan floors from the forecaster's plan only, not from the short-horizon "
+                             "forecast and the policy learned from each service's history (docs/scaling.md)")
     parser.add_argument("--forecast-only", action="store_true",
                         help="compute and record plans (log, metrics), change nothing on the cluster")
     parser.add_argument("--profiles", type=Path, metavar="YAML", help="capacity profiles {defaults, services}")
@@ -58,6 +61,7 @@ def run_plan(args: argparse.Namespace) -> int:
         "models_dir": args.models_dir,
         "metrics_port": args.metrics_port,
         "graph_prometheus_url": args.graph_prometheus,
+        "short_horizon": False if args.no_short_horizon else None,
     }.items() if value is not None}
     base = load_settings()
     history = base.history.model_dump()
@@ -92,7 +96,8 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
         planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,
                           stabilization_seconds=settings.stabilization_seconds,
                           forecast_only=settings.forecast_only, elector=elector, identity=identity,
-                          history=history, graph_edges=edges, short_term=ShortTermFloors(history))
+                          history=history, graph_edges=edges,
+                          short_term=ShortTermFloors(history) if settings.short_horizon else None)
         if args.once:
             if not settings.forecast_only:
                 await elector.try_acquire_or_renew()

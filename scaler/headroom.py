@@ -37,6 +37,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -393,6 +394,7 @@ FINE_STEPS_SECONDS = (60, 300)
 #: forecast and the HPA): a week, 10,080 points at 60 s, under Prometheus' 11,000 per query.
 LEARN_LOOKBACK_SECONDS = SEASON_DAYS * DAY
 RELEARN_SECONDS = 3600.0
+MIN_RELEARN_WALL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,10 @@ class ShortTermFloors:
         self.lookback = timedelta(seconds=lookback_seconds)
         self.relearn = timedelta(seconds=relearn_seconds)
         self._policies: dict[str, tuple[datetime, FloorPolicy | None, str]] = {}
+        #: Monotonic time of each service's last learning: on a replay clock running faster
+        #: than time (rehearsals), an hour of trace time can pass in seconds; learning, which
+        #: replays a week, is not repeated more often than :data:`MIN_RELEARN_WALL_SECONDS`.
+        self._learned_at: dict[str, float] = {}
 
     @staticmethod
     def service_of(profile: CapacityProfile) -> Service:
@@ -458,7 +464,11 @@ class ShortTermFloors:
                    else HPA_TARGETS)
         key = f"{namespace}/{name}"
         cached = self._policies.get(key)
-        if cached is None or now - cached[0] >= self.relearn:
+        wall = time.monotonic()
+        due = cached is None or (now - cached[0] >= self.relearn
+                                 and wall - self._learned_at.get(key, -math.inf) >= MIN_RELEARN_WALL_SECONDS)
+        if due:
+            self._learned_at[key] = wall
             values = history.to_numpy(dtype=np.float64, na_value=np.nan)
             try:
                 policy: FloorPolicy | None = await asyncio.to_thread(
