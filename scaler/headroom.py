@@ -314,8 +314,9 @@ def controller_floor_ticks(rate: pd.Series, policy: FloorPolicy, service: Servic
 def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, tick_seconds: int = 15,
                  targets: tuple[float, ...] = HPA_TARGETS, window_seconds: int | None = None,
                  hold_seconds: float = HOLD_SECONDS, warm_intervals: int | None = None) -> FloorPolicy:
-    """Choose the HPA target and the margin together on ``rate`` (history at the trace's step,
-    never the part to be scored; module docstring). The first ``warm_intervals`` (default: a
+    """Choose the HPA target (one of ``targets``) and the margin together on ``rate`` (history
+    at the trace's step, never the part to be scored; module docstring), against the curve of
+    the plain HPA over the whole sweep. The first ``warm_intervals`` (default: a
     day) only warm up the forecast's seasonal history and the HPA; the rest is scored."""
     values = np.asarray(rate, dtype=np.float64)
     per = interval_seconds // tick_seconds
@@ -335,9 +336,11 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
         return figures, capacity
 
     tried: dict[tuple[float, float, float | None], Figures] = {}
-    plain: dict[float, tuple[Figures, np.ndarray]] = {t: replay(t, None) for t in targets}
-    for target, (figures, _) in plain.items():
-        tried[(target, 0.5, None)] = figures
+    # The curve is always the whole sweep, whichever targets the policy may choose from.
+    plain: dict[float, tuple[Figures, np.ndarray]] = {
+        t: replay(t, None) for t in sorted(set(HPA_TARGETS) | set(targets))}
+    for target in targets:
+        tried[(target, 0.5, None)] = plain[target][0]
     base = plain[reference][0]
     if base.violation_share < RARE_SHORTFALL:
         return FloorPolicy(reference, None, basis=f"the HPA at {reference} fell short in {base.violations} of "

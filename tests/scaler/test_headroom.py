@@ -143,3 +143,10 @@ async def test_the_controllers_floor_rises_a_warmup_and_a_lead_before_the_jump()
     # A source that cannot give a 60 s or 300 s step: no short-horizon plan, logged, no error.
     assert await ShortTermFloors(MinuteHistory(series.iloc[:1])).plan(
         "svc", "ns", profile, jump, stabilization_seconds=300) is None
+
+
+def test_a_declared_target_is_the_only_one_learned_for_against_the_whole_curve() -> None:
+    rate = daily_jumps(3).to_numpy()
+    policy = learn_policy(rate, 60, Service(saturation=1.0, max_replicas=500), targets=(0.7,))
+    assert policy.fallback_target == 0.7 and policy.margin is not None
+    assert {target for target, _, _ in policy.tried} == {0.7}

@@ -268,18 +268,18 @@ class SeriesHistory:
         return known.loc[pd.Timestamp(end - lookback) : pd.Timestamp(end - timedelta(seconds=step_seconds))]
 
 
-def jumps_every_day(service: str) -> pd.Series:
-    """10 req/s (1 replica), and every day from 12:20 to 12:30 40 req/s (4 replicas at
+def jumps_every_hour(service: str) -> pd.Series:
+    """10 req/s (1 replica), and every hour from :20 to :30 40 req/s (4 replicas at
     saturation): the delayed HPA is short in the first minutes of every jump."""
     index = pd.date_range(T0 - timedelta(days=2), T0 + timedelta(hours=2), freq="60s", inclusive="left")
-    minute = index.hour * 60 + index.minute
-    return pd.Series(np.where((minute >= 740) & (minute < 750), 40.0, 10.0), index=index, name=service)
+    minute = index.minute
+    return pd.Series(np.where((minute >= 20) & (minute < 30), 40.0, 10.0), index=index, name=service)
 
 
 def short_term_planner(kube: client.ApiClient, namespace: str, clock: ManualClock, scripted: Any,
                        **kwargs: Any) -> Planner:
     """No forecaster's forecast: the short-horizon floor alone plans."""
-    history = SeriesHistory({"checkout": jumps_every_day("checkout")})
+    history = SeriesHistory({"checkout": jumps_every_hour("checkout")})
     return planner(kube, namespace, clock, scripted({}),
                    short_term=ShortTermFloors(history, lookback_seconds=2 * 86400), **kwargs)
 
