@@ -4,24 +4,28 @@ Three parts, each the same in the replay (:mod:`scaler.simulate`) and in the con
 (:mod:`scaler.controller`):
 
 * **A short-horizon forecast at the trace's own step** (:func:`short_forecasts`): for the next
-  :func:`horizon_steps` intervals after the last complete one, the level of the last
-  :data:`LEVEL_SECONDS` (at least one interval) times the seasonal growth from that moment to
-  the forecast interval, measured on the same clock time of the previous
+  :func:`horizon_steps` intervals after the last complete one, the mean of the last ``m``
+  intervals (``m`` from :data:`LEVEL_SECONDS`, at least one interval: the one with the smallest
+  one-interval-ahead error on history, :func:`choose_level`) times the seasonal growth from that
+  moment to the forecast interval, measured at the same clock time over the previous
   :data:`SEASON_DAYS` days (their sums' ratio; 1 where they hold nothing). The floor only ever
   needs the next warm-up window, so nothing longer is forecast.
-* **A margin learned from the delayed HPA's shortfalls** (:func:`learn_policy`): on history,
-  the HPA is replayed as it behaves in a cluster (:mod:`scaler.replay`); in the intervals where
-  it fell short, the rate's excess over the forecast, in sqrt(requests/s) (request counts
-  spread by the square root of their rate), gives candidate margins (quantiles of that excess).
-  The floor for an interval is ``ceil((f + margin x sqrt(f)) / saturation)``: it binds only
-  where it is above what the HPA holds, i.e. where the HPA's delayed, tolerant count would be
-  short of the forecast peak.
-* **The HPA's target chosen together with the margin** (:func:`learn_policy`): every pair
-  (target in :data:`scaler.replay.HPA_TARGETS`, margin) is replayed on history, and the one
-  with the fewest violations relative to the plain HPA's cost/violation curve at its own
-  replica-hours is kept (ties: the cheaper). Where the HPA at the reference target
-  (0.8) falls short in fewer than :data:`RARE_SHORTFALL` of the intervals, nothing is added:
-  the plain HPA at 0.8 is kept.
+* **A margin learned from how often and by how much the delayed HPA falls short**
+  (:func:`learn_policy`): on history the HPA is replayed as it behaves in a cluster
+  (:mod:`scaler.replay`) at each target; the share ``p`` of intervals it falls short in sets how
+  far into the forecast's errors the floor reaches: the margins tried are the quantiles
+  ``1 - k x p`` (k in :data:`MARGIN_SHARES`) of the rate's excess over the forecast made one
+  interval before, in the shapes of :data:`EXPONENTS` (``x sqrt(f)``: request counts spread by
+  the square root of their rate; ``x f``: bursts that scale with the level). An interval needs
+  ``ceil((f + margin x f^shape) / saturation)`` replicas; the floor binds only where that is
+  above what the HPA holds, i.e. where the HPA's delayed, tolerant count would be short.
+* **The HPA's target chosen together with the margin** (:func:`learn_policy`): every (target,
+  shape, margin) is replayed on history with its floor, and the one with the fewest violations
+  relative to the plain HPA's cost/violation curve (the whole sweep of
+  :data:`scaler.replay.HPA_TARGETS`) at its own replica-hours is kept (ties: the cheaper), never
+  one costlier than the most expensive plain HPA. Where the HPA at the reference target (0.8)
+  falls short in fewer than :data:`RARE_SHORTFALL` of the intervals, nothing is added: the plain
+  HPA at 0.8 is kept.
 
 How the floor reaches the HPA (:func:`floor_ticks`, or :func:`scaler.plan.plan_service` with
 :func:`planning_profile` in the controller): the planner runs every
