@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 PLANNER_INTERVAL_SECONDS = 60
 #: The recent levels a forecast may start from (the mean of this many seconds, at least one
 #: interval); the one with the smallest one-interval-ahead error on history is kept.
-LEVEL_SECONDS = (60, 300, 900, 3600)
+LEVEL_SECONDS = (60, 300, 900, 3600, 10800, 21600, 86400)
 #: Days of history the seasonal growth is measured on.
 SEASON_DAYS = 7
 #: Below this share of short intervals for the HPA at the reference target, add nothing.
