@@ -99,6 +99,9 @@ class PlannerSettings(BaseModel):
     graph_query: str = WORKLOAD_EDGES_QUERY
     #: A call counts as an edge when it happened within this many seconds.
     graph_window_seconds: float = Field(3600.0, gt=0)
+    #: Plan each service's floor from the short-horizon forecast and the policy learned from
+    #: its history (``scaler.headroom``); off: from the forecaster's plan only.
+    short_horizon: bool = True
 
 
 class HistorySettings(BaseModel):

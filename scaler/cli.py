@@ -22,6 +22,7 @@ from harbinger.settings import Settings, load_settings
 from models.traffic import history_source
 from scaler.controller import Planner
 from scaler.forecasting import ModelForecasts
+from scaler.headroom import ShortTermFloors
 from scaler.inputs import PlannerInputs, PrometheusEdges, load_inputs
 from scaler.leader import LeaderElector
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     parser.add_argument("--interval", type=float, metavar="S", help="seconds between planner runs (default 60)")
+    parser.add_argument("--no-short-horizon", action="store_true",
+                        help="plan floors from the forecaster's plan only, not from the short-horizon "
+                             "forecast and the policy learned from each service's history (docs/scaling.md)")
     parser.add_argument("--forecast-only", action="store_true",
                         help="compute and record plans (log, metrics), change nothing on the cluster")
     parser.add_argument("--profiles", type=Path, metavar="YAML", help="capacity profiles {defaults, services}")
@@ -57,6 +61,7 @@ def run_plan(args: argparse.Namespace) -> int:
         "models_dir": args.models_dir,
         "metrics_port": args.metrics_port,
         "graph_prometheus_url": args.graph_prometheus,
+        "short_horizon": False if args.no_short_horizon else None,
     }.items() if value is not None}
     base = load_settings()
     history = base.history.model_dump()
@@ -91,7 +96,8 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
         planner = Planner(api, forecasts=forecasts, clock=clock, inputs=inputs,
                           stabilization_seconds=settings.stabilization_seconds,
                           forecast_only=settings.forecast_only, elector=elector, identity=identity,
-                          history=history, graph_edges=edges)
+                          history=history, graph_edges=edges,
+                          short_term=ShortTermFloors(history) if settings.short_horizon else None)
         if args.once:
             if not settings.forecast_only:
                 await elector.try_acquire_or_renew()
@@ -137,30 +143,43 @@ async def _plan(args: argparse.Namespace, all_settings: Settings, inputs: Planne
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", type=Path, required=True, metavar="CSV", help="a timestamp,value count CSV")
     parser.add_argument("--profile", type=Path, metavar="YAML",
-                        help="capacity profile (default: sized to the trace, see docs/scaling.md)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with the three strategies")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="write demand and capacity over time")
+                        help="capacity profile: a replica's capacity, warm-up, min and max "
+                             "(default: sized to the trace, see docs/scaling.md)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the HPA sweep, Harbinger and the oracle as one JSON object (the last line)")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="write the HPA's cost/violation curve with Harbinger's point")
     parser.add_argument("--train-fraction", type=float, default=0.7,
-                        help="share of the trace the forecaster is trained on; the rest is replayed (0.7)")
-    parser.add_argument("--replay-days", type=float, help="replay only this many days after the training part")
+                        help="share of the trace the policy is learned on; the rest is scored (0.7)")
+    parser.add_argument("--replay-days", type=float, help="score only this many days after the training part")
+    parser.add_argument("--window", type=int, metavar="S",
+                        help="the HPA's rate window in seconds (default 60, or the trace's interval when coarser)")
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from scaler.simulate import SimulationSetup, plot, read_profile, simulate
+    from scaler.simulate import SimulationSetup, plot_curve, read_profile, simulate
 
     if args.replay_days is not None and args.replay_days <= 0:
         raise InvalidInput(f"must be positive, got {args.replay_days}", source="--replay-days")
+    if args.window is not None and (args.window <= 0 or args.window % 15):
+        raise InvalidInput(f"must be a positive multiple of 15 s, got {args.window}", source="--window")
     profile = read_profile(args.profile, args.trace.stem) if args.profile else None
     result = simulate(args.trace, profile=profile,
-                      setup=SimulationSetup(train_fraction=args.train_fraction, replay_days=args.replay_days))
+                      setup=SimulationSetup(train_fraction=args.train_fraction, replay_days=args.replay_days,
+                                            window_seconds=args.window))
     if args.plot:
-        plot(result, args.plot)
-    if args.json:
-        print(json.dumps(result.summary()))
-    else:
-        print(f"{result.trace}: {result.profile.rps_per_replica:.4g} req/s per replica, "
-              f"{len(result.demand) * 15 / 86400:.1f} days replayed")
-        for outcome in (result.hpa, result.harbinger, result.oracle):
-            print(f"  {outcome.strategy:<10} {outcome.under_minutes:10.1f} min under capacity "
-                  f"{outcome.replica_hours:12.1f} replica-hours {outcome.changes:8d} changes")
+        plot_curve(result, args.plot)
+    summary = result.summary()
+    if not args.json:
+        print(f"{result.trace.name}: {result.intervals} intervals of {result.trace.interval_seconds} s scored, "
+              f"a replica serves {result.service.saturation:.4g} req/s; HPA metric: "
+              f"{result.window_seconds} s rate, one scrape late")
+        print(f"  policy: {result.policy.basis}")
+        rows = [(f"hpa@{row['target']}", row) for row in summary["hpa"]]
+        rows += [(f"harbinger@{result.policy.fallback_target}", summary["harbinger"]), ("oracle", summary["oracle"])]
+        for label, row in rows:
+            print(f"  {label:<14} {row['violations']:7d} violations {row['replica_hours']:12.1f} replica-hours "
+                  f"{100 * row['unserved_share']:8.3f} % unserved {row['changes']:8d} changes")
+        return 0
+    print(json.dumps(summary))
     return 0

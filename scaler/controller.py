@@ -48,6 +48,7 @@ from scaler.apply import (
     record_event,
 )
 from scaler.forecasting import ForecastSource
+from scaler.headroom import ShortTermFloors
 from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs, graph_from_mesh
 from scaler.leader import LeaderElector
 from scaler.learn import ProfileLearner, with_learned
@@ -97,6 +98,7 @@ class Planner:
         history: HistorySource | None = None,
         learner: ProfileLearner | None = None,
         graph_edges: EdgeSource | None = None,
+        short_term: ShortTermFloors | None = None,
     ) -> None:
         self.api = api
         self.forecasts = forecasts
@@ -114,6 +116,9 @@ class Planner:
         self.learner = learner or ProfileLearner(api, history=history)
         #: The calls the mesh saw, merged into the declared graph every run; None: YAML only.
         self.graph_edges = graph_edges
+        #: The short-horizon floor (:mod:`scaler.headroom`): where it gives a plan, it is the
+        #: service's plan; else the forecaster's plan (``forecasts``) is.
+        self.short_term = short_term
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
@@ -152,9 +157,18 @@ class Planner:
         floors: dict[str, int] = {}
         for service in planned:
             target, forecast = targets[service], forecasts[service]
-            plan = plan_service(forecast, target.profile, now, stabilization_seconds=self.stabilization_seconds)
-            plans[service] = plan
-            floors[service] = self._hold(target).update(now, plan.floor_at(now))
+            plans[service] = plan_service(forecast, target.profile, now,
+                                          stabilization_seconds=self.stabilization_seconds)
+        if self.short_term is not None:
+            short = await asyncio.gather(*(self.short_term.plan(
+                s, t.namespace, t.profile, now, stabilization_seconds=self.stabilization_seconds)
+                for s, t in targets.items()))
+            for service, result in zip(targets, short, strict=True):
+                if result is not None:
+                    plans[service] = result.plan
+                    learned[service] = {**(learned.get(service) or {}), **result.learned()}
+        for service, plan in plans.items():
+            floors[service] = self._hold(targets[service]).update(now, plan.floor_at(now))
 
         allocation = await self._allocate(targets, plans, floors, inputs)
         for service, plan in plans.items():

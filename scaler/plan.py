@@ -79,11 +79,13 @@ class ServicePlan:
     warmup_seconds: float
     min_replicas: int
     steps: tuple[PlanStep, ...]
+    #: How much further than the warm-up the floor looks (:func:`plan_service`).
+    lead_seconds: float = 0.0
 
     def floor_at(self, when: datetime) -> int:
         """Replicas to have (ready or warming) at ``when``: the largest need of any step that
-        overlaps ``[when, when + warmup]``; the profile minimum outside the horizon."""
-        until = when + timedelta(seconds=self.warmup_seconds)
+        overlaps ``[when, when + warmup + lead]``; the profile minimum outside the horizon."""
+        until = when + timedelta(seconds=self.warmup_seconds + self.lead_seconds)
         step = timedelta(seconds=self.step_seconds)
         needs = [s.replicas for s in self.steps if s.start <= until and s.start + step > when]
         return max([self.min_replicas, *needs])
@@ -137,8 +139,11 @@ def plan_service(
     now: datetime,
     *,
     stabilization_seconds: float,
+    lead_seconds: float = 0.0,
 ) -> ServicePlan:
-    """Turn one service's forecast into a plan (see the module docstring)."""
+    """Turn one service's forecast into a plan (see the module docstring). ``lead_seconds``:
+    how much earlier than one warm-up ahead a step's replicas are asked for (the short-horizon
+    floor asks a planner interval and an HPA sync earlier, :mod:`scaler.headroom`)."""
     source = f"forecast for {forecast.service}"
     p50 = np.asarray(forecast.p50, dtype=np.float64)
     p90 = np.asarray(forecast.p90, dtype=np.float64)
@@ -179,6 +184,7 @@ def plan_service(
         warmup_seconds=profile.warmup_seconds,
         min_replicas=profile.min_replicas,
         steps=tuple(steps),
+        lead_seconds=lead_seconds,
     )
 
 

@@ -1,72 +1,84 @@
-"""``harbinger simulate``: train the real forecaster on the first part of a trace, then replay
-the rest through the HPA, Harbinger and the oracle (:mod:`scaler.replay`).
+"""``harbinger simulate``: learn Harbinger's floor policy on the first part of a trace, then
+replay the rest through the HPA swept over its target, Harbinger and the oracle
+(:mod:`scaler.replay`), scored at the trace's own resolution.
 
-The forecaster is the shipped one end to end: :func:`models.training.train` on the
-training part at the model's default step, exported to ONNX with
-:func:`models.export.export_model`, loaded by :class:`models.serving.Forecaster`, and
-asked to forecast from the history the replay has seen so far, rolling forward.
-
-The default profile (used when no ``--profile`` is given) is learned from the *training*
-part of the trace only (no peek at the replayed part), by one rule for every trace:
-
-* ``rps_per_replica``: the training part's 95th-percentile demand / :data:`REPLICAS_AT_P95`,
-  so that every trace exercises a realistic 5-50 replicas whatever its units;
-* ``target_utilization``: the profile default, 0.8 (a replica saturates at 1.25x its target);
-* ``burst_dispersion``: :func:`scaler.trace.burst_dispersion` at the forecaster's step, the
-  90th percentile over training steps of (peak - mean) / sqrt(mean): the in-step peak is
-  planned as P50 + dispersion x sqrt(P50), a margin that is a large share of a quiet step's
-  mean and a small share of a busy one's; ``burst_factor`` stays 1 (no ratio term);
-* ``plan_quantile: p50`` and ``headroom`` 0: the floor keeps the median forecast's in-step
-  peak below saturation (the learned dispersion is the margin; see :mod:`scaler.plan`);
-* ``max_replicas`` 1000 so the bound never hides a difference between strategies; every
-  other field is the :class:`CapacityProfile` default (60 s warm-up, min 1).
+* **Split.** The first ``train_fraction`` (0.7) of the trace's span, cut on an interval
+  boundary, is history; the rest is scored. Nothing is chosen by looking at the scored part.
+* **The service** (when no ``--profile`` is given): a replica saturates at the training
+  part's 95th-percentile rate / (:data:`REPLICAS_AT_P95` x 0.8), so that every trace, whatever
+  its units, runs at about 5-50 replicas; 60 s warm-up; min 1, max 1000. With a profile: its
+  ``saturation_rps_per_replica``, ``warmup_seconds``, ``min_replicas``, ``max_replicas``.
+  The pod's capacity is the same for every strategy and every HPA target.
+* **HPA**: the Kubernetes algorithm (:mod:`scaler.hpa`) on a windowed rate one scrape late, at
+  each target of :data:`scaler.replay.HPA_TARGETS`.
+* **Harbinger**: the HPA at the learned fallback target with the learned floor
+  (:mod:`scaler.headroom`), the floor computed by the controller's own code
+  (:func:`scaler.headroom.controller_floor_ticks`). The policy is learned on the last
+  :data:`TUNING_DAYS` days of the training part (plus a day that only warms up the forecast
+  and the HPA), a bound on the replay's run time; the controller learns on its last week.
+* **Oracle**: knows the future; **hindsight floor**: the HPA at the reference target (0.8)
+  whose floor is the oracle's pods (a floor planner with a perfect forecast and no margin).
 """
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile, load_profiles, parse_profile
-from models.export import export_model
-from models.series import AbsentRows, counts_to_tps, default_step_seconds, read_counts_csv
-from models.serving import Forecaster
-from models.training import TrainingConfig, train
-from scaler.replay import Replay, replay
-from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, TICK_SECONDS, Trace, burst_dispersion, trace_from_rate
+from models.series import AbsentRows, counts_to_tps, read_counts_csv
+from scaler.headroom import DAY, FloorPolicy, controller_floor_ticks, learn_policy
+from scaler.replay import (
+    HPA_TARGETS,
+    REFERENCE_TARGET,
+    Figures,
+    Run,
+    Service,
+    metric_window_seconds,
+    observed_rate,
+    oracle_alive,
+    run_hpa,
+    run_oracle,
+    score,
+)
+from scaler.trace import ACCESS_LOG_INTERVAL_SECONDS, Trace, trace_from_rate
 
-#: The default profile puts the training part's 95th-percentile demand at this many replicas.
+#: The default service puts the training part's 95th-percentile rate at this many replicas
+#: at the reference target.
 REPLICAS_AT_P95 = 25
 DEFAULT_MAX_REPLICAS = 1000
 DEFAULT_TRAIN_FRACTION = 0.7
+#: Days at the end of the training part the policy is learned on.
+TUNING_DAYS = 21
 
 
 @dataclass(frozen=True)
 class SimulationSetup:
     train_fraction: float = DEFAULT_TRAIN_FRACTION
-    #: Replay at most this many days after the training part (None: to the end of the trace).
+    #: Score at most this many days after the training part (None: to the end of the trace).
     replay_days: float | None = None
-    training: TrainingConfig | None = None
+    #: The HPA's rate window (None: 60 s, or the trace's interval when coarser).
+    window_seconds: int | None = None
+    tuning_days: float = TUNING_DAYS
 
 
-def default_profile(training_demand: np.ndarray, *, tick_seconds: int = TICK_SECONDS,
-                    step_seconds: int | None = None) -> CapacityProfile:
-    """The documented default profile (module docstring), from per-tick training demand that
-    starts on a forecast-step boundary; without ``step_seconds`` no burst is learned."""
-    known = training_demand[~np.isnan(training_demand)]
+def default_service(training_rate: np.ndarray) -> Service:
+    """The documented default service (module docstring) from the training part's rates."""
+    known = training_rate[~np.isnan(training_rate)]
     if known.size == 0 or float(np.percentile(known, 95)) <= 0:
         raise InvalidInput("the training part of the trace has no traffic to size a replica from", source="trace")
-    dispersion = 0.0 if step_seconds is None else burst_dispersion(training_demand, tick_seconds, step_seconds)
-    return CapacityProfile(rps_per_replica=float(np.percentile(known, 95)) / REPLICAS_AT_P95,
-                           max_replicas=DEFAULT_MAX_REPLICAS, plan_quantile="p50", headroom=0.0,
-                           burst_dispersion=dispersion)
+    return Service(saturation=float(np.percentile(known, 95)) / (REPLICAS_AT_P95 * REFERENCE_TARGET),
+                   max_replicas=DEFAULT_MAX_REPLICAS)
+
+
+def service_from_profile(profile: CapacityProfile) -> Service:
+    return Service(saturation=profile.saturation_rps_per_replica, warmup_seconds=profile.warmup_seconds,
+                   min_replicas=profile.min_replicas, max_replicas=profile.max_replicas)
 
 
 def read_profile(path: Path, service: str) -> CapacityProfile:
@@ -86,107 +98,128 @@ def read_profile(path: Path, service: str) -> CapacityProfile:
     return parse_profile(data, source=str(path))
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A trace split into training and replay, with the forecaster trained on the former."""
+def load(trace_path: Path) -> Trace:
+    rows = read_counts_csv(trace_path)
+    absent: AbsentRows = "zero" if rows.interval_seconds <= ACCESS_LOG_INTERVAL_SECONDS else "missing"
+    name = trace_path.stem
+    rate = counts_to_tps(rows, step_seconds=rows.interval_seconds, absent=absent, name=name)
+    return trace_from_rate(rate, rows.interval_seconds, name=name)
 
+
+@dataclass(frozen=True)
+class Simulation:
     trace: Trace
-    forecaster: Forecaster
-    #: The trace's rate at the model's step: what the forecaster is fed.
-    history: pd.Series
+    service: Service
+    policy: FloorPolicy
     first_tick: int
     last_tick: int
-    #: The documented default profile, learned from the training part (None: the training
-    #: part has no traffic to learn one from, so only a declared profile can be replayed).
-    profile: CapacityProfile | None
-    #: Why there is no default profile.
-    no_profile_reason: InvalidInput | None = None
-    #: The first tick of the training part on the forecaster's step grid: what the burst
-    #: terms of a profile are learned from is ``trace.demand[training_start_tick:first_tick]``.
-    training_start_tick: int = 0
+    window_seconds: int
+    hpa: dict[float, Figures]
+    harbinger: Figures
+    oracle: Figures
+    hindsight: Figures
+    #: The runs behind the figures, for plots: "hpa@0.8", "harbinger", "oracle", "hindsight".
+    runs: dict[str, Run] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def intervals(self) -> int:
+        return self.harbinger.intervals
+
+    def summary(self) -> dict[str, Any]:
+        """The documented JSON of ``harbinger simulate --json``."""
+        return {
+            "trace": self.trace.name,
+            "step_seconds": self.trace.interval_seconds,
+            "intervals": self.intervals,
+            "hpa": [{"target": target, **figures.as_dict()} for target, figures in self.hpa.items()],
+            "harbinger": {**self.harbinger.as_dict(), "fallback_target": self.policy.fallback_target},
+            "oracle": self.oracle.as_dict(),
+        }
 
 
-def prepare(trace_path: Path, *, setup: SimulationSetup = SimulationSetup(),
-            models_dir: Path | None = None) -> Prepared:
-    """Read the trace, train on the first ``train_fraction`` and learn the default profile."""
-    if not 0 < setup.train_fraction < 1:
-        raise InvalidInput(f"the training fraction must be between 0 and 1, got {setup.train_fraction}",
+def split_tick(trace: Trace, train_fraction: float) -> int:
+    """The first scored tick: ``train_fraction`` of the span, on an interval boundary."""
+    if not 0 < train_fraction < 1:
+        raise InvalidInput(f"the training fraction must be between 0 and 1, got {train_fraction}",
                            source="--train-fraction")
-    rows = read_counts_csv(trace_path)
-    name = trace_path.stem
-    absent: AbsentRows = "zero" if rows.interval_seconds <= ACCESS_LOG_INTERVAL_SECONDS else "missing"
-    rate = counts_to_tps(rows, step_seconds=rows.interval_seconds, absent=absent, name=name)
-    trace = trace_from_rate(rate, rows.interval_seconds, name=name)
-    model_step = default_step_seconds(rows.interval_seconds)
-    split = rate.index[0] + (rate.index[-1] - rate.index[0]) * setup.train_fraction
-    split = split.floor(f"{model_step}s")
-
-    model_rate = counts_to_tps(rows, step_seconds=model_step, absent=absent, name=name)
-    training = model_rate[model_rate.index < split]
-    model = train(training, service=name, config=setup.training)
-    with tempfile.TemporaryDirectory(prefix="harbinger-simulate-") as scratch:
-        directory = (models_dir or Path(scratch)) / name
-        export_model(model, directory)
-        forecaster = Forecaster.load(directory)
-
-    first = trace.tick_at(split.to_pydatetime())
-    last = len(trace.demand)
-    if setup.replay_days is not None:
-        last = min(last, first + int(setup.replay_days * 86_400 // trace.tick_seconds))
-    # The burst dispersion is learned on whole forecast steps, which start on the model's grid.
-    aligned = trace.tick_at(pd.Timestamp(trace.start).ceil(f"{forecaster.step_seconds}s").to_pydatetime())
-    try:
-        profile: CapacityProfile | None = default_profile(
-            trace.demand[aligned:first], tick_seconds=trace.tick_seconds, step_seconds=forecaster.step_seconds)
-        reason = None
-    except InvalidInput as exc:
-        profile, reason = None, exc
-    return Prepared(trace=trace, forecaster=forecaster, history=model_rate, first_tick=first, last_tick=last,
-                    profile=profile, no_profile_reason=reason, training_start_tick=aligned)
+    intervals = len(trace.rate)
+    split = int(intervals * train_fraction)
+    if not 2 <= split <= intervals - 2:
+        raise InvalidInput(f"{intervals} intervals cannot be split into training and scored parts", source=trace.name)
+    return split * (trace.interval_seconds // trace.tick_seconds)
 
 
 def simulate(trace_path: Path, *, profile: CapacityProfile | None = None,
-             setup: SimulationSetup = SimulationSetup(), models_dir: Path | None = None) -> Replay:
-    """Train on the first ``train_fraction`` of the trace and replay the rest."""
-    prepared = prepare(trace_path, setup=setup, models_dir=models_dir)
-    profile = profile or prepared.profile
-    if profile is None:
-        assert prepared.no_profile_reason is not None
-        raise prepared.no_profile_reason
-    return replay_prepared(prepared, profile)
+             setup: SimulationSetup = SimulationSetup()) -> Simulation:
+    """Learn on the first ``train_fraction`` of the trace and score the rest (module docstring)."""
+    trace = load(trace_path)
+    return simulate_trace(trace, profile=profile, setup=setup)
 
 
-def replay_prepared(prepared: Prepared, profile: CapacityProfile) -> Replay:
-    return replay(prepared.trace, profile, prepared.forecaster, first_tick=prepared.first_tick,
-                  last_tick=prepared.last_tick, history=prepared.history)
+def simulate_trace(trace: Trace, *, profile: CapacityProfile | None = None,
+                   setup: SimulationSetup = SimulationSetup()) -> Simulation:
+    tick = trace.tick_seconds
+    per = trace.interval_seconds // tick
+    first = split_tick(trace, setup.train_fraction)
+    last = len(trace.demand)
+    if setup.replay_days is not None:
+        last = min(last, first + max(1, int(setup.replay_days * DAY // trace.interval_seconds)) * per)
+    values = trace.rate.to_numpy(dtype=np.float64, na_value=np.nan)
+    training = values[: first // per]
+    service = service_from_profile(profile) if profile is not None else default_service(training)
+    keep = int((setup.tuning_days * DAY + DAY) // trace.interval_seconds)
+    tuning = training[-keep:]
+    policy = learn_policy(tuning, trace.interval_seconds, service, tick_seconds=tick,
+                          window_seconds=setup.window_seconds, warm_intervals=min(DAY // trace.interval_seconds,
+                                                                                  len(tuning) // 2))
+    window = metric_window_seconds(trace.interval_seconds, setup.window_seconds)
+    metric = observed_rate(trace.demand, tick, window)
+
+    def scored(run: Run) -> Figures:
+        return score(trace.demand, per, tick, service, run)
+
+    runs: dict[str, Run] = {}
+    hpa: dict[float, Figures] = {}
+    for target in HPA_TARGETS:
+        run = run_hpa(trace.demand, metric, tick, service, target, first, last)
+        runs[f"hpa@{target}"] = run
+        hpa[target] = scored(run)
+    floor = None if policy.margin is None else controller_floor_ticks(trace.rate, policy, service, tick, first, last)
+    runs["harbinger"] = run_hpa(trace.demand, metric, tick, service, policy.fallback_target, first, last, floor)
+    runs["oracle"] = run_oracle(trace.demand, tick, service, first, last)
+    runs["hindsight"] = run_hpa(trace.demand, metric, tick, service, REFERENCE_TARGET, first, last,
+                                oracle_alive(trace.demand, tick, service, first, last))
+    return Simulation(trace=trace, service=service, policy=policy, first_tick=first, last_tick=last,
+                      window_seconds=window, hpa=hpa, harbinger=scored(runs["harbinger"]),
+                      oracle=scored(runs["oracle"]), hindsight=scored(runs["hindsight"]), runs=runs)
 
 
-def plot(result: Replay, path: Path) -> None:
-    """Demand and the ready capacity of each strategy over the replayed window."""
+def plot_curve(result: Simulation, path: Path) -> None:
+    """The HPA's cost/violation curve over its targets, Harbinger's point, the oracle and
+    the hindsight floor, on one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    demand = result.demand
-    figure, axis = plt.subplots(figsize=(14, 5))
-    axis.plot(demand.index, demand.to_numpy(), color="black", linewidth=0.7, label="demand (req/s)")
-    # Ready pods at saturation: the capacity the under-capacity figures are measured against.
-    per_replica = result.profile.saturation_rps_per_replica
-    colours = {"hpa": "tab:red", "harbinger": "tab:blue", "oracle": "tab:green"}
-    for outcome in (result.hpa, result.harbinger, result.oracle):
-        axis.step(demand.index, outcome.ready * per_replica, where="post", color=colours[outcome.strategy],
-                  linewidth=0.8, label=f"{outcome.strategy}: ready capacity at saturation "
-                  f"({outcome.under_minutes:.0f} min under, {outcome.replica_hours:.0f} replica-h)")
-    axis.set_title(f"{result.trace}: demand and ready capacity ({per_replica:.3g} req/s per replica at saturation, "
-                   f"HPA target {result.profile.rps_per_replica:.3g})")
-    axis.set_ylabel("requests/s")
-    axis.legend(loc="upper left", fontsize="small")
-    figure.autofmt_xdate()
+    figure, axis = plt.subplots(figsize=(7, 5))
+    xs = [f.replica_hours for f in result.hpa.values()]
+    ys = [max(f.violations, 0.5) for f in result.hpa.values()]
+    axis.plot(xs, ys, "o-", color="tab:red", label="HPA, target swept (fixed pod capacity)")
+    for target, x, y in zip(result.hpa, xs, ys, strict=True):
+        axis.annotate(f"{target}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    points = {"Harbinger": (result.harbinger, "tab:blue", "*"), "oracle": (result.oracle, "tab:green", "s"),
+              "hindsight floor": (result.hindsight, "tab:purple", "D")}
+    for label, (figures, colour, marker) in points.items():
+        extra = f" (fallback target {result.policy.fallback_target})" if label == "Harbinger" else ""
+        axis.plot([figures.replica_hours], [max(figures.violations, 0.5)], marker, color=colour, markersize=10,
+                  label=f"{label}{extra}: {figures.violations} violations, {figures.replica_hours:.0f} replica-h")
+    axis.set_yscale("log")
+    axis.set_xlabel("replica-hours over the scored part")
+    axis.set_ylabel(f"violations (of {result.intervals} intervals; 0 drawn at 0.5)")
+    axis.set_title(f"{result.trace.name}: {result.trace.interval_seconds} s intervals, "
+                   f"HPA metric {result.window_seconds} s rate one scrape late")
+    axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def summary_json(result: Replay) -> dict[str, Any]:
-    return result.summary()

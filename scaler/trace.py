@@ -2,15 +2,15 @@
 
 Traces are counts per interval (1 min, 5 min, 30 min), far coarser than the HPA's 15 s
 loop. A count says how many requests arrived over the whole interval, not when, so the
-replay places each interval's rate (count / interval seconds) at the interval's
-*midpoint* and interpolates linearly between midpoints: a smooth rate with the same
-mean over each interval, instead of a staircase whose artificial jumps every 30 minutes
-would be a test of the staircase, not of the autoscaler.
+replay adds no detail: **within a recorded interval demand is taken as uniform**, every
+15 s tick of the interval carries the interval's rate (count / interval seconds). Nothing
+is interpolated between intervals; figures are reported per recorded interval
+(:mod:`scaler.replay`).
 
 Absent rows follow the trace README: for per-minute traces made from access logs
 (``nasa``, ``fifa``) a short run of absent minutes is real silence (zero), a run longer
 than an hour is an outage; for coarser traces an absent row is unknown. Unknown demand
-(outages) is ``NaN``: the HPA sees no metric and holds, and those ticks count in no figure.
+(outages) is ``NaN``: the HPA sees no metric and holds, and those intervals count in no figure.
 """
 
 from __future__ import annotations
@@ -59,24 +59,14 @@ def load_trace(path: Path | str, *, tick_seconds: int = TICK_SECONDS) -> Trace:
 
 
 def trace_from_rate(rate: pd.Series, interval_seconds: int, *, name: str, tick_seconds: int = TICK_SECONDS) -> Trace:
-    """Interpolate a regular rate series onto ticks (see the module docstring)."""
+    """A regular rate series on ticks: each tick carries its interval's rate (module docstring)."""
     if len(rate) < 2:
         raise InvalidInput(f"{len(rate)} known interval(s); a replay needs at least two", source=name)
+    if interval_seconds % tick_seconds:
+        raise InvalidInput(f"a {interval_seconds} s interval is not a whole number of {tick_seconds} s ticks",
+                           source=name)
     start = rate.index[0].to_pydatetime()
-    span = len(rate) * interval_seconds
-    ticks = np.arange(0, span, tick_seconds, dtype=np.float64)
-    midpoints = (np.arange(len(rate), dtype=np.float64) + 0.5) * interval_seconds
-    values = rate.to_numpy(dtype=np.float64)
-    right = np.clip(np.searchsorted(midpoints, ticks, side="right"), 1, len(rate) - 1)
-    left = right - 1
-    weight = np.clip((ticks - midpoints[left]) / interval_seconds, 0.0, 1.0)
-    # Written so that a tick exactly on a midpoint takes that interval's value even when
-    # its neighbour is unknown.
-    demand = np.where(weight <= 0, values[left],
-                      np.where(weight >= 1, values[right], (1 - weight) * values[left] + weight * values[right]))
-    # Before the first midpoint and after the last, hold the edge value (NaN stays NaN).
-    demand = np.where(ticks < midpoints[0], values[0], demand)
-    demand = np.where(ticks > midpoints[-1], values[-1], demand)
+    demand = np.repeat(rate.to_numpy(dtype=np.float64), interval_seconds // tick_seconds)
     return Trace(name=name, interval_seconds=interval_seconds, rate=rate, start=start,
                  tick_seconds=tick_seconds, demand=demand)
 

@@ -93,6 +93,11 @@ def test_floor_rises_exactly_one_warmup_before_the_step_that_needs_it() -> None:
     assert plan.floor_at(peak + timedelta(minutes=4)) == 12
     assert plan.floor_at(peak + timedelta(minutes=5)) == 2
     assert plan.floor_at(T0 + timedelta(days=1)) == PROFILE.min_replicas  # beyond the horizon
+    # With a lead (a planner interval and an HPA sync, for the short-horizon floor) it rises
+    # that much earlier.
+    early = plan_service(made, PROFILE, T0, stabilization_seconds=0, lead_seconds=75)
+    assert early.floor_at(peak - timedelta(seconds=196)) == 2
+    assert early.floor_at(peak - timedelta(seconds=195)) == 12
 
 
 def test_next_peak_and_the_warmup_window_of_pods_created_ahead_of_need() -> None:

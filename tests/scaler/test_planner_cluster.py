@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from kubernetes_asyncio import client
 
@@ -21,6 +23,7 @@ from harbinger.graph import ServiceGraph
 from harbinger.profile import CapacityProfile
 from scaler.apply import DECLARED_MIN_REPLICAS, DECLARED_REPLICAS
 from scaler.controller import Planner
+from scaler.headroom import ShortTermFloors, lead_seconds
 from scaler.inputs import PlannerInputs
 from scaler.leader import LeaderElector
 
@@ -247,4 +250,98 @@ async def test_a_bad_profile_or_graph_changes_nothing(
     with pytest.raises(InvalidInput, match="ledger"):
         await planner(kube, namespace, ManualClock(T0), source, inputs=unknown).run_once()
 
+    await assert_untouched(kube, namespace, "checkout", before)
+
+
+# --- the short-horizon floor (scaler.headroom) on the real control plane ----------------------
+class SeriesHistory:
+    """A HistorySource over recorded per-minute rates: only what had happened by ``end``."""
+
+    def __init__(self, series: dict[str, pd.Series]) -> None:
+        self.series = series
+
+    async def history(self, service: str, *, namespace: str = "", end: datetime, lookback: timedelta,
+                      step_seconds: int) -> pd.Series:
+        if step_seconds != 60:
+            raise InvalidInput(f"only 60 s steps, not {step_seconds}", source="history")
+        known = self.series[service]
+        return known.loc[pd.Timestamp(end - lookback) : pd.Timestamp(end - timedelta(seconds=step_seconds))]
+
+
+def jumps_every_hour(service: str) -> pd.Series:
+    """10 req/s (1 replica), and every hour from :20 to :30 40 req/s (4 replicas at
+    saturation): the delayed HPA is short in the first minutes of every jump."""
+    index = pd.date_range(T0 - timedelta(days=2), T0 + timedelta(hours=2), freq="60s", inclusive="left")
+    minute = index.minute
+    return pd.Series(np.where((minute >= 20) & (minute < 30), 40.0, 10.0), index=index, name=service)
+
+
+def short_term_planner(kube: client.ApiClient, namespace: str, clock: ManualClock, scripted: Any,
+                       **kwargs: Any) -> Planner:
+    """No forecaster's forecast: the short-horizon floor alone plans."""
+    history = SeriesHistory({"checkout": jumps_every_hour("checkout")})
+    return planner(kube, namespace, clock, scripted({}),
+                   short_term=ShortTermFloors(history, lookback_seconds=2 * 86400), **kwargs)
+
+
+async def test_the_short_horizon_floor_rises_before_a_jump_the_hpa_would_miss_and_falls_after(
+    kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any, count_running: Any,
+    eventually: Any, scripted: Any,
+) -> None:
+    await scaler_nodes(1)
+    namespace = await make_namespace(opted_in=True)
+    await new_service(kube, namespace, "checkout", with_hpa=True, annotations=profile_annotation())
+    clock = ManualClock(T0)
+    plans = short_term_planner(kube, namespace, clock, scripted)
+    # Learned on the two days before: the HPA falls short at every jump, so a floor is added.
+    report = await plans.run_once()
+    assert report.outcome == "applied" and report.floors == {"checkout": 1}
+    learned = report.learned["checkout"]
+    assert {"fallback_target", "margin", "exponent", "level_intervals"} <= set(learned)
+    lead = WARMUP + lead_seconds()  # a warm-up, a planner interval and an HPA sync ahead
+    jump = T0 + timedelta(minutes=20)
+
+    await clock.advance((jump - T0).total_seconds() - lead - 1)
+    report = await plans.run_once()
+    assert report.floors == {"checkout": 1} and not report.changes
+    await clock.advance(1)
+    report = await plans.run_once()
+    assert [(c.service, c.field, c.before, c.after) for c in report.changes] == [
+        ("checkout", "spec.minReplicas", 1, 4)]
+    hpa = await read_hpa(kube, namespace, "checkout")
+    assert hpa["spec"]["minReplicas"] == 4
+    plan = json.loads((await read_deployment(kube, namespace, "checkout"))["metadata"]["annotations"][contract.PLAN])
+    assert plan["replicas"] == 4 and plan["model_version"] == "short-horizon"
+    assert plan["learned"]["fallback_target"] == learned["fallback_target"]
+    await eventually(lambda: _at_least(count_running(kube, namespace, "checkout"), 4), timeout=90,
+                     what="4 Running checkout pods")
+
+    # During the jump the floor stays; after its last minute it is held for the 300 s window ...
+    for at in (jump + timedelta(minutes=5), jump + timedelta(minutes=9, seconds=30),
+               jump + timedelta(minutes=14, seconds=30)):
+        await clock.advance((at - clock.now()).total_seconds())
+        report = await plans.run_once()
+        assert report.floors == {"checkout": 4}, at
+    # ... and lowered back to what was declared once it is over.
+    await clock.advance(1)
+    report = await plans.run_once()
+    assert [(c.service, c.before, c.after) for c in report.changes] == [("checkout", 4, 1)]
+    hpa = await read_hpa(kube, namespace, "checkout")
+    assert hpa["spec"]["minReplicas"] == 1
+    assert DECLARED_MIN_REPLICAS not in (hpa["metadata"].get("annotations") or {})
+
+
+async def test_forecast_only_records_the_short_horizon_floor_and_changes_nothing(
+    kube: client.ApiClient, make_namespace: Any, new_service: Any, scripted: Any,
+) -> None:
+    namespace = await make_namespace(opted_in=True)
+    await new_service(kube, namespace, "checkout", annotations=profile_annotation())
+    before = await read_hpa(kube, namespace, "checkout")
+    jump = T0 + timedelta(minutes=20)
+    clock = ManualClock(jump - timedelta(seconds=WARMUP + lead_seconds()))
+    plans = short_term_planner(kube, namespace, clock, scripted, forecast_only=True)
+    report = await plans.run_once()
+    assert report.outcome == "forecast_only"
+    assert report.floors == {"checkout": 4} and not report.changes
+    assert report.plans["checkout"].model_version == "short-horizon"
     await assert_untouched(kube, namespace, "checkout", before)

@@ -1,24 +1,20 @@
-"""``harbinger simulate`` end to end with the real forecaster (trained, exported to ONNX,
-served by onnxruntime) on a short slice of a shipped trace."""
+"""``harbinger simulate`` end to end on a slice of a shipped trace: the documented JSON, the
+policy learned on the training part only, the plot, bad input."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from harbinger.cli import main
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
-from models.training import TrainingConfig
-from scaler.plan import in_step_peak
-from scaler.simulate import Prepared, SimulationSetup, default_profile, prepare, read_profile, replay_prepared
-from scaler.trace import burst_dispersion
+from scaler.replay import HPA_TARGETS
+from scaler.simulate import SimulationSetup, read_profile, simulate
 
-#: Training rows capped so that the test trains in seconds; the bench trains in full.
-QUICK = TrainingConfig(max_rows=3000)
+KEYS = ["violations", "replica_hours", "unserved_share", "changes"]
 
 
 @pytest.fixture(scope="module")
@@ -30,60 +26,49 @@ def elb_slice(traces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
-@pytest.fixture(scope="module")
-def prepared(elb_slice: Path) -> Prepared:
-    return prepare(elb_slice, setup=SimulationSetup(train_fraction=0.7, training=QUICK))
-
-
-def test_simulate_replays_the_untrained_part_with_the_real_forecaster(prepared: Prepared) -> None:
-    assert prepared.profile is not None
-    result = replay_prepared(prepared, prepared.profile)
-    days = len(result.demand) * 15 / 86_400
-    assert 1.3 < days < 1.6  # the last 30 % of 5 days
-    assert result.oracle.under_minutes == 0
-    assert 5 <= result.oracle.replicas.max() <= 60  # the default profile sizes a replica to the trace
-    summary = result.summary()
-    assert summary["trace"] == "elb_slice"
-    for strategy in ("hpa", "harbinger", "oracle"):
-        assert set(summary[strategy]) == {"under_minutes", "replica_hours", "changes"}  # type: ignore[arg-type]
-
-
-def test_the_default_profile_is_learned_from_the_training_part(prepared: Prepared) -> None:
-    profile = prepared.profile
-    assert profile is not None
-    assert (profile.plan_quantile, profile.headroom, profile.target_utilization) == ("p50", 0.0, 0.8)
-    # 5-minute counts inside a 15-minute forecast step: the peak interval is well above the mean,
-    # by the learned dispersion x sqrt(mean), not by one ratio.
-    assert prepared.forecaster.step_seconds == 900
-    assert profile.burst_factor == 1.0
-    training = prepared.trace.demand[prepared.training_start_tick : prepared.first_tick]
-    assert profile.burst_dispersion == burst_dispersion(training, 15, 900) > 0
-    # Learned from the training part only: the replayed part does not change it.
-    assert default_profile(training, step_seconds=900) == profile
-    assert default_profile(training).burst_dispersion == 0.0  # no forecast step given: nothing learned
-    # Its margin is a larger share of a quiet step's mean than of a busy one's.
-    quiet, busy = np.nanpercentile(training, [10, 90])
-    assert in_step_peak(quiet, profile) / quiet > in_step_peak(busy, profile) / busy
-    # Planner-only fields change Harbinger, never the HPA it is compared with.
-    plain = profile.model_copy(update={"burst_dispersion": 0.0})
-    with_burst, without = replay_prepared(prepared, profile), replay_prepared(prepared, plain)
-    assert with_burst.hpa.figures() == without.hpa.figures()
-    assert np.array_equal(with_burst.hpa.replicas, without.hpa.replicas)
-    assert with_burst.harbinger.replica_hours > without.harbinger.replica_hours
-    assert with_burst.harbinger.under_minutes <= without.harbinger.under_minutes
-
-
-def test_cli_prints_exactly_the_documented_json_and_a_plot(elb_slice: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    profile = tmp_path / "profile.yaml"
-    profile.write_text("rps_per_replica: 0.05\nwarmup_seconds: 90\nmax_replicas: 500\n")
-    png = tmp_path / "replay.png"
-    assert main(["simulate", "--trace", str(elb_slice), "--profile", str(profile), "--json",
-                 "--plot", str(png), "--replay-days", "0.5"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert list(printed) == ["trace", "hpa", "harbinger", "oracle"]
-    assert printed["oracle"]["under_minutes"] == 0
+def test_cli_prints_exactly_the_documented_json_as_its_last_line_and_a_plot(
+        elb_slice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "curve.png"
+    assert main(["simulate", "--trace", str(elb_slice), "--json", "--plot", str(png)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(printed) == ["trace", "step_seconds", "intervals", "hpa", "harbinger", "oracle"]
+    assert (printed["trace"], printed["step_seconds"]) == ("elb_slice", 300)
+    # The last 30 % of five days of 5-minute intervals, less the absent one.
+    assert printed["intervals"] in (432, 431)
+    assert [row["target"] for row in printed["hpa"]] == list(HPA_TARGETS)
+    for row in printed["hpa"]:
+        assert list(row) == ["target", *KEYS]
+    assert list(printed["harbinger"]) == [*KEYS, "fallback_target"]
+    assert printed["harbinger"]["fallback_target"] in HPA_TARGETS
+    assert list(printed["oracle"]) == KEYS
+    assert printed["oracle"]["violations"] == 0 and printed["oracle"]["unserved_share"] == 0
+    # A lower target never buys fewer replica-hours.
+    hours = [row["replica_hours"] for row in printed["hpa"]]
+    assert hours == sorted(hours, reverse=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nothing_is_chosen_by_looking_at_the_scored_part(elb_slice: Path, tmp_path: Path) -> None:
+    original = simulate(elb_slice)
+    # The same training part, a different scored part: the same policy, the same service.
+    lines = elb_slice.read_text().splitlines()
+    split = 1 + int((len(lines) - 1) * 0.7) + 2
+    changed = tmp_path / "elb_slice.csv"
+    changed.write_text("\n".join(lines[:split] + [f"{line.split(',')[0]},{float(line.split(',')[1]) * 3}"
+                                                  for line in lines[split:]]) + "\n")
+    other = simulate(changed)
+    assert other.policy == original.policy and other.service == original.service
+    assert other.hpa[0.8] != original.hpa[0.8]
+
+
+def test_a_profile_sets_the_pods_capacity_for_every_strategy(elb_slice: Path, tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("rps_per_replica: 0.04\ntarget_utilization: 0.8\nwarmup_seconds: 90\nmax_replicas: 500\n")
+    result = simulate(elb_slice, profile=read_profile(profile, "elb_slice"),
+                      setup=SimulationSetup(replay_days=0.5))
+    assert result.service.saturation == pytest.approx(0.05) and result.service.warmup_seconds == 90
+    assert 143 <= result.intervals <= 144  # half a day of 5-minute intervals (one may be absent)
+    assert result.oracle.violations == 0
 
 
 def test_bad_input_is_refused_with_what_was_wrong(elb_slice: Path, tmp_path: Path,
@@ -98,6 +83,10 @@ def test_bad_input_is_refused_with_what_was_wrong(elb_slice: Path, tmp_path: Pat
     broken.write_text("timestamp,value\n2024-01-01T00:00:00Z,5\n2024-01-01T00:05:00Z,oops\n")
     assert main(["simulate", "--trace", str(broken)]) == 2
     assert "broken.csv:3" in capsys.readouterr().err
+    assert main(["simulate", "--trace", str(elb_slice), "--window", "50"]) == 2
+    assert "--window" in capsys.readouterr().err
+    assert main(["simulate", "--trace", str(elb_slice), "--train-fraction", "1.5"]) == 2
+    assert "training fraction" in capsys.readouterr().err
 
 
 def test_read_profile_takes_the_traces_service_from_a_planner_profiles_file(tmp_path: Path) -> None:

@@ -1,0 +1,505 @@
+"""The planner's floor: raise it where the HPA will miss, by as much as history says it misses.
+
+Three parts, each the same in the replay (:mod:`scaler.simulate`) and in the controller
+(:mod:`scaler.controller`):
+
+* **A short-horizon forecast at the trace's own step** (:func:`short_forecasts`): for the next
+  :func:`horizon_steps` intervals after the last complete one, the mean of the last ``m``
+  intervals (``m`` from :data:`LEVEL_SECONDS`, at least one interval: the one with the smallest
+  one-interval-ahead error on history, :func:`choose_level`) times the seasonal growth from that
+  moment to the forecast interval, measured at the same clock time over the previous
+  :data:`SEASON_DAYS` days (their sums' ratio; 1 where they hold nothing). The floor only ever
+  needs the next warm-up window, so nothing longer is forecast.
+* **A margin learned from how often and by how much the delayed HPA falls short**
+  (:func:`learn_policy`): on history the HPA is replayed as it behaves in a cluster
+  (:mod:`scaler.replay`) at each target; the share ``p`` of intervals it falls short in sets how
+  far into the forecast's errors the floor reaches: the margins tried are the quantiles
+  ``1 - k x p`` (k in :data:`MARGIN_SHARES`) of the rate's excess over the forecast made one
+  interval before, in the shapes of :data:`EXPONENTS` (``x sqrt(f)``: request counts spread by
+  the square root of their rate; ``x f``: bursts that scale with the level). An interval needs
+  ``ceil((f + margin x f^shape) / saturation)`` replicas; the floor binds only where that is
+  above what the HPA holds, i.e. where the HPA's delayed, tolerant count would be short.
+* **The HPA's target chosen together with the margin** (:func:`learn_policy`): every (target,
+  shape, margin) is replayed on history with its floor, and the one with the fewest violations
+  relative to the plain HPA's cost/violation curve (the whole sweep of
+  :data:`scaler.replay.HPA_TARGETS`) at its own replica-hours is kept (ties: the cheaper), never
+  one costlier than the most expensive plain HPA. Where the HPA at the reference target (0.8)
+  falls short in fewer than :data:`RARE_SHORTFALL` of the intervals, nothing is added: the plain
+  HPA at 0.8 is kept.
+
+How the floor reaches the HPA (:func:`floor_ticks`, or :func:`scaler.plan.plan_service` with
+:func:`planning_profile` in the controller): the planner runs every
+:data:`PLANNER_INTERVAL_SECONDS`, sees intervals that ended one scrape ago, and sets the floor
+to the largest need of the intervals overlapping the next warm-up plus one planner interval
+and one HPA sync (a pod it asks for is ready then); the floor is held for the stabilization
+window (:class:`scaler.plan.FloorHold`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiohttp
+import numpy as np
+import pandas as pd
+
+from harbinger.errors import InvalidInput, PrometheusQueryError
+from harbinger.profile import CapacityProfile
+from models.traffic import HistorySource
+from scaler.hpa import SYNC_SECONDS
+from scaler.plan import FloorHold, ServicePlan, plan_service
+from scaler.replay import (
+    HPA_TARGETS,
+    REFERENCE_TARGET,
+    SCRAPE_SECONDS,
+    Figures,
+    Service,
+    curve_violations,
+    metric_window_seconds,
+    observed_rate,
+    run_hpa,
+    score,
+)
+
+log = logging.getLogger(__name__)
+
+#: How often the planner runs (``harbinger plan``'s default interval).
+PLANNER_INTERVAL_SECONDS = 60
+#: The recent levels a forecast may start from (the mean of this many seconds, at least one
+#: interval); the one with the smallest one-interval-ahead error on history is kept.
+LEVEL_SECONDS = (60, 300, 900, 3600, 10800, 21600, 86400)
+#: Days of history the seasonal growth is measured on.
+SEASON_DAYS = 7
+#: Below this share of short intervals for the HPA at the reference target, add nothing.
+RARE_SHORTFALL = 0.001
+#: Margins tried: the excess over the forecast that all but this many times the HPA's share of
+#: short intervals stay below (so that the floor would cover about that share of its misses).
+MARGIN_SHARES = (2.0, 1.0, 0.5, 0.25, 0.1)
+#: The margin's shapes tried: x sqrt(forecast), x forecast.
+EXPONENTS = (0.5, 1.0)
+#: The planner's floor hold (``planner.stabilization_seconds``'s default).
+HOLD_SECONDS = 300.0
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class FloorPolicy:
+    """What was learned: the HPA target to run at, and the margin over the forecast
+    (None: add nothing, the HPA alone)."""
+
+    fallback_target: float
+    margin: float | None
+    #: Intervals the forecast's recent level is the mean of.
+    level_intervals: int = 1
+    #: The margin is ``margin x f ** exponent``: 0.5 (spread like a Poisson stream's) or 1 (a
+    #: share of the forecast, for traffic whose bursts scale with its level).
+    exponent: float = 0.5
+    basis: str = ""
+    #: The candidates replayed on history: (target, exponent, margin) -> figures.
+    tried: dict[tuple[float, float, float | None], Figures] = field(default_factory=dict, compare=False,
+                                                                     repr=False)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"fallback_target": self.fallback_target, "margin": self.margin,
+                "level_intervals": float(self.level_intervals), "exponent": self.exponent}
+
+
+def horizon_steps(interval_seconds: int, warmup_seconds: float) -> int:
+    """Intervals a forecast covers: those the floor can look at (warm-up + planner interval +
+    sync after the running one), and one more."""
+    return 2 + math.ceil((warmup_seconds + lead_seconds()) / interval_seconds)
+
+
+def lead_seconds() -> float:
+    """Beyond the warm-up, how far ahead the floor looks: a pod the planner asks for now is
+    created by the HPA within a sync and must serve before the next planner run can act."""
+    return PLANNER_INTERVAL_SECONDS + SYNC_SECONDS
+
+
+def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level_intervals: int = 1) -> np.ndarray:
+    """Row ``c``: the forecast rate of intervals ``c + 1 .. c + horizon`` made when interval
+    ``c`` has just completed, from the mean of the last ``level_intervals`` (module docstring);
+    NaN where the recent level is unknown."""
+    values = np.asarray(rate, dtype=np.float64)
+    n = len(values)
+    m = max(1, level_intervals)
+    level = pd.Series(values).rolling(m, min_periods=1).mean().to_numpy()
+    out = np.empty((n, horizon))
+    period = DAY // interval_seconds if DAY % interval_seconds == 0 else 0
+
+    def shifted(array: np.ndarray, by: int) -> np.ndarray:
+        """``array[c - by]`` at ``c`` (NaN outside)."""
+        result = np.full(n, np.nan)
+        if by >= 0:
+            if by < n:
+                result[by:] = array[: n - by]
+        elif -by < n:
+            result[:by] = array[-by:]
+        return result
+
+    for h in range(1, horizon + 1):
+        growth = np.ones(n)
+        if period:
+            numerator = np.zeros(n)
+            denominator = np.zeros(n)
+            for day in range(1, SEASON_DAYS + 1):
+                ahead = shifted(values, day * period - h)
+                base = shifted(level, day * period)
+                usable = ~np.isnan(ahead) & ~np.isnan(base)
+                numerator += np.where(usable, ahead, 0.0)
+                denominator += np.where(usable, base, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                growth = np.where(denominator > 0, numerator / np.maximum(denominator, 1e-300), 1.0)
+            growth = np.clip(growth, 0.25, 4.0)
+        out[:, h - 1] = level * growth
+    return out
+
+
+def history_intervals(interval_seconds: int, warmup_seconds: float, level_intervals: int) -> int:
+    """Intervals of history one forecast reads (the seasonal days, the level, the horizon)."""
+    return (SEASON_DAYS * DAY // interval_seconds + level_intervals
+            + horizon_steps(interval_seconds, warmup_seconds) + 2)
+
+
+def level_candidates(interval_seconds: int) -> list[int]:
+    """The level lengths tried, in intervals."""
+    return sorted({max(1, seconds // interval_seconds) for seconds in LEVEL_SECONDS})
+
+
+def choose_level(values: np.ndarray, interval_seconds: int, warm: int) -> int:
+    """The level length whose one-interval-ahead forecast has the smallest mean absolute
+    error over ``values[warm:]``."""
+    errors = {}
+    for m in level_candidates(interval_seconds):
+        ahead = short_forecasts(values, interval_seconds, 1, m)[:, 0]
+        error = np.abs(values[warm:] - ahead[warm - 1 : len(values) - 1]) if warm >= 1 else np.array([np.nan])
+        errors[m] = float(np.nanmean(error)) if np.any(~np.isnan(error)) else math.inf
+    return min(errors, key=lambda m: (errors[m], m))
+
+
+def step_need(forecast: np.ndarray, margin: float, service: Service, exponent: float = 0.5) -> np.ndarray:
+    """Replicas an interval forecast at ``forecast`` needs: its peak f + margin x f ** exponent
+    at saturation (the same rule as :func:`scaler.plan.step_replicas` on :func:`planning_profile`)."""
+    level = np.maximum(np.nan_to_num(forecast, nan=0.0), 0.0)
+    peak = level * (1 + margin) if exponent == 1 else level + margin * np.sqrt(level)
+    return service.need(peak)
+
+
+def planner_ticks(first: int, last: int, tick_seconds: int) -> np.ndarray:
+    """Ticks in ``[first, last)`` at which the planner runs: one scrape after each planner
+    interval's boundary, so that it sees intervals that ended one scrape ago, as the HPA does."""
+    every = PLANNER_INTERVAL_SECONDS // tick_seconds
+    offset = SCRAPE_SECONDS // tick_seconds
+    start = first + (offset - first) % every
+    return np.arange(start, last, every)
+
+
+def floor_ticks(forecasts: np.ndarray, margin: float, service: Service, interval_seconds: int,
+                tick_seconds: int, first: int, last: int, hold_seconds: float = HOLD_SECONDS,
+                exponent: float = 0.5) -> np.ndarray:
+    """The floor at each tick of ``[first, last)`` (module docstring), vectorized; the same
+    values as :func:`controller_floor_ticks`, which runs the controller's code."""
+    per = interval_seconds // tick_seconds
+    runs = planner_ticks(first, last, tick_seconds)
+    horizon = forecasts.shape[1]
+    seen = runs - SCRAPE_SECONDS // tick_seconds
+    complete = seen // per - 1  # the last interval that ended by what the planner sees
+    running = runs // per
+    reach = (runs * tick_seconds + service.warmup_seconds + lead_seconds()) // interval_seconds
+    needs = step_need(forecasts, margin, service, exponent)  # row c, column h - 1
+    best = np.full(len(runs), service.min_replicas, dtype=np.int64)
+    for h in range(1, horizon + 1):
+        interval = complete + h
+        covered = (interval >= running) & (interval <= reach) & (complete >= 0)
+        rows = np.clip(complete, 0, len(needs) - 1)
+        best = np.where(covered, np.maximum(best, needs[rows, h - 1]), best)
+    # FloorHold: the largest recommendation of the runs within the hold window.
+    window = int(hold_seconds // PLANNER_INTERVAL_SECONDS) + 1
+    held = pd.Series(best).rolling(window, min_periods=1).max().to_numpy().astype(np.int64)
+    floor = np.full(last - first, service.min_replicas, dtype=np.int64)
+    if len(runs):
+        index = np.searchsorted(runs, np.arange(first, last), side="right") - 1
+        floor = np.where(index >= 0, held[np.clip(index, 0, None)], service.min_replicas)
+    return floor
+
+
+@dataclass(frozen=True)
+class ShortForecast:
+    """A :class:`scaler.plan.ForecastLike` of the short horizon (P90 = the planned peak)."""
+
+    service: str
+    model_version: str
+    start: datetime
+    step_seconds: int
+    p50: np.ndarray
+    p90: np.ndarray
+
+
+def planning_profile(service: Service, policy: FloorPolicy, base: CapacityProfile | None = None) -> CapacityProfile:
+    """The profile :func:`scaler.plan.plan_service` plans the policy's floor with: P50 (the
+    short forecast) + margin x sqrt(P50) at saturation, nothing else (``base``'s resource
+    fields kept)."""
+    fields = {} if base is None else base.model_dump()
+    fields.update(rps_per_replica=service.saturation * policy.fallback_target,
+                  target_utilization=policy.fallback_target, warmup_seconds=service.warmup_seconds,
+                  min_replicas=service.min_replicas, max_replicas=service.max_replicas, plan_quantile="p50",
+                  headroom=0.0, burst_factor=1.0, burst_dispersion=0.0)
+    if policy.exponent == 1:
+        fields["burst_factor"] = 1.0 + (policy.margin or 0.0)
+    else:
+        fields["burst_dispersion"] = policy.margin or 0.0
+    return CapacityProfile.model_validate(fields)
+
+
+def short_forecast(name: str, history: pd.Series, interval_seconds: int, warmup_seconds: float,
+                   policy: FloorPolicy) -> ShortForecast | None:
+    """The forecast the controller plans with, from ``history`` (requests/s on the
+    ``interval_seconds`` grid, the last complete interval last); None without history."""
+    if history.empty or policy.margin is None:
+        return None
+    margin = policy.margin
+    horizon = horizon_steps(interval_seconds, warmup_seconds)
+    rows = short_forecasts(history.to_numpy(dtype=np.float64, na_value=np.nan), interval_seconds, horizon,
+                           policy.level_intervals)
+    p50 = rows[-1]
+    if np.isnan(p50).any():
+        return None
+    p50 = np.maximum(p50, 0.0)
+    start = pd.Timestamp(history.index[-1]).to_pydatetime() + timedelta(seconds=interval_seconds)
+    return ShortForecast(service=name, model_version="short-horizon", start=start, step_seconds=interval_seconds,
+                         p50=p50, p90=p50 * (1 + margin) if policy.exponent == 1 else p50 + margin * np.sqrt(p50))
+
+
+def controller_floor_ticks(rate: pd.Series, policy: FloorPolicy, service: Service, tick_seconds: int,
+                           first: int, last: int, hold_seconds: float = HOLD_SECONDS) -> np.ndarray:
+    """The floor at each tick of ``[first, last)`` computed by the controller's code:
+    :func:`short_forecast` of the history seen, :func:`scaler.plan.plan_service` on
+    :func:`planning_profile`, ``floor_at`` with the lead, :class:`scaler.plan.FloorHold`.
+    ``rate`` is the trace's rate per interval; tick 0 is its first interval's start."""
+    interval = int((rate.index[1] - rate.index[0]).total_seconds())
+    per = interval // tick_seconds
+    profile = planning_profile(service, policy)
+    hold = FloorHold(hold_seconds)
+    origin = pd.Timestamp(rate.index[0]).to_pydatetime()
+    floor = np.full(last - first, service.min_replicas, dtype=np.int64)
+    current = service.min_replicas
+    runs = set(planner_ticks(first, last, tick_seconds).tolist())
+    lookback = history_intervals(interval, service.warmup_seconds, policy.level_intervals)
+    values = rate.to_numpy(dtype=np.float64, na_value=np.nan)
+    made_for = -1
+    forecast: ShortForecast | None = None
+    for i, tick in enumerate(range(first, last)):
+        if tick in runs:
+            now = origin + timedelta(seconds=tick * tick_seconds)
+            complete = (tick - SCRAPE_SECONDS // tick_seconds) // per  # intervals [0, complete) are over
+            if complete != made_for:
+                # The forecast cannot change until another interval completes.
+                history = pd.Series(values[max(0, complete - lookback):complete],
+                                    index=rate.index[max(0, complete - lookback):complete])
+                forecast = short_forecast("replay", history, interval, service.warmup_seconds, policy)
+                made_for = complete
+            if forecast is None:
+                recommended = service.min_replicas
+            else:
+                # Held across runs by the FloorHold, not inside one plan (its first step may be over).
+                plan = plan_service(forecast, profile, now, stabilization_seconds=0, lead_seconds=lead_seconds())
+                recommended = plan.floor_at(now)
+            current = hold.update(now, recommended)
+        floor[i] = current
+    return floor
+
+
+def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, tick_seconds: int = 15,
+                 targets: tuple[float, ...] = HPA_TARGETS, window_seconds: int | None = None,
+                 hold_seconds: float = HOLD_SECONDS, warm_intervals: int | None = None) -> FloorPolicy:
+    """Choose the HPA target (one of ``targets``) and the margin together on ``rate`` (history
+    at the trace's step, never the part to be scored; module docstring), against the curve of
+    the plain HPA over the whole sweep. The first ``warm_intervals`` (default: a
+    day) only warm up the forecast's seasonal history and the HPA; the rest is scored."""
+    values = np.asarray(rate, dtype=np.float64)
+    per = interval_seconds // tick_seconds
+    warm = (DAY // interval_seconds) if warm_intervals is None else warm_intervals
+    warm = min(warm, max(0, len(values) - 2))
+    if len(values) < 3:
+        raise InvalidInput(f"{len(values)} interval(s) of history are too few to learn from", source="history")
+    demand = np.repeat(values, per)
+    metric = observed_rate(demand, tick_seconds, metric_window_seconds(interval_seconds, window_seconds))
+    first, last = warm * per, len(demand)
+    reference = REFERENCE_TARGET if REFERENCE_TARGET in targets else targets[len(targets) // 2]
+
+    def replay(target: float, floor: np.ndarray | None) -> tuple[Figures, np.ndarray]:
+        run = run_hpa(demand, metric, tick_seconds, service, target, first, last, floor)
+        figures = score(demand, per, tick_seconds, service, run)
+        capacity = run.ready.reshape(-1, per).mean(axis=1) * service.saturation
+        return figures, capacity
+
+    tried: dict[tuple[float, float, float | None], Figures] = {}
+    # The curve is always the whole sweep, whichever targets the policy may choose from.
+    plain: dict[float, tuple[Figures, np.ndarray]] = {
+        t: replay(t, None) for t in sorted(set(HPA_TARGETS) | set(targets))}
+    for target in targets:
+        tried[(target, 0.5, None)] = plain[target][0]
+    base = plain[reference][0]
+    if base.violation_share < RARE_SHORTFALL:
+        return FloorPolicy(reference, None, basis=f"the HPA at {reference} fell short in {base.violations} of "
+                           f"{base.intervals} intervals (< {RARE_SHORTFALL:.1%}): nothing added", tried=tried)
+
+    warm = max(warm, 1)
+    level = choose_level(values, interval_seconds, warm)
+    forecasts = short_forecasts(values, interval_seconds, horizon_steps(interval_seconds, service.warmup_seconds),
+                                level)
+    scored = values[warm:]
+    # The forecast of each scored interval made one interval before it.
+    ahead = forecasts[warm - 1 : len(values) - 1, 0]
+    usable = (ahead > 0) & ~np.isnan(scored)
+    curve = [(f.replica_hours, float(f.violations)) for f, _ in plain.values()]
+    for exponent in EXPONENTS:
+        excess = (scored[usable] - ahead[usable]) / ahead[usable] ** exponent
+        for target in targets:
+            figures, _ = plain[target]
+            if not figures.violations or not excess.size:
+                continue
+            # How often the HPA falls short sets how far into the forecast's errors the floor reaches.
+            shares = [min(0.999, max(0.5, 1 - k * figures.violation_share)) for k in MARGIN_SHARES]
+            margins = sorted({round(max(0.0, float(np.quantile(excess, q))), 4) for q in shares})
+            for candidate in margins:
+                floor = floor_ticks(forecasts, candidate, service, interval_seconds, tick_seconds, first, last,
+                                    hold_seconds, exponent)
+                result, _ = replay(target, floor)
+                tried[(target, exponent, candidate)] = result
+    best: tuple[float, float, tuple[float, float, float | None]] | None = None  # (score, cost, candidate)
+    most = max(x for x, _ in curve)
+    for candidate_key, result in tried.items():
+        relative = max(result.violations, 0.5) / curve_violations(curve, result.replica_hours)
+        # Never beyond the most expensive plain HPA: the curve would be extrapolated.
+        if result.replica_hours > most * 1.0001 and candidate_key[2] is not None:
+            continue
+        key = (round(relative, 6), result.replica_hours, candidate_key)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    relative, _, (target, exponent, chosen_margin) = best
+    chosen = tried[(target, exponent, chosen_margin)]
+    return FloorPolicy(target, chosen_margin, level, exponent,
+                       f"on {chosen.intervals} intervals of history: HPA at {target} with margin {chosen_margin} "
+                       f"x f^{exponent}: "
+                       f"{chosen.violations} violations at {chosen.replica_hours:.1f} replica-hours, "
+                       f"{relative:.2f}x the plain HPA's curve there", tried=tried)
+
+
+# --- in the controller -------------------------------------------------------------------------
+#: History steps tried for the controller's short horizon, finest first (a source that cannot
+#: give 60 s, such as a 5-minute trace, gives 300 s).
+FINE_STEPS_SECONDS = (60, 300)
+#: The controller learns its policy on this much history (its first day only warms up the
+#: forecast and the HPA): a week, 10,080 points at 60 s, under Prometheus' 11,000 per query.
+LEARN_LOOKBACK_SECONDS = SEASON_DAYS * DAY
+RELEARN_SECONDS = 3600.0
+MIN_RELEARN_WALL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ShortTermPlan:
+    plan: ServicePlan
+    policy: FloorPolicy
+
+    def learned(self) -> dict[str, float]:
+        """The policy as the plan annotation's ``learned`` values."""
+        values = {"fallback_target": self.policy.fallback_target,
+                  "level_intervals": float(self.policy.level_intervals), "exponent": self.policy.exponent}
+        if self.policy.margin is not None:
+            values["margin"] = self.policy.margin
+        return values
+
+
+class ShortTermFloors:
+    """The controller's side of this module: per service, the policy learned hourly from the
+    service's request-rate history (:func:`learn_policy`, the HPA target restricted to the
+    profile's ``target_utilization`` when the operator declared it: the planner does not
+    rewrite the team's HPA, so a target it may not choose is not one to learn for), and each
+    run a plan of the short-horizon forecast (:func:`short_forecast`,
+    :func:`scaler.plan.plan_service` on :func:`planning_profile`)."""
+
+    def __init__(self, history: HistorySource, *, lookback_seconds: float = LEARN_LOOKBACK_SECONDS,
+                 relearn_seconds: float = RELEARN_SECONDS) -> None:
+        self.history = history
+        self.lookback = timedelta(seconds=lookback_seconds)
+        self.relearn = timedelta(seconds=relearn_seconds)
+        self._policies: dict[str, tuple[datetime, FloorPolicy | None, str]] = {}
+        #: Monotonic time of each service's last learning: on a replay clock running faster
+        #: than time (rehearsals), an hour of trace time can pass in seconds; learning, which
+        #: replays a week, is not repeated more often than :data:`MIN_RELEARN_WALL_SECONDS`.
+        self._learned_at: dict[str, float] = {}
+
+    @staticmethod
+    def service_of(profile: CapacityProfile) -> Service:
+        return Service(saturation=profile.saturation_rps_per_replica, warmup_seconds=profile.warmup_seconds,
+                       min_replicas=profile.min_replicas, max_replicas=profile.max_replicas)
+
+    async def _read(self, name: str, namespace: str, end: datetime) -> pd.Series:
+        problems = []
+        for step in FINE_STEPS_SECONDS:
+            try:
+                history = await self.history.history(name, namespace=namespace, end=end, lookback=self.lookback,
+                                                     step_seconds=step)
+            except (InvalidInput, PrometheusQueryError) as exc:  # this step cannot be had; try the next
+                problems.append(f"{step} s: {exc}")
+                continue
+            if len(history) >= 2:
+                return history
+            problems.append(f"{step} s: {len(history)} point(s)")
+        raise InvalidInput("no usable history (" + "; ".join(problems) + ")", source=name)
+
+    async def plan(self, name: str, namespace: str, profile: CapacityProfile, now: datetime, *,
+                   stabilization_seconds: float) -> ShortTermPlan | None:
+        """The plan for one service now; None (logged) when its history cannot give one."""
+        # What the planner sees ends one scrape ago, as the HPA's metric does.
+        try:
+            history = await self._read(name, namespace, now - timedelta(seconds=SCRAPE_SECONDS))
+        except (InvalidInput, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("%s/%s: no short-horizon floor this run: %s", namespace, name, exc)
+            return None
+        step = int(pd.Timedelta(history.index[1] - history.index[0]).total_seconds())
+        service = self.service_of(profile)
+        targets = ((profile.target_utilization,) if "target_utilization" in profile.model_fields_set
+                   else HPA_TARGETS)
+        key = f"{namespace}/{name}"
+        cached = self._policies.get(key)
+        wall = time.monotonic()
+        due = cached is None or (now - cached[0] >= self.relearn
+                                 and wall - self._learned_at.get(key, -math.inf) >= MIN_RELEARN_WALL_SECONDS)
+        if due:
+            self._learned_at[key] = wall
+            values = history.to_numpy(dtype=np.float64, na_value=np.nan)
+            try:
+                policy: FloorPolicy | None = await asyncio.to_thread(
+                    learn_policy, values, step, service, targets=targets, hold_seconds=stabilization_seconds,
+                    warm_intervals=min(DAY // step, len(values) // 2))
+                basis = policy.basis if policy else ""
+            except InvalidInput as exc:
+                policy, basis = None, str(exc)
+            self._policies[key] = (now, policy, basis)
+            log.info("%s: short-horizon floor policy %s (%s)", key,
+                     json.dumps(policy.as_dict()) if policy else "none", basis)
+        policy = self._policies[key][1]
+        if policy is None:
+            return None
+        forecast = short_forecast(name, history.iloc[-history_intervals(step, service.warmup_seconds,
+                                                                        policy.level_intervals):],
+                                  step, service.warmup_seconds, policy)
+        if forecast is None:
+            # Nothing to add (the HPA rarely falls short), or no recent level: the declared floor.
+            p50 = np.zeros(1)
+            forecast = ShortForecast(service=name, model_version="short-horizon", start=now, step_seconds=step,
+                                     p50=p50, p90=p50)
+        # Held across runs by the controller's FloorHold, not inside one plan: the plan's first
+        # step may already be over, and its need must not be carried into the steps after it.
+        plan = plan_service(forecast, planning_profile(service, policy, profile), now, stabilization_seconds=0,
+                            lead_seconds=lead_seconds())
+        return ShortTermPlan(plan, policy)
