@@ -11,7 +11,7 @@ YAML form::
       - {from: checkout, to: payments}
 
 Or observed: :func:`edges_from_prometheus` reads who called whom from the mesh's own
-``istio_requests_total`` (the planner's ``--graph-prometheus``, ``harbinger chaos generate``'s
+``istio_requests_total`` (the planner's ``--graph-from-prometheus``, ``harbinger chaos generate``'s
 ``--graph-from-prometheus``); each caller turns the edges into service names its own way.
 """
 

@@ -29,8 +29,9 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from harbinger import contract
+from harbinger.clock import format_time
 from scaler.inputs import Target
-from scaler.plan import ServicePlan, rfc3339
+from scaler.plan import ServicePlan
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,9 @@ def plan_annotations(plan: ServicePlan, floor: int,
     window = plan.warmup_window()
     return {
         contract.PLAN: json.dumps({**plan.annotation(floor), "learned": dict(learned or {})}, sort_keys=True),
-        contract.NEXT_PEAK: rfc3339(peak.start) if peak else None,
-        contract.WARMUP_FROM: rfc3339(window[0]) if window else None,
-        contract.WARMUP_UNTIL: rfc3339(window[1]) if window else None,
+        contract.NEXT_PEAK: format_time(peak.start) if peak else None,
+        contract.WARMUP_FROM: format_time(window[0]) if window else None,
+        contract.WARMUP_UNTIL: format_time(window[1]) if window else None,
     }
 
 
@@ -140,7 +141,7 @@ async def record_event(api: client.ApiClient, target: Target, change: Change, re
                        now: datetime, identity: str) -> None:
     """A Kubernetes Event on the Deployment, so ``kubectl describe`` shows what the planner did."""
     meta = target.deployment["metadata"]
-    stamp = rfc3339(now)
+    stamp = format_time(now)
     body = {
         "metadata": {"generateName": f"{meta['name']}.harbinger-", "namespace": meta["namespace"]},
         "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],

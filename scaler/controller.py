@@ -31,10 +31,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
-from harbinger.clock import Clock
+from harbinger.clock import Clock, format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
-from harbinger.kube import KubeObject, read_json
+from harbinger.kube import KubeObject, get_or_none, read_json
 from harbinger.quantity import parse_nonnegative
 from models.traffic import HistorySource
 from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
@@ -56,6 +56,9 @@ from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLA
 from scaler.plan import FloorHold, ServicePlan, plan_service
 
 log = logging.getLogger(__name__)
+
+#: A write that meets a 409 is decided again on a fresh read this many times in one run.
+CONFLICT_ATTEMPTS = 3
 
 
 class EdgeSource(Protocol):
@@ -293,29 +296,58 @@ class Planner:
 
     async def _apply(self, target: Target, plan: ServicePlan, floor: int, now: datetime,
                      learned: Mapping[str, float]) -> Change | None:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await self._apply_to(target, plan, floor, now, learned)
+            except ApiException as exc:
+                if exc.status == 409 and attempt < CONFLICT_ATTEMPTS:
+                    # Another writer (most often the HPA controller updating its status, which
+                    # moves the HPA's resourceVersion) came between our read and our write:
+                    # read the object again and decide afresh from what is there now, as
+                    # client-go's RetryOnConflict does; a person's edit is then respected.
+                    ERRORS.labels("conflict").inc()
+                    fresh = await self._reread(target)
+                    if fresh is None:
+                        return None
+                    target = fresh
+                    continue
+                ERRORS.labels("conflict" if exc.status == 409 else "api").inc()
+                log.warning("%s/%s: could not apply the floor (%s %s); retrying next run", target.namespace,
+                            target.name, exc.status, exc.reason)
+                return None
+        return None
+
+    async def _reread(self, target: Target) -> Target | None:
+        """``target`` with its Deployment and HPA as the apiserver has them now; None if gone."""
+        apps = client.AppsV1Api(self.api)
+        deployment = await get_or_none(apps.read_namespaced_deployment(
+            target.name, target.namespace, _preload_content=False), f"Deployment {target.namespace}/{target.name}")
+        if deployment is None:
+            return None
+        hpa = None
+        if target.hpa is not None:
+            name = target.hpa["metadata"]["name"]
+            hpa = await get_or_none(client.AutoscalingV2Api(self.api).read_namespaced_horizontal_pod_autoscaler(
+                name, target.namespace, _preload_content=False), f"HorizontalPodAutoscaler {target.namespace}/{name}")
+        return replace(target, deployment=deployment, hpa=hpa)
+
+    async def _apply_to(self, target: Target, plan: ServicePlan, floor: int, now: datetime,
+                        learned: Mapping[str, float]) -> Change:
         change = planned_change(target, floor)
         # Back at the declared floor with our annotation still there: write to remove it.
         stale = raised_floor(target) is not None and change.after == declared_floor(target)
-        write = change.before != change.after or stale
-        try:
-            if write:
-                await apply_floor(self.api, target, change)
-            await annotate_plan(self.api, target, plan, change.after, learned)
-            if change.before != change.after:
-                FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
-                reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
-                peak = plan.next_peak()
-                message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
-                           + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
-                              f"{peak.start:%Y-%m-%dT%H:%M:%SZ}" if peak else ""))
-                await record_event(self.api, target, change, reason, message, now, self.identity)
-                log.info("%s/%s: %s", target.namespace, target.name, message)
-        except ApiException as exc:
-            kind = "conflict" if exc.status == 409 else "api"
-            ERRORS.labels(kind).inc()
-            log.warning("%s/%s: could not apply the floor (%s %s); retrying next run", target.namespace,
-                        target.name, exc.status, exc.reason)
-            return None
+        if change.before != change.after or stale:
+            await apply_floor(self.api, target, change)
+        await annotate_plan(self.api, target, plan, change.after, learned)
+        if change.before != change.after:
+            FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
+            reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
+            peak = plan.next_peak()
+            message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
+                       + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
+                          f"{format_time(peak.start)}" if peak else ""))
+            await record_event(self.api, target, change, reason, message, now, self.identity)
+            log.info("%s/%s: %s", target.namespace, target.name, message)
         return change
 
     def _log_plans(self, report: RunReport, why: str) -> None:

@@ -5,7 +5,7 @@ before anything is applied.
 * Capacity profiles: the Deployment's ``harbinger.io/capacity-profile`` annotation wins,
   then the ``--profiles`` YAML, then the documented defaults of :class:`CapacityProfile`.
 * The dependency graph: the ``--graph`` YAML, and/or the calls the mesh saw
-  (``--graph-prometheus``: ``istio_requests_total`` by workload, turned into services by
+  (``--graph-from-prometheus``: ``istio_requests_total`` by workload, turned into services by
   :func:`graph_from_mesh` every run); no graph: every service stands alone.
 * Scheduled events: the forecaster's ``--events`` YAML, handed to every forecast.
 

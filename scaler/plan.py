@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harbinger.clock import format_time
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 
@@ -117,9 +118,9 @@ class ServicePlan:
         return {
             "service": self.service,
             "replicas": floor,
-            "made_at": rfc3339(self.made_at),
+            "made_at": format_time(self.made_at),
             "model_version": self.model_version,
-            "next_peak": rfc3339(peak.start) if peak else None,
+            "next_peak": format_time(peak.start) if peak else None,
             "peak_tps": round(peak.p90_tps, 3) if peak else None,
             "peak_replicas": peak.replicas if peak else None,
             "cpu_cores": round(peak.cpu_cores, 3) if peak else None,
@@ -129,8 +130,6 @@ class ServicePlan:
         }
 
 
-def rfc3339(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def plan_service(
