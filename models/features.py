@@ -19,6 +19,7 @@ history shows it, and a past campaign does not pollute the seasonal lags.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -49,6 +50,9 @@ class FeatureSpec:
     level_floor: float
     #: Learned multiplier per event kind for events that declare no multiplier.
     kind_effects: Mapping[str, float] = field(default_factory=dict)
+    #: Set for a global model (one model for many services): each window's level floor is
+    #: this share of the window's own mean, instead of the fixed ``level_floor`` of one service.
+    level_floor_share: float | None = None
 
     @property
     def steps_per_day(self) -> int:
@@ -88,7 +92,9 @@ class FeatureSpec:
     def from_json(cls, data: Mapping[str, Any]) -> FeatureSpec:
         spec = cls(step_seconds=int(data["step_seconds"]), seasonality=data["seasonality"],
                    horizon_steps=int(data["horizon_steps"]), level_floor=float(data["level_floor"]),
-                   kind_effects={str(k): float(v) for k, v in dict(data.get("kind_effects", {})).items()})
+                   kind_effects={str(k): float(v) for k, v in dict(data.get("kind_effects", {})).items()},
+                   level_floor_share=(None if data.get("level_floor_share") is None
+                                      else float(data["level_floor_share"])))
         if "names" in data and tuple(data["names"]) != spec.names:
             raise ValueError(f"feature names {data['names']} do not match this version's {list(spec.names)}")
         return spec
@@ -109,92 +115,137 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     """Rows for every (origin, horizon step) of ``windows`` (``(n, spec.window_steps)``,
     de-evented, ``NaN`` where unknown).
 
-    Written for the serving path as much as for training: a fixed number of vectorised
-    numpy operations whatever ``n`` is (range means from cumulative sums, one gather for
-    all seasonal lags), no per-row Python. ``level_floors`` (one per origin) lets services
-    with different models but the same feature layout share one pass.
+    Written for the serving path as much as for training, for one origin as for ten
+    thousand: every position the features read is fixed by the layout (step, seasonality,
+    window, horizon), so it is worked out once (:func:`feature_plan`, cached) and each call
+    is a fixed, small number of numpy operations whatever ``n`` is: one gather for all
+    seasonal lags, one matrix product for every range mean and profile (sums and counts
+    of known values), no per-row Python. ``level_floors`` (one per origin) lets services
+    with different models but the same feature layout share one pass; a global model's
+    spec (``level_floor_share``) takes each window's floor from its own mean.
     """
     n, m = windows.shape
     if m != spec.window_steps:
         raise ValueError(f"windows have {m} steps, the spec needs {spec.window_steps}")
     h = spec.horizon_steps if horizon_steps is None else horizon_steps
-    day = spec.steps_per_day
-    floor = np.full(n, spec.level_floor) if level_floors is None else level_floors
-    hour = max(1, round(3600 / spec.step_seconds))
-    week = 7 * day
+    plan = feature_plan(spec.step_seconds, spec.seasonality, m, h)
+    day = plan.day
 
-    # Every per-origin range mean in one gather: [start, stop) window positions.
-    spans = {"day": (m - day, m), "window": (0, m), "hour": (m - hour, m), "3h": (m - 3 * hour, m),
-             "3h_day_before": (m - day - 3 * hour, m - day), "day_before": (m - 2 * day, m - day),
-             "days": (m - PROFILE_DAYS * day, m), "day_week_before": (m - week, m - week + day)}
-    means, counts = _range_means(windows, np.array(list(spans.values())))
-    mean = dict(zip(spans, means.T, strict=True))
-    mostly_known = counts[:, 0] * 4 >= day
-    level = np.maximum(np.where(mostly_known, mean["day"], mean["window"]), floor)
+    # Range means from cumulative sums of the known values and of the known flags over the
+    # window's tail (every range but the whole window lies in the last week), padded with a 0
+    # in front so that a range [a, b) is one subtraction.
+    tail = windows[:, m - plan.tail :]
+    known = ~np.isnan(tail)
+    padded = np.zeros((2, n, plan.tail + 1))
+    np.copyto(padded[0, :, 1:], tail, where=known)
+    padded[1, :, 1:] = known
+    cumulative = np.cumsum(padded, axis=2)
+    spans = cumulative[:, :, plan.span_stops] - cumulative[:, :, plan.span_starts]  # (2, n, spans)
+    means = np.divide(spans[0], spans[1], out=np.full_like(spans[0], np.nan), where=spans[1] > 0)
+    window_mean = _nanmean(windows, axis=1)
+    # Profiles: one gather of every position they average (NaN outside the window).
+    extended = np.empty((n, m + 1))
+    extended[:, :m] = windows
+    extended[:, m] = np.nan
+    profiles = _nanmean(extended[:, plan.profiles], axis=1)  # (n, profiles * h)
+    if level_floors is not None:
+        floor = level_floors
+    elif spec.level_floor_share is not None:
+        floor = np.maximum(np.nan_to_num(window_mean) * spec.level_floor_share, _MIN_FLOOR)
+    else:
+        floor = np.full(n, spec.level_floor)
+    mostly_known = spans[1, :, _DAY] * 4 >= day
+    level = np.maximum(np.where(mostly_known, means[:, _DAY], window_mean), floor)
     volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
+    inverse = 1.0 / level
 
-    # One value per origin, repeated over the horizon when the rows are laid out.
-    per_origin: dict[str, np.ndarray] = {
-        "last_step": windows[:, -1] / level,
-        "recent_1h": mean["hour"] / level,
-        "recent_3h_vs_day_before": _ratio(mean["3h"], mean["3h_day_before"], floor),
-        "level_vs_day_before": _ratio(level, mean["day_before"], floor),
-        "day_over_day_change": volatility,
-    }
-    j = np.arange(h)
-    per_row: dict[str, np.ndarray] = {"horizon_step": np.broadcast_to((j + 1).astype(np.float64), (n, h))}
+    x = np.empty((n, h, len(plan.names)), dtype=np.float32)
+    x[:, :, 0] = plan.horizon_step
+    x[:, :, 1] = (windows[:, -1] * inverse)[:, None]
+    x[:, :, 2] = (means[:, _HOUR] * inverse)[:, None]
+    x[:, :, 3] = _ratio(means[:, _3H], means[:, _3H_DAY_BEFORE], floor)[:, None]
+    x[:, :, 4] = _ratio(level, means[:, _DAY_BEFORE], floor)[:, None]
+    x[:, :, 5] = volatility[:, None]
     if spec.seasonality != "none":
-        seconds = origins_ns[:, None] // _NS + j[None, :] * spec.step_seconds
-        # Target t = o + j sits at window position m + j; the nearest known same time of day
-        # is ``rounds`` days back, with rounds = ceil((j + 1) / day).
-        back_1d = m + j - ((j // day) + 1) * day
-        scale = 1.0 / level[:, None]
-        per_row["hour_of_day"] = (seconds % _DAY_S) / 3600.0
-        per_row["same_time_1d"] = windows[:, back_1d] * scale
-        per_row["same_time_2d"] = windows[:, back_1d - day] * scale
-        profile_at = [back_1d - d * day for d in range(PROFILE_DAYS)]
-        if spec.seasonality == "weekly":
-            back_1w = m + j - week
-            per_row["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01: Thursday
-            per_row["same_time_1w"] = windows[:, back_1w] * scale
-            per_row["same_time_2w"] = windows[:, back_1w - week] * scale
-            per_origin["level_vs_week_before"] = _ratio(level, mean["day_week_before"], floor)
-            profile_at += [back_1w - r * week for r in range(PROFILE_WEEKS)]
-        smoothed = _smoothed_at(windows, np.stack(profile_at))  # (n, profiles, h)
+        seconds = origins_ns[:, None] // _NS + plan.offsets_s
+        lags = windows[:, plan.lags] * inverse[:, None, None]  # (n, lags, h)
+        x[:, :, 6] = (seconds % _DAY_S) / 3600.0
+        x[:, :, 7:9] = lags[:, :2].transpose(0, 2, 1)
         # The profile gives the shape of a day, not its level: divided by the mean of the days it
         # averages. Divided by L instead, a week of decline (fifa after the final) read as "far
         # below the usual level" and the model, taught by the tournament's rest days, forecast a
         # rebound that never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(mean["days"], floor)
-        per_row["profile_days"] = _nanmean(smoothed[:, :PROFILE_DAYS], axis=1) / days_mean[:, None]
+        days_mean = np.maximum(means[:, _DAYS], floor)
+        x[:, :, 9] = profiles[:, :h] / days_mean[:, None]
         if spec.seasonality == "weekly":
-            per_row["profile_weeks"] = _nanmean(smoothed[:, PROFILE_DAYS:], axis=1) * scale
-
-    x = np.empty((n, h, len(spec.names)), dtype=np.float32)
-    for i, name in enumerate(spec.names):
-        x[:, :, i] = per_origin[name][:, None] if name in per_origin else per_row[name]
+            x[:, :, 10] = ((seconds // _DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
+            x[:, :, 11:13] = lags[:, 2:].transpose(0, 2, 1)
+            x[:, :, 13] = profiles[:, h:] * inverse[:, None]
+            x[:, :, 14] = _ratio(level, means[:, _DAY_WEEK_BEFORE], floor)[:, None]
     return Features(x.reshape(n * h, -1), level, volatility)
 
 
-def _range_means(windows: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and count of known values of each window over each ``[start, stop)`` span: ``(n, spans)``."""
-    known = ~np.isnan(windows)
-    zero = np.zeros((windows.shape[0], 1))
-    sums = np.hstack((zero, np.cumsum(np.where(known, windows, 0.0), axis=1)))
-    counts = np.hstack((zero, np.cumsum(known, axis=1)))
-    starts, stops = np.clip(spans[:, 0], 0, None), np.clip(spans[:, 1], 0, None)
-    total, count = sums[:, stops] - sums[:, starts], counts[:, stops] - counts[:, starts]
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
+# Columns of the range means (FeaturePlan.span_starts / span_stops).
+_DAY, _HOUR, _3H, _3H_DAY_BEFORE, _DAY_BEFORE, _DAYS, _DAY_WEEK_BEFORE = range(7)
+_MIN_FLOOR = 1e-6
 
 
-def _smoothed_at(windows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Mean of each position and its two neighbours inside the window, ignoring ``NaN``:
-    shape ``(n, *positions.shape)``."""
-    padding = np.full((windows.shape[0], 1), np.nan)
-    padded = np.hstack((padding, windows, padding))
-    # Position p of the window is p + 1 of the padded one; its neighbours p and p + 2.
-    neighbours = padded[:, np.stack((positions, positions + 1, positions + 2))]
-    return _nanmean(neighbours, axis=1)
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Every window position a layout's features read, worked out once per layout."""
+
+    day: int
+    names: tuple[str, ...]
+    #: Steps at the window's end that hold every range mean (the last week).
+    tail: int
+    #: Range means: columns of the tail's padded cumulative sums (a range [a, b) is cs[b] - cs[a]).
+    span_starts: np.ndarray
+    span_stops: np.ndarray
+    #: ``(3 * days, profiles * h)`` positions averaged by each profile step (with their two
+    #: neighbours: 3-step smoothing); ``m`` (always unknown) outside the window.
+    profiles: np.ndarray
+    #: ``(lags, h)`` window positions of the same-time lags (1 and 2 days back, then 1 and 2 weeks).
+    lags: np.ndarray
+    horizon_step: np.ndarray  # (h,) 1..h
+    offsets_s: np.ndarray  # (h,) seconds from the origin to each target step
+
+
+@functools.lru_cache(maxsize=64)
+def feature_plan(step_seconds: int, seasonality: Seasonality, window_steps: int, horizon_steps: int) -> FeaturePlan:
+    """The positions read by :func:`build_features` for one layout (cached: it is the same for
+    every service of that layout and every call)."""
+    m, h = window_steps, horizon_steps
+    day = _DAY_S // step_seconds
+    hour = max(1, round(3600 / step_seconds))
+    week = 7 * day
+    names = FeatureSpec(step_seconds, seasonality, h, 0.0).names
+    tail = min(week, m)
+    spans = np.array([(m - day, m), (m - hour, m), (m - 3 * hour, m), (m - day - 3 * hour, m - day),
+                      (m - 2 * day, m - day), (m - PROFILE_DAYS * day, m), (m - week, m - week + day)])
+    spans = np.clip(spans - (m - tail), 0, tail)
+    j = np.arange(h)
+    # Target t = o + j sits at window position m + j; the nearest known same time of day
+    # is ``rounds`` days back, with rounds = ceil((j + 1) / day).
+    back_1d = m + j - ((j // day) + 1) * day
+    back_1w = m + j - week
+    lags = [back_1d, back_1d - day]
+    centres = [np.stack([back_1d - d * day for d in range(PROFILE_DAYS)])]
+    if seasonality == "weekly":
+        lags += [back_1w, back_1w - week]
+        centres.append(np.stack([back_1w - r * week for r in range(PROFILE_WEEKS)]))
+    lag_positions = np.stack(lags)
+    if np.any(lag_positions < 0):
+        raise ValueError(f"a window of {m} steps is too short for a {seasonality} layout")
+    columns = []
+    for found in centres:
+        smoothed = np.concatenate([found + shift for shift in (-1, 0, 1)])  # (3 * k, h) window positions
+        columns.append(np.where((smoothed >= 0) & (smoothed < m), smoothed, m))
+    width = max(c.shape[0] for c in columns)
+    # Profiles of different depth (7 days, 3 weeks) share one gather: the shorter is padded with m + 1.
+    profiles = np.concatenate([np.vstack((c, np.full((width - c.shape[0], h), m))) for c in columns], axis=1)
+    return FeaturePlan(day=day, names=names, tail=tail, span_starts=spans[:, 0], span_stops=spans[:, 1],
+                       profiles=profiles, lags=lag_positions, horizon_step=(j + 1).astype(np.float64),
+                       offsets_s=j * step_seconds)
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -270,11 +321,14 @@ def _ns(moment: Any) -> int:
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """``nanmean`` without the all-NaN warning: ``NaN`` where nothing is known."""
+    """``nanmean`` without the all-NaN warning: ``NaN`` where nothing is known.
+
+    Three ufunc reductions, no temporary copy of ``values``: this runs on every forecast.
+    """
     known = ~np.isnan(values)
-    count = np.count_nonzero(known, axis=axis)
-    total = np.sum(np.where(known, values, 0.0), axis=axis)
-    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    count = np.add.reduce(known, axis=axis, dtype=np.float64)
+    total = np.add.reduce(values, axis=axis, where=known)
+    return np.asarray(np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from models.metadata import (
     ModelMetadata,
     read_metadata,
 )
+from models.seasonality import Seasonality, detect_seasonality
 from models.series import window_before
 
 log = logging.getLogger(__name__)
@@ -103,26 +104,30 @@ class ForecastCore:
         return self.spec.horizon_steps
 
     def window(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
-               events: Sequence[Event] | None = None) -> HistoryWindow:
-        """The history window before the origin (the step ``now`` falls in), events taken out."""
+               events: Sequence[Event] | None = None, *, service: str | None = None) -> HistoryWindow:
+        """The history window before the origin (the step ``now`` falls in), events taken out.
+
+        ``service`` names whose history it is when the model is a global one (events and
+        errors are then that service's); by default the model's own service."""
         spec = self.spec
+        service = service or self.service
         step_ns = spec.step_seconds * _NS
         h = self._checked_horizon(horizon_steps)
-        start_ns = self._origin_ns(history, now)
-        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
+        start_ns = self._origin_ns(history, now, service)
+        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=service)
         known = int(np.count_nonzero(~np.isnan(values)))
         if known < spec.min_history_steps:
             raise HistoryTooShort(
                 f"{known} known steps in the {spec.window_steps} steps before "
                 f"{_iso(start_ns)}; the model needs at least {spec.min_history_steps} steps of "
-                f"{spec.step_seconds} s (one day)", source=self.service)
+                f"{spec.step_seconds} s (one day)", source=service)
         multipliers = np.ones(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
-            values = values / event_multipliers(events, self.service, past, spec.step_seconds,
+            values = values / event_multipliers(events, service, past, spec.step_seconds,
                                                 spec.kind_effects, unknown=np.nan)
             future = start_ns + np.arange(h, dtype=np.int64) * step_ns
-            multipliers = event_multipliers(events, self.service, future, spec.step_seconds, spec.kind_effects)
+            multipliers = event_multipliers(events, service, future, spec.step_seconds, spec.kind_effects)
         return HistoryWindow(values, start_ns, multipliers)
 
     def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
@@ -134,8 +139,8 @@ class ForecastCore:
         return PreparedRequest(inputs, np.stack([w.multipliers for w in windows]), starts, h)
 
     def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
-                events: Sequence[Event] | None = None) -> PreparedRequest:
-        return self.prepare_many([self.window(history, now, horizon_steps, events)])
+                events: Sequence[Event] | None = None, *, service: str | None = None) -> PreparedRequest:
+        return self.prepare_many([self.window(history, now, horizon_steps, events, service=service)])
 
     def finish_many(self, members: Sequence[ForecastCore], request: PreparedRequest, ratio_p50: np.ndarray,
                     ratio_p90: np.ndarray) -> list[Forecast]:
@@ -150,10 +155,12 @@ class ForecastCore:
         return self.finish_many([self], request, ratio_p50, ratio_p90)[0]
 
     def forecast_with(self, predict: RatioPredictor, history: pd.Series, now: datetime | None = None,
-                      horizon_steps: int | None = None, events: Sequence[Event] | None = None) -> Forecast:
-        request = self.prepare(history, now, horizon_steps, events)
+                      horizon_steps: int | None = None, events: Sequence[Event] | None = None, *,
+                      service: str | None = None) -> Forecast:
+        request = self.prepare(history, now, horizon_steps, events, service=service)
         ratio_p50, ratio_p90 = predict(request.features)
-        return self.finish(request, ratio_p50, ratio_p90)
+        forecast = self.finish(request, ratio_p50, ratio_p90)
+        return forecast if service is None else replace(forecast, service=service)
 
     def _checked_horizon(self, horizon_steps: int | None) -> int:
         h = self.spec.horizon_steps if horizon_steps is None else horizon_steps
@@ -162,18 +169,19 @@ class ForecastCore:
                              f"steps of {self.spec.step_seconds} s", source=self.service)
         return h
 
-    def _origin_ns(self, history: pd.Series, now: datetime | None) -> int:
+    def _origin_ns(self, history: pd.Series, now: datetime | None, service: str | None = None) -> int:
+        source = service or self.service
         step_ns = self.spec.step_seconds * _NS
         if now is None:
             if len(history) == 0:
                 raise HistoryTooShort(f"the history is empty; the model needs at least "
-                                      f"{self.spec.min_history_steps} steps", source=self.service)
+                                      f"{self.spec.min_history_steps} steps", source=source)
             last = history.index[-1]
             if not isinstance(last, pd.Timestamp) or last.tzinfo is None:
-                raise BadRequest("the history must have a UTC DatetimeIndex", source=self.service)
+                raise BadRequest("the history must have a UTC DatetimeIndex", source=source)
             return (int(last.value) // step_ns + 1) * step_ns
         if now.tzinfo is None:
-            raise BadRequest("'now' must be timezone-aware (UTC)", source=self.service)
+            raise BadRequest("'now' must be timezone-aware (UTC)", source=source)
         # The forecast starts with the step ``now`` falls in: it is not complete yet.
         return (int(pd.Timestamp(now).value) // step_ns) * step_ns
 
@@ -216,67 +224,129 @@ class Forecaster(ForecastCore):
         p50, p90 = self.session.run(self._outputs, {INPUT_NAME: features})
         return p50.reshape(-1), p90.reshape(-1)
 
+    @property
+    def is_global(self) -> bool:
+        """A global model (one model for many services, see :mod:`models.global_model`)."""
+        return self.spec.level_floor_share is not None
+
     def forecast(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
-                 events: Sequence[Event] | None = None) -> Forecast:
+                 events: Sequence[Event] | None = None, *, service: str | None = None) -> Forecast:
         """P50/P90 TPS for the ``horizon_steps`` steps from the step ``now`` falls in.
 
         ``history`` is TPS indexed by UTC timestamps (``NaN`` = unknown), at the model's step
         or any other (it is then averaged onto the model's grid). ``now`` defaults to just
         after the last history step. ``events`` should include past events overlapping the
-        history window, so that their effect is taken out of the lags.
+        history window, so that their effect is taken out of the lags. ``service`` names the
+        service a global model answers for (the forecast carries that name).
         """
-        return self.forecast_with(self.predict_ratios, history, now, horizon_steps, events)
+        return self.forecast_with(self.predict_ratios, history, now, horizon_steps, events, service=service)
+
+
+#: Services forecast together in one feature pass: bounds the temporary arrays of a large
+#: refresh (about 60 MiB per 2,048 weekly windows at 15 min) without costing speed.
+BATCH_CHUNK = 2048
+#: A batch layout: step, seasonality, horizon, and whether the model is global.
+_Layout = tuple[int, str, int, bool]
 
 
 class ForecasterBatch:
-    """Many services at once: one ``session.run`` per distinct graph and horizon."""
+    """Many services at once: one feature pass per layout, one ``session.run`` per distinct graph.
 
-    def __init__(self, forecasters: Iterable[Forecaster]) -> None:
+    ``global_models`` (see :mod:`models.global_model`) serve every service that has no model
+    of its own: the one whose step and seasonality match the service's ``layouts`` entry
+    (detected from its history when not given). All the services a global model serves
+    share its one session.
+    """
+
+    def __init__(self, forecasters: Iterable[Forecaster], *, global_models: Iterable[Forecaster] = (),
+                 layouts: Mapping[str, tuple[int, Seasonality]] | None = None) -> None:
         self.forecasters: dict[str, Forecaster] = {}
         for forecaster in forecasters:
             if forecaster.service in self.forecasters:
                 raise BadRequest(f"two models for service {forecaster.service!r}")
             self.forecasters[forecaster.service] = forecaster
+        self.global_models: dict[tuple[int, str], Forecaster] = {}
+        for model in global_models:
+            if not model.is_global:
+                raise BadRequest(f"{model.service!r} is not a global model (its spec has no level_floor_share)")
+            self.global_models[(model.spec.step_seconds, model.spec.seasonality)] = model
+        self.layouts: dict[str, tuple[int, Seasonality]] = dict(layouts or {})
 
     @classmethod
-    def load_dirs(cls, model_dirs: Iterable[Path]) -> ForecasterBatch:
+    def load_dirs(cls, model_dirs: Iterable[Path], *, global_dirs: Iterable[Path] = (),
+                  layouts: Mapping[str, tuple[int, Seasonality]] | None = None) -> ForecasterBatch:
         """Load model directories; identical graphs share one session."""
         sessions: dict[str, ort.InferenceSession] = {}
-        return cls(Forecaster.load(path, sessions=sessions) for path in model_dirs)
+        own = [Forecaster.load(path, sessions=sessions) for path in model_dirs]
+        shared = [Forecaster.load(path, sessions=sessions) for path in global_dirs]
+        return cls(own, global_models=shared, layouts=layouts)
+
+    def model_for(self, service: str, history: pd.Series) -> Forecaster:
+        """The service's own model, else the global model of its layout; :class:`BadRequest` if none."""
+        own = self.forecasters.get(service)
+        if own is not None:
+            return own
+        if self.global_models:
+            layout = self.layouts.get(service) or _detected_layout(history, service)
+            model = self.global_models.get(layout)
+            if model is None and layout[1] == "weekly":  # a weekly service is still daily
+                model = self.global_models.get((layout[0], "daily"))
+            if model is not None:
+                return model
+            raise BadRequest(f"no global model for a step of {layout[0]} s and {layout[1]} seasonality",
+                             source=service)
+        raise BadRequest(f"no model for service(s) {service}")
 
     def forecast(self, histories: Mapping[str, pd.Series], now: datetime | None = None,
                  horizon_steps: int | None = None, events: Sequence[Event] | None = None) -> dict[str, Forecast]:
         """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`.
 
         Services whose models share a feature layout (step and seasonality) get their
-        features in one vectorised pass; services that share a graph share one
-        ``session.run``. Per service, what is left is cutting its history window and
-        walking its own trees.
+        features in one vectorised pass; services that share a graph (every service a
+        global model serves) share one ``session.run``. Per service, what is left is
+        cutting its history window.
         """
-        unknown = sorted(set(histories) - set(self.forecasters))
-        if unknown:
-            raise BadRequest(f"no model for service(s) {', '.join(unknown[:5])}")
-        layouts: dict[tuple[int, str, int], list[tuple[Forecaster, HistoryWindow]]] = {}
+        if not self.global_models:
+            unknown = sorted(set(histories) - set(self.forecasters))
+            if unknown:
+                raise BadRequest(f"no model for service(s) {', '.join(unknown[:5])}")
+        layouts: dict[_Layout, list[tuple[str, Forecaster, HistoryWindow]]] = {}
         for service, history in histories.items():
-            forecaster = self.forecasters[service]
-            window = forecaster.window(history, now, horizon_steps, events)
-            key = (forecaster.spec.step_seconds, forecaster.spec.seasonality, window.multipliers.size)
-            layouts.setdefault(key, []).append((forecaster, window))
+            forecaster = self.model_for(service, history)
+            window = forecaster.window(history, now, horizon_steps, events, service=service)
+            spec = forecaster.spec
+            key = (spec.step_seconds, spec.seasonality, window.multipliers.size, forecaster.is_global)
+            layouts.setdefault(key, []).append((service, forecaster, window))
         results: dict[str, Forecast] = {}
         for members in layouts.values():
-            for forecast in _forecast_layout(members):
-                results[forecast.service] = forecast
+            for first in range(0, len(members), BATCH_CHUNK):
+                for forecast in _forecast_layout(members[first : first + BATCH_CHUNK]):
+                    results[forecast.service] = forecast
         return results
 
 
-def _forecast_layout(members: Sequence[tuple[Forecaster, HistoryWindow]]) -> list[Forecast]:
+def _detected_layout(history: pd.Series, service: str) -> tuple[int, Seasonality]:
+    """Step and seasonality of a service's history, for a service nobody assigned to a global model."""
+    index = history.index
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        raise HistoryTooShort("the history must have at least two timestamps", source=service)
+    step = int((index[1] - index[0]).total_seconds())
+    if step <= 0 or 86_400 % step:
+        raise BadRequest(f"a step of {step} s does not divide a day", source=service)
+    values = history.to_numpy(dtype=np.float64, na_value=np.nan)
+    mean = float(np.nanmean(values)) if np.any(~np.isnan(values)) else 0.0
+    return step, detect_seasonality(values, 86_400 // step, floor=max(mean * 0.01, 1e-6)).seasonality
+
+
+def _forecast_layout(members: Sequence[tuple[str, Forecaster, HistoryWindow]]) -> list[Forecast]:
     """Forecasts for services whose models take the same features (same step and seasonality)."""
-    lead = members[0][0]
-    forecasters = [forecaster for forecaster, _ in members]
-    h = members[0][1].multipliers.size
-    starts = np.array([window.start_ns for _, window in members], dtype=np.int64)
-    inputs = build_features(np.stack([window.values for _, window in members]), starts, lead.spec, h,
-                            level_floors=np.array([f.spec.level_floor for f in forecasters]))
+    lead = members[0][1]
+    forecasters = [forecaster for _, forecaster, _ in members]
+    h = members[0][2].multipliers.size
+    starts = np.array([window.start_ns for _, _, window in members], dtype=np.int64)
+    floors = None if lead.is_global else np.array([f.spec.level_floor for f in forecasters])
+    inputs = build_features(np.stack([window.values for _, _, window in members]), starts, lead.spec, h,
+                            level_floors=floors)
     rows = inputs.x.reshape(len(members), h, -1)
     p50 = np.empty((len(members), h))
     p90 = np.empty((len(members), h))
@@ -284,14 +354,15 @@ def _forecast_layout(members: Sequence[tuple[Forecaster, HistoryWindow]]) -> lis
     for i, forecaster in enumerate(forecasters):
         by_session.setdefault(id(forecaster.session), []).append(i)
     for positions in by_session.values():
-        ratio_p50, ratio_p90 = forecasters[positions[0]].predict_ratios(rows[positions].reshape(-1, rows.shape[2]))
+        chosen = rows if len(positions) == len(members) else rows[positions]
+        ratio_p50, ratio_p90 = forecasters[positions[0]].predict_ratios(chosen.reshape(-1, rows.shape[2]))
         p50[positions], p90[positions] = ratio_p50.reshape(-1, h), ratio_p90.reshape(-1, h)
     margins = np.array([f.p90_margin for f in forecasters])
-    tps50, tps90 = to_tps(p50, p90, inputs, np.stack([window.multipliers for _, window in members]), margins)
-    return [Forecast(service=f.service, model_version=f.model_version,
+    tps50, tps90 = to_tps(p50, p90, inputs, np.stack([window.multipliers for _, _, window in members]), margins)
+    return [Forecast(service=service, model_version=f.model_version,
                      start=datetime.fromtimestamp(int(start) / _NS, UTC), step_seconds=f.spec.step_seconds,
                      p50=tps50[i], p90=tps90[i])
-            for i, (f, start) in enumerate(zip(forecasters, starts, strict=True))]
+            for i, ((service, f, _), start) in enumerate(zip(members, starts, strict=True))]
 
 
 def _check_graph_signature(session: ort.InferenceSession, n_features: int, metadata: ModelMetadata) -> None:

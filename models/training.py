@@ -94,11 +94,15 @@ def min_training_steps(steps_per_day: int, horizon_steps: int) -> int:
 
 
 def train(series: pd.Series, *, service: str | None = None, events: Sequence[Event] = (),
-          config: TrainingConfig | None = None) -> TrainedModel:
-    """Fit a forecaster on a regular TPS series (see :mod:`models.series`)."""
+          config: TrainingConfig | None = None, point_only: bool = False) -> TrainedModel:
+    """Fit a forecaster on a regular TPS series (see :mod:`models.series`).
+
+    ``point_only`` fits the P50 alone (the P90 is then the P50, uncalibrated): what a
+    comparison of models on their P50 needs, at a third of the cost.
+    """
     config = config or TrainingConfig()
     service = service or str(series.name or "service")
-    step = _step_seconds(series)
+    step = step_seconds_of(series)
     steps_per_day = 86_400 // step
     horizon = config.horizon_steps or steps_per_day
     if not 1 <= horizon <= 7 * steps_per_day:
@@ -119,16 +123,19 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
              service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
 
     rng = np.random.default_rng(config.seed)
-    origins = _sample_origins(base, spec, config, rng)
-    x, y, level, unit, origin_of_row = _rows(base, times_ns, origins, spec)
+    origins = sample_origins(base, spec, config, rng)
+    x, y, level, unit, origin_of_row = feature_rows(base, times_ns, origins, spec)
     # One thread: on a shared machine OpenMP's spinning threads made fits 3x slower, and
     # the planner trains many services side by side anyway.
     with threadpool_limits(limits=config.threads):
-        p90_margin = _calibrate_p90(x, y, level, unit, origin_of_row, spec, config)
         p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
-        p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
-        p50.fit(_fittable(x), y)
-        p90.fit(_fittable(x), y)
+        p50.fit(fittable(x), y)
+        if point_only:
+            p90, p90_margin = p50, 0.0
+        else:
+            p90_margin = _calibrate_p90(x, y, level, unit, origin_of_row, spec, config)
+            p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
+            p90.fit(fittable(x), y)
     return TrainedModel(
         service=service, spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
         training_start=series.index[0].to_pydatetime(), training_end=series.index[-1].to_pydatetime(),
@@ -165,7 +172,7 @@ def learn_kind_effects(values: np.ndarray, times_ns: np.ndarray, events: Sequenc
     return {kind: float(np.median(found)) for kind, found in sorted(ratios.items())}
 
 
-def _step_seconds(series: pd.Series) -> int:
+def step_seconds_of(series: pd.Series) -> int:
     index = series.index
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None or len(index) < 2:
         raise BadRequest("training needs a regular, UTC-indexed series (use models.series.load_csv)")
@@ -175,7 +182,7 @@ def _step_seconds(series: pd.Series) -> int:
     return int(steps[0] // _NS)
 
 
-def _sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfig,
+def sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfig,
                     rng: np.random.Generator) -> np.ndarray:
     """Origins with at least a day of history, drawn (seeded) with probability proportional to
     ``level ** weight_power``, at most ``max_rows / horizon`` of them, in time order.
@@ -213,7 +220,7 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)[:-1]
 
 
-def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
+def feature_rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
           spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features, targets (ratios to the level), level, P90 margin unit and origin of every usable row."""
     h = spec.horizon_steps
@@ -246,16 +253,23 @@ def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.nda
     cut = origins[int(origins.size * (1 - config.calibration_share))]
     fit_rows = origin_of_row + spec.horizon_steps <= cut
     held_out = origin_of_row >= cut
+    return calibrate_p90_margin(x, y, unit, 1.0 / level ** config.weight_power, fit_rows, held_out, config)
+
+
+def calibrate_p90_margin(x: np.ndarray, y: np.ndarray, unit: np.ndarray, weight: np.ndarray, fit_rows: np.ndarray,
+                         held_out: np.ndarray, config: TrainingConfig) -> float:
+    """Fit a P90 on ``fit_rows`` and return the margin, in units of ``unit``, that puts 90 % of
+    the (``weight``-ed) ``held_out`` rows at or under it; 0 when there are too few rows."""
     if np.count_nonzero(fit_rows) < 1000 or np.count_nonzero(held_out) < 100:
         log.warning("too little history to calibrate the P90; keeping the raw P90")
         return 0.0
     p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
-    p90.fit(_fittable(x[fit_rows]), y[fit_rows])
+    p90.fit(fittable(x[fit_rows]), y[fit_rows])
     shortfall = (y[held_out] - p90.predict(x[held_out])) / unit[held_out]
-    return weighted_quantile(shortfall, 1.0 / level[held_out] ** config.weight_power, P90)
+    return weighted_quantile(shortfall, weight[held_out], P90)
 
 
-def _fittable(x: np.ndarray) -> np.ndarray:
+def fittable(x: np.ndarray) -> np.ndarray:
     """``x`` with all-unknown columns set to 0.
 
     A short history has no value two weeks back in any row; scikit-learn's binning fails on
