@@ -96,6 +96,13 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=14, help="forecast origins, one day apart (default: 14)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every model's scores")
     p.add_argument("--plot-dir", type=Path, help="write <service>.png: actual vs forecasts, P50-P90 band")
+    p.add_argument("--model", choices=("auto", "global", "per-service"), default="auto",
+                   help="Harbinger model: chosen per fold by a backtest on the fold's last days (auto, the "
+                        "default), the global model, or the service's own model")
+    p.add_argument("--pool", type=Path, action="append", default=None, metavar="CSV",
+                   help="count CSV of another service the global model also learns from (repeatable; "
+                        "read with --absent-rows missing); default: none, the global model then learns "
+                        "from the service's own history only")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -160,9 +167,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise BadRequest("--folds must be at least 1")
     series, events, service = _load_inputs(args)
     config = _training_config(args, series)
+    pool = {path.stem: load_csv(path, name=path.stem) for path in args.pool or [] if path.stem != service}
     result = backtest(series, events=events, service=service, training=config,
-                      config=BacktestConfig(folds=args.folds, baselines=args.baselines),
-                      progress=ProgressBar(f"evaluate {service}"))
+                      config=BacktestConfig(folds=args.folds, baselines=args.baselines, serving=args.model),
+                      progress=ProgressBar(f"evaluate {service}"), pool=pool)
     if args.plot_dir:
         from models.plots import plot_backtest
 
@@ -174,6 +182,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{service}: {report['folds']} folds from {report['test_start']}, step {report['step_seconds']} s, "
           f"horizon {report['horizon_steps']} steps")
+    served = report["models"]["harbinger"].get("served_by_folds", {})
+    print("harbinger served by: " + ", ".join(f"{kind} model in {count} fold(s)" for kind, count in served.items()))
     print(f"{'model':<24}{'MASE':>8}{'sMAPE %':>9}{'under P90':>11}{'cover P90':>11}")
     for name, scores in report["models"].items():
         print(f"{name:<24}{scores['mase']:>8.3f}{scores['smape']:>9.1f}{scores['under_p90']:>11.3f}"

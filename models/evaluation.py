@@ -10,9 +10,9 @@ when less than ``min_train_days`` of history lie before it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
 from models.metrics import FoldErrors, Scores, mase_scale, pooled_scores
 from models.serving import ForecastCore
-from models.training import TrainingConfig, train
+from models.training import TrainingConfig, learn_kind_effects, train
 
 HARBINGER = "harbinger"
 NAIVE_DAILY = "seasonal-naive-daily"
@@ -35,12 +35,21 @@ BASELINES = ("seasonal-naive", "prophet")
 Progress = Callable[[int, int, str], None]
 
 
+#: Which Harbinger model answers in a backtest: chosen per fold by a validation backtest
+#: inside the fold's history (``auto``), or always one kind.
+Serving = Literal["auto", "global", "per-service"]
+SERVING_CHOICES: tuple[Serving, ...] = ("auto", "global", "per-service")
+
+
 @dataclass(frozen=True)
 class BacktestConfig:
     folds: int = 14
     spacing_steps: int | None = None  # None: one day
     min_train_days: float = 7.0
     baselines: tuple[str, ...] = BASELINES
+    serving: Serving = "auto"
+    #: Backtest Harbinger itself (False: the baselines alone, e.g. to cache a slow Prophet run).
+    harbinger: bool = True
 
 
 @dataclass
@@ -61,10 +70,16 @@ class BacktestResult:
     seconds: dict[str, float]
     #: Which seasonal-naive variant was the better one.
     naive_choice: str | None
+    #: Which Harbinger model served each fold: "global" or "per-service".
+    served_by: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """``{"trace": NAME, "models": {model: {mase, smape, under_p90, coverage_p90, ...}}, ...}``."""
         models: dict[str, dict[str, Any]] = {name: score.to_json() for name, score in self.scores.items()}
+        if self.served_by and HARBINGER in models:
+            kinds = sorted(set(self.served_by))
+            models[HARBINGER]["served_by"] = kinds[0] if len(kinds) == 1 else "mixed"
+            models[HARBINGER]["served_by_folds"] = {kind: self.served_by.count(kind) for kind in kinds}
         if self.naive_choice:
             models[NAIVE_BEST] = {**self.scores[self.naive_choice].to_json(),
                                   "variant": self.naive_choice.rsplit("-", 1)[-1]}
@@ -89,7 +104,13 @@ def fold_origins(n_steps: int, steps_per_day: int, horizon: int, config: Backtes
 
 def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | None = None,
              config: BacktestConfig | None = None, training: TrainingConfig | None = None,
-             progress: Progress | None = None) -> BacktestResult:
+             progress: Progress | None = None, pool: Mapping[str, pd.Series] | None = None) -> BacktestResult:
+    """Rolling-origin backtest of ``series`` (see the module docstring).
+
+    ``pool``: other services' histories, which a global model learns from besides the
+    fold's own history (never the scored series' future). Without a pool the global
+    model learns from the fold's history alone.
+    """
     config = config or BacktestConfig()
     training = training or TrainingConfig()
     unknown = set(config.baselines) - set(BASELINES)
@@ -104,7 +125,7 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
         raise HistoryTooShort(f"{len(series)} steps: a backtest needs at least {config.min_train_days:g} days "
                               f"of training plus a {horizon}-step horizon", source=name)
     values = series.to_numpy(dtype=np.float64)
-    models = [HARBINGER]
+    models = [HARBINGER] if config.harbinger else []
     if "seasonal-naive" in config.baselines:
         models += [NAIVE_DAILY, NAIVE_WEEKLY]
     if "prophet" in config.baselines:
@@ -112,6 +133,7 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
     errors: dict[str, list[FoldErrors]] = {m: [] for m in models}
     seconds = dict.fromkeys(models, 0.0)
     folds: list[FoldForecast] = []
+    served_by: list[str] = []
     for number, origin in enumerate(origins):
         if progress:
             progress(number, len(origins), f"fold {number + 1}/{len(origins)}")
@@ -121,7 +143,12 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
         scale = mase_scale(values[:origin], day)
         for model in models:
             began = time.perf_counter()
-            fold.p50[model], fold.p90[model] = _forecast(model, history, horizon, events, name, training, day)
+            if model == HARBINGER:
+                fold.p50[model], fold.p90[model], chosen = harbinger_forecast(
+                    history, horizon, events, name, training, config.serving, pool or {})
+                served_by.append(chosen)
+            else:
+                fold.p50[model], fold.p90[model] = _forecast(model, history, horizon, events, name, training, day)
             seconds[model] += time.perf_counter() - began
             errors[model].append(FoldErrors(actual, fold.p50[model], fold.p90[model], scale))
         folds.append(fold)
@@ -132,17 +159,48 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
     if NAIVE_DAILY in scores:
         naive_choice = min((NAIVE_DAILY, NAIVE_WEEKLY), key=lambda m: _or_inf(scores[m].mase))
     return BacktestResult(trace=name, step_seconds=step, horizon_steps=horizon, scores=scores, folds=folds,
-                          seconds=seconds, naive_choice=naive_choice)
+                          seconds=seconds, naive_choice=naive_choice, served_by=served_by)
+
+
+def harbinger_forecast(history: pd.Series, horizon: int, events: Sequence[Event], service: str,
+                       training: TrainingConfig, serving: Serving,
+                       pool: Mapping[str, pd.Series]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Harbinger's P50 and P90 after ``history``, and which model gave them.
+
+    ``auto`` runs :func:`models.global_model.choose_model` on the history (its last days
+    are the validation), then trains the chosen model on the whole history.
+    """
+    from models.global_model import (
+        GLOBAL,
+        PER_SERVICE,
+        choose_model,
+        core_for,
+        global_config,
+        layout_of,
+        train_global,
+    )
+
+    served = serving
+    if serving == "auto":
+        served = choose_model(history, service=service, events=events, pool=pool, training=training).served_by
+    if served == PER_SERVICE:
+        trained = train(history, service=service, events=events, config=training)
+        core = ForecastCore(service, "backtest", trained.spec, trained.p90_margin)
+        forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
+        return forecast.p50, forecast.p90, PER_SERVICE
+    step, seasonality = layout_of(history)
+    shared = train_global({**pool, service: history}, seasonality=seasonality, step_seconds=step,
+                          horizon_steps=horizon, events={service: events}, config=global_config(training))
+    values = history.to_numpy(dtype=np.float64)
+    effects = learn_kind_effects(values, pd.DatetimeIndex(history.index).as_unit("ns").asi8, events, service, step)
+    forecast = core_for(shared, service, kind_effects=effects).forecast_with(
+        shared.predict_ratios, history, events=list(events), service=service)
+    return forecast.p50, forecast.p90, GLOBAL
 
 
 def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Event], service: str,
               training: TrainingConfig, day: int) -> tuple[np.ndarray, np.ndarray]:
     values = history.to_numpy(dtype=np.float64)
-    if model == HARBINGER:
-        trained = train(history, service=service, events=events, config=training)
-        core = ForecastCore(service, "backtest", trained.spec, trained.p90_margin)
-        forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
-        return forecast.p50, forecast.p90
     if model == NAIVE_DAILY:
         return seasonal_naive(values, horizon, day)
     if model == NAIVE_WEEKLY:

@@ -53,6 +53,10 @@ class FeatureSpec:
     #: Set for a global model (one model for many services): each window's level floor is
     #: this share of the window's own mean, instead of the fixed ``level_floor`` of one service.
     level_floor_share: float | None = None
+    #: When > 0, the level ``L`` is at least this share of the mean of the last 7 days: one
+    #: collapsed day (a storm, an outage upstream) does not become the scale of tomorrow.
+    #: 0 (older models): ``L`` is the last day's mean alone.
+    level_week_share: float = 0.0
 
     @property
     def steps_per_day(self) -> int:
@@ -94,7 +98,8 @@ class FeatureSpec:
                    horizon_steps=int(data["horizon_steps"]), level_floor=float(data["level_floor"]),
                    kind_effects={str(k): float(v) for k, v in dict(data.get("kind_effects", {})).items()},
                    level_floor_share=(None if data.get("level_floor_share") is None
-                                      else float(data["level_floor_share"])))
+                                      else float(data["level_floor_share"])),
+                   level_week_share=float(data.get("level_week_share", 0.0)))
         if "names" in data and tuple(data["names"]) != spec.names:
             raise ValueError(f"feature names {data['names']} do not match this version's {list(spec.names)}")
         return spec
@@ -155,7 +160,10 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     else:
         floor = np.full(n, spec.level_floor)
     mostly_known = spans[1, :, _DAY] * 4 >= day
-    level = np.maximum(np.where(mostly_known, means[:, _DAY], window_mean), floor)
+    recent = np.where(mostly_known, means[:, _DAY], window_mean)
+    if spec.level_week_share > 0:
+        recent = np.fmax(recent, spec.level_week_share * means[:, _DAYS])
+    level = np.maximum(recent, floor)
     volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
     inverse = 1.0 / level
 

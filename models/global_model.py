@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 #: A global model's level floor: this share of each window's own mean TPS.
 GLOBAL_FLOOR_SHARE = 0.01
-#: Rows for a global model: all services together (each gets an equal share).
-GLOBAL_MAX_ROWS = 80_000
+#: Rows for a global model, all services together (each gets an equal share): a third more
+#: than one service's model (60,000 by default), as it learns from several.
+GLOBAL_ROWS_FACTOR = 4 / 3
 GLOBAL: Final = "global"
 PER_SERVICE: Final = "per-service"
 ServedBy = Literal["global", "per-service"]
@@ -73,10 +74,17 @@ ServedBy = Literal["global", "per-service"]
 VALIDATION_DAYS = 7
 
 
-def global_spec(step_seconds: int, seasonality: Seasonality, horizon_steps: int) -> FeatureSpec:
+def global_config(training: TrainingConfig | None = None) -> TrainingConfig:
+    """A global model's training configuration, from a per-service one (more rows)."""
+    training = training or TrainingConfig()
+    return replace(training, max_rows=round(training.max_rows * GLOBAL_ROWS_FACTOR))
+
+
+def global_spec(step_seconds: int, seasonality: Seasonality, horizon_steps: int,
+                level_week_share: float = 0.0) -> FeatureSpec:
     """The feature spec of the global model for one layout."""
     return FeatureSpec(step_seconds=step_seconds, seasonality=seasonality, horizon_steps=horizon_steps,
-                       level_floor=0.0, level_floor_share=GLOBAL_FLOOR_SHARE)
+                       level_floor=0.0, level_floor_share=GLOBAL_FLOOR_SHARE, level_week_share=level_week_share)
 
 
 def global_name(step_seconds: int, seasonality: Seasonality) -> str:
@@ -115,13 +123,13 @@ def train_global(histories: Mapping[str, pd.Series], *, seasonality: Seasonality
     ``events`` (per service) are taken out of each service's history as in :func:`train`.
     ``point_only`` fits the P50 alone (the P90 is the P50): what a model comparison needs.
     """
-    config = config or TrainingConfig(max_rows=GLOBAL_MAX_ROWS)
+    config = config or global_config()
     if not histories:
         raise BadRequest("a global model needs the history of at least one service")
     step = step_seconds or step_seconds_of(next(iter(histories.values())))
     day = 86_400 // step
     horizon = horizon_steps or config.horizon_steps or day
-    spec = global_spec(step, seasonality, horizon)
+    spec = global_spec(step, seasonality, horizon, config.level_week_share)
     events = events or {}
     prepared: list[tuple[str, np.ndarray, np.ndarray]] = []
     for service, series in histories.items():
@@ -206,7 +214,7 @@ class ModelChoice:
 
 def choose_model(series: pd.Series, *, service: str, events: Sequence[Event] = (),
                  pool: Mapping[str, pd.Series] | None = None, training: TrainingConfig | None = None,
-                 global_config: TrainingConfig | None = None,
+                 global_training: TrainingConfig | None = None,
                  validation_days: int = VALIDATION_DAYS) -> ModelChoice:
     """Global or per-service for ``series``, by a rolling-origin backtest on its last days.
 
@@ -228,15 +236,15 @@ def choose_model(series: pd.Series, *, service: str, events: Sequence[Event] = (
         return ModelChoice(GLOBAL, "history too short for a per-service model", {}, 0)
     cut = len(series) - days * day - (horizon - day if horizon > day else 0)
     before = series.iloc[:cut]
-    point = replace(training, seed=training.seed)
     try:
-        own = train(before, service=service, events=events, config=point, point_only=True)
+        own = train(before, service=service, events=events, config=training, point_only=True)
     except HistoryTooShort:
         return ModelChoice(GLOBAL, "history too short for a per-service model", {}, 0)
     step_, seasonality = layout_of(before)
     histories = {**(pool or {}), service: before}
     shared = train_global(histories, seasonality=seasonality, step_seconds=step_, horizon_steps=horizon,
-                          events={service: events}, config=global_config, point_only=True)
+                          events={service: events}, config=global_training or global_config(training),
+                          point_only=True)
     effects = own.spec.kind_effects
     candidates = {PER_SERVICE: (own, core_for(own, service)),
                   GLOBAL: (shared, core_for(shared, service, kind_effects=effects))}

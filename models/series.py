@@ -205,11 +205,11 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
     This is the serving hot path: two binary searches and a slice (the index's order is
-    checked by pandas once and cached on the index; the values' sign in one pass).
-    A slice that is not on the model's grid is averaged onto it first.
+    checked by pandas once and cached on the index; the values' sign in one pass). A slice
+    that is not on the model's grid is averaged onto it first.
     """
     stamps = _utc_stamps(history, source)
-    values = _checked_values(history, source)
+    every_value = _checked_values(history, source)
     step_ns = step_seconds * _NS
     first_ns = end_ns - n_steps * step_ns
     lo = int(np.searchsorted(stamps, first_ns, side="left"))
@@ -217,11 +217,18 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     out = np.full(n_steps, np.nan)
     if hi <= lo:
         return out
-    part, values = stamps[lo:hi], values[lo:hi]
-    if not _is_on_grid(part, step_ns):
-        regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
-        return window_before(regular, end_ns, n_steps, step_seconds, source=source)
-    out[(part - first_ns) // step_ns] = values
+    part, values = stamps[lo:hi], every_value[lo:hi]
+    # The index is strictly increasing: a slice whose ends are on the grid and exactly
+    # (count - 1) steps apart holds every step once, with no test on each timestamp.
+    regular = part[0] % step_ns == 0 and part[-1] - part[0] == (part.size - 1) * step_ns
+    if not regular and not _is_on_grid(part, step_ns):
+        regular_series = regularize(history.iloc[lo:hi], step_seconds, source=source)
+        return window_before(regular_series, end_ns, n_steps, step_seconds, source=source)
+    if regular:
+        offset = int((part[0] - first_ns) // step_ns)
+        out[offset : offset + part.size] = values
+    else:
+        out[(part - first_ns) // step_ns] = values
     return out
 
 

@@ -65,6 +65,9 @@ class TrainingConfig:
     threads: int = 1
     #: The level floor, as a share of the mean TPS (avoids dividing by a silent night).
     level_floor_share: float = 0.01
+    #: The level is at least this share of the last 7 days' mean (0: the last day alone);
+    #: see models.features.FeatureSpec.level_week_share.
+    level_week_share: float = float(__import__("os").environ.get("HB_LWS", "0"))
     seed: int = 0
 
 
@@ -118,7 +121,7 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     base = values / multipliers
     report = detect_seasonality(base, steps_per_day, floor=floor)
     spec = FeatureSpec(step_seconds=step, seasonality=report.seasonality, horizon_steps=horizon,
-                       level_floor=floor, kind_effects=kind_effects)
+                       level_floor=floor, kind_effects=kind_effects, level_week_share=config.level_week_share)
     log.info("%s: %s seasonality (daily autocorrelation %.2f, weekly gain %.2f), step %d s, horizon %d",
              service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
 
