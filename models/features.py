@@ -147,7 +147,12 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     cumulative = np.cumsum(padded, axis=2)
     spans = cumulative[:, :, plan.span_stops] - cumulative[:, :, plan.span_starts]  # (2, n, spans)
     means = np.divide(spans[0], spans[1], out=np.full_like(spans[0], np.nan), where=spans[1] > 0)
-    window_mean = _nanmean(windows, axis=1)
+    mostly_known = spans[1, :, _DAY] * 4 >= day
+    week_mean = means[:, _DAYS]
+    # The whole window's mean only where it is needed: a last day mostly unknown, or a
+    # global model's floor when the last week is unknown too.
+    needs_window = ~mostly_known | np.isnan(week_mean)
+    window_mean = _nanmean(windows, axis=1) if np.any(needs_window) else week_mean
     # Profiles: one gather of every position they average (NaN outside the window).
     extended = np.empty((n, m + 1))
     extended[:, :m] = windows
@@ -156,10 +161,10 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     if level_floors is not None:
         floor = level_floors
     elif spec.level_floor_share is not None:
-        floor = np.maximum(np.nan_to_num(window_mean) * spec.level_floor_share, _MIN_FLOOR)
+        floor = np.maximum(np.nan_to_num(np.where(np.isnan(week_mean), window_mean, week_mean))
+                           * spec.level_floor_share, _MIN_FLOOR)
     else:
         floor = np.full(n, spec.level_floor)
-    mostly_known = spans[1, :, _DAY] * 4 >= day
     recent = np.where(mostly_known, means[:, _DAY], window_mean)
     if spec.level_week_share > 0:
         recent = np.fmax(recent, spec.level_week_share * means[:, _DAYS])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -133,34 +133,40 @@ class ForecastCore:
     def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
         """Features for several windows (same spec, same horizon) in one vectorised pass."""
         h = windows[0].multipliers.size
-        stacked = np.stack([w.values for w in windows])
+        if len(windows) == 1:  # one service: views, no copies
+            stacked, multipliers = windows[0].values[None, :], windows[0].multipliers[None, :]
+        else:
+            stacked, multipliers = np.stack([w.values for w in windows]), np.stack([w.multipliers for w in windows])
         starts = np.array([w.start_ns for w in windows], dtype=np.int64)
         inputs = build_features(stacked, starts, self.spec, h)
-        return PreparedRequest(inputs, np.stack([w.multipliers for w in windows]), starts, h)
+        return PreparedRequest(inputs, multipliers, starts, h)
 
     def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
                 events: Sequence[Event] | None = None, *, service: str | None = None) -> PreparedRequest:
         return self.prepare_many([self.window(history, now, horizon_steps, events, service=service)])
 
     def finish_many(self, members: Sequence[ForecastCore], request: PreparedRequest, ratio_p50: np.ndarray,
-                    ratio_p90: np.ndarray) -> list[Forecast]:
-        """One :class:`Forecast` per member (in the order of the request's windows)."""
+                    ratio_p90: np.ndarray, *, services: Sequence[str] | None = None) -> list[Forecast]:
+        """One :class:`Forecast` per member (in the order of the request's windows); ``services``
+        names them when it is not the members' own service (a global model)."""
         p50, p90 = to_tps(ratio_p50, ratio_p90, request.inputs, request.multipliers, self.p90_margin)
-        return [Forecast(service=member.service, model_version=member.model_version,
+        names = services if services is not None else [member.service for member in members]
+        return [Forecast(service=name, model_version=member.model_version,
                          start=datetime.fromtimestamp(int(start) / _NS, UTC),
                          step_seconds=self.spec.step_seconds, p50=p50[i], p90=p90[i])
-                for i, (member, start) in enumerate(zip(members, request.start_ns, strict=True))]
+                for i, (member, name, start) in enumerate(zip(members, names, request.start_ns, strict=True))]
 
-    def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray) -> Forecast:
-        return self.finish_many([self], request, ratio_p50, ratio_p90)[0]
+    def finish(self, request: PreparedRequest, ratio_p50: np.ndarray, ratio_p90: np.ndarray, *,
+               service: str | None = None) -> Forecast:
+        return self.finish_many([self], request, ratio_p50, ratio_p90,
+                                services=None if service is None else [service])[0]
 
     def forecast_with(self, predict: RatioPredictor, history: pd.Series, now: datetime | None = None,
                       horizon_steps: int | None = None, events: Sequence[Event] | None = None, *,
                       service: str | None = None) -> Forecast:
         request = self.prepare(history, now, horizon_steps, events, service=service)
         ratio_p50, ratio_p90 = predict(request.features)
-        forecast = self.finish(request, ratio_p50, ratio_p90)
-        return forecast if service is None else replace(forecast, service=service)
+        return self.finish(request, ratio_p50, ratio_p90, service=service)
 
     def _checked_horizon(self, horizon_steps: int | None) -> int:
         h = self.spec.horizon_steps if horizon_steps is None else horizon_steps

@@ -67,7 +67,7 @@ class TrainingConfig:
     level_floor_share: float = 0.01
     #: The level is at least this share of the last 7 days' mean (0: the last day alone);
     #: see models.features.FeatureSpec.level_week_share.
-    level_week_share: float = float(__import__("os").environ.get("HB_LWS", "0"))
+    level_week_share: float = 0.8
     seed: int = 0
 
 
