@@ -82,6 +82,24 @@ def test_evaluate_json_and_plot(elb_csv: Path, tmp_path: Path, capsys: pytest.Ca
     assert set(report["models"]["harbinger"]) >= {"mase", "smape", "under_p90", "coverage_p90"}
     assert "fold 2/2" in captured.err  # the progress bar is on stderr
     assert (tmp_path / "checkout.png").exists()
+    # Which model served each fold: chosen by the validation backtest (auto, the default).
+    assert report["models"]["harbinger"]["served_by"] in ("global", "per-service", "mixed")
+    assert sum(report["models"]["harbinger"]["served_by_folds"].values()) == 2
+
+
+def test_evaluate_a_global_model_with_a_pool(elb_csv: Path, tmp_path: Path, traces_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    lines = (traces_dir / "nyc_taxi.csv").read_text().splitlines()
+    pool = tmp_path / "taxi.csv"
+    pool.write_text("\n".join([lines[0], *lines[-30 * 48 :]]) + "\n")  # 30 days at 30 min: too coarse, left out
+    other = tmp_path / "search.csv"
+    other.write_text(elb_csv.read_text())
+    code = evaluate(["--data", str(elb_csv), "--baselines", "seasonal-naive", "--folds", "1", "--json",
+                     "--model", "global", "--pool", str(pool), "--pool", str(other)])
+    assert code == 0
+    harbinger = json.loads(capsys.readouterr().out)["models"]["harbinger"]
+    assert harbinger["served_by"] == "global" and harbinger["served_by_folds"] == {"global": 1}
+    assert 0.0 <= harbinger["coverage_p90"] <= 1.0 and harbinger["mase"] > 0
 
 
 def bad(capsys: pytest.CaptureFixture[str], code: int, *words: str) -> None:
