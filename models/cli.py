@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from harbinger.errors import InvalidInput
 from models.errors import BadRequest
 from models.events import Event, load_events
 from models.series import DEFAULT_MAX_ZERO_GAP_SECONDS, load_csv
@@ -55,7 +53,8 @@ def _baselines(text: str) -> tuple[str, ...]:
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="CSV of request counts: timestamp,value")
+    p.add_argument("--trace", type=Path, required=True, metavar="CSV",
+                   help="CSV of request counts: timestamp,value")
     p.add_argument("--events", type=Path, help="YAML file of scheduled events (campaigns, holidays, ...)")
     p.add_argument("--service", help="service name (default: the CSV file's name)")
     p.add_argument("--step", type=parse_duration, help="model step (default: the data's interval, at least 15m)")
@@ -99,15 +98,15 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    return _guarded("train", lambda: _train(args))
+    return _train(args)
 
 
 def run_forecast(args: argparse.Namespace) -> int:
-    return _guarded("forecast", lambda: _forecast(args))
+    return _forecast(args)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    return _guarded("evaluate", lambda: _evaluate(args))
+    return _evaluate(args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -182,8 +181,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _load_inputs(args: argparse.Namespace) -> tuple[pd.Series, list[Event], str]:
-    service = args.service or args.data.stem
-    series = load_csv(args.data, step_seconds=args.step, absent=args.absent_rows,
+    service = args.service or args.trace.stem
+    series = load_csv(args.trace, step_seconds=args.step, absent=args.absent_rows,
                       max_zero_gap_seconds=args.max_zero_gap, name=service)
     events = load_events(args.events) if args.events else []
     return series, events, service
@@ -238,16 +237,3 @@ def _timestamp(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time") from None
     return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()
-
-
-def _guarded(command: str, body: Callable[[], int]) -> int:
-    """Bad input -> one line on stderr and exit code 2; a file that cannot be written -> 1."""
-    try:
-        return body()
-    except InvalidInput as exc:
-        print(f"harbinger {command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"harbinger {command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return 1

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harbinger.clock import format_time
 from models.baselines import ProphetBaseline, seasonal_naive
 from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
@@ -74,7 +75,7 @@ class BacktestResult:
             "folds": len(self.folds),
             "step_seconds": self.step_seconds,
             "horizon_steps": self.horizon_steps,
-            "test_start": _iso(self.folds[0].start) if self.folds else None,
+            "test_start": format_time(self.folds[0].start) if self.folds else None,
             "fit_seconds": {name: round(value, 2) for name, value in self.seconds.items()},
         }
 
@@ -160,7 +161,3 @@ def _future_index(history: pd.Series, horizon: int) -> pd.DatetimeIndex:
 
 def _or_inf(value: float) -> float:
     return value if np.isfinite(value) else float("inf")
-
-
-def _iso(moment: pd.Timestamp) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

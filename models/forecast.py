@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from harbinger.clock import format_time
+
 
 @dataclass(frozen=True)
 class Forecast:
@@ -55,14 +57,10 @@ class Forecast:
         return {
             "service": self.service,
             "model_version": self.model_version,
-            "start": _iso(self.start),
+            "start": format_time(self.start),
             "step_seconds": self.step_seconds,
-            "timestamps": [_iso(t) for t in self.timestamps()],
+            "timestamps": [format_time(t) for t in self.timestamps()],
             "p50": [round(float(v), 6) for v in self.p50],
             "p90": [round(float(v), 6) for v in self.p90],
             "peak_p90": round(self.peak_p90(), 6),
         }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from harbinger.clock import format_time
 from models.errors import BadRequest, HistoryTooShort, ModelMismatch
 from models.events import Event
 from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps
@@ -313,4 +314,4 @@ def _check_graph_signature(session: ort.InferenceSession, n_features: int, metad
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / _NS, UTC).isoformat().replace("+00:00", "Z")
+    return format_time(datetime.fromtimestamp(ns / _NS, UTC))

@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from harbinger.cli import main
 from harbinger_dev.traces import traces_dir
 from models import cli
 
-Runner = Callable[[argparse.Namespace], int]
-
-
-def run(add: Callable[[argparse.ArgumentParser], None], runner: Runner, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="harbinger")
-    add(parser)
-    return runner(parser.parse_args(argv))
-
 
 def train(argv: list[str]) -> int:
-    return run(cli.add_train_arguments, cli.run_train, argv)
+    return main(["train", *argv])
 
 
 def forecast(argv: list[str]) -> int:
-    return run(cli.add_forecast_arguments, cli.run_forecast, argv)
+    return main(["forecast", *argv])
 
 
 def evaluate(argv: list[str]) -> int:
-    return run(cli.add_evaluate_arguments, cli.run_evaluate, argv)
+    return main(["evaluate", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def elb_csv(tmp_path_factory: pytest.TempPathFactory, traces_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(elb_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "checkout"
-    assert train(["--data", str(elb_csv), "--out", str(out)]) == 0
+    assert train(["--trace", str(elb_csv), "--out", str(out)]) == 0
     return out
 
 
@@ -72,7 +63,7 @@ def test_forecast_table(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_evaluate_json_and_plot(elb_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = evaluate(["--data", str(elb_csv), "--baselines", "seasonal-naive", "--folds", "2", "--json",
+    code = evaluate(["--trace", str(elb_csv), "--baselines", "seasonal-naive", "--folds", "2", "--json",
                      "--plot-dir", str(tmp_path)])
     assert code == 0
     captured = capsys.readouterr()
@@ -95,23 +86,23 @@ def bad(capsys: pytest.CaptureFixture[str], code: int, *words: str) -> None:
 def test_bad_csv_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,-4\n")
-    bad(capsys, train(["--data", str(path), "--out", str(tmp_path / "m")]), "bad.csv:3", "negative value")
+    bad(capsys, train(["--trace", str(path), "--out", str(tmp_path / "m")]), "bad.csv:3", "negative value")
 
 
 def test_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad(capsys, evaluate(["--data", str(tmp_path / "none.csv")]), "none.csv", "no such file")
+    bad(capsys, evaluate(["--trace", str(tmp_path / "none.csv")]), "none.csv", "no such file")
 
 
 def test_too_short_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "short.csv"
     path.write_text("timestamp,value\n" + "".join(f"2024-01-01T{h:02d}:00:00Z,5\n" for h in range(24)))
-    bad(capsys, train(["--data", str(path), "--out", str(tmp_path / "m")]), "at least", "3 d")
+    bad(capsys, train(["--trace", str(path), "--out", str(tmp_path / "m")]), "at least", "3 d")
 
 
 def test_bad_events_file(elb_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = tmp_path / "events.yaml"
     events.write_text("- {name: sale, start: 2024-01-02T00:00:00Z, end: 2024-01-01T00:00:00Z, multiplier: 2}\n")
-    bad(capsys, train(["--data", str(elb_csv), "--events", str(events), "--out", str(tmp_path / "m")]),
+    bad(capsys, train(["--trace", str(elb_csv), "--events", str(events), "--out", str(tmp_path / "m")]),
         "events.yaml:1", "event 1 ('sale')", "end must be after start")
 
 
@@ -133,7 +124,7 @@ def test_bad_flag_values_are_argparse_errors(capsys: pytest.CaptureFixture[str])
         forecast(["--model", "x", "--horizon", "soon"])
     assert caught.value.code == 2 and "not a duration" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        evaluate(["--data", "x.csv", "--baselines", "arima"])
+        evaluate(["--trace", "x.csv", "--baselines", "arima"])
     assert "unknown baseline 'arima'" in capsys.readouterr().err
 
 

@@ -143,7 +143,7 @@ def train_models(work: Path, inputs: dict[str, Path], components: Components) ->
     for service in scenario.SERVICES:
         out = work / "models" / service.name
         components.run(f"train-{service.name}", [
-            "train", f"--data={inputs[f'{service.name}-training']}", f"--service={service.name}",
+            "train", f"--trace={inputs[f'{service.name}-training']}", f"--service={service.name}",
             f"--events={inputs['events']}", f"--out={out}"])
         metadata = json.loads((out / "metadata.json").read_text())
         say(f"  {service.name:9s} model {metadata['model_version']}: {metadata['period']} seasonality, "
