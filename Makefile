@@ -34,6 +34,7 @@ lint: python ## ruff and mypy (strict)
 	$(VENV)/bin/mypy
 
 bench: setup ## benchmarks; results in bench/results/
+	$(PY) -m pip install --quiet -e '.[bench-unseen]'
 	$(PY) bench/run.py
 
 demo: setup ## the Harbinger story on the local control plane

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harbinger import contract
-from harbinger.clock import format_time, parse_time
+from harbinger.clock import format_time, parse_time, parse_timestamp
 from harbinger.errors import InvalidInput
 from harbinger.quantity import parse_nonnegative
 
@@ -111,6 +111,13 @@ class ActiveFault:
             contract.CHAOS_EXPIRES: format_time(self.expires),
             contract.CHAOS_EXPERIMENT: self.experiment,
         }
+
+
+def fault_expired(annotations: dict[str, str] | None, now: datetime) -> bool:
+    """Whether the fault an object's annotations carry is past its expiry. A missing or
+    unreadable expiry counts as expired: a sweep must never keep a fault it cannot date."""
+    expires = parse_timestamp((annotations or {}).get(contract.CHAOS_EXPIRES))
+    return expires is None or expires <= now
 
 
 #: The annotation keys a fault occupies; removing a fault removes exactly these.

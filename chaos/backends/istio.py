@@ -26,9 +26,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_CREATED, OWNED_PATCHED, FaultBackend
 from chaos.backends.optin import require_namespace
 from chaos.experiment import Experiment
-from chaos.faults import Fault
+from chaos.faults import Fault, fault_expired
 from harbinger import contract
-from harbinger.clock import SYSTEM_CLOCK, Clock, format_time, parse_time
+from harbinger.clock import SYSTEM_CLOCK, Clock, format_time
 from harbinger.errors import HarbingerError
 from harbinger.kube import read_json
 
@@ -258,11 +258,7 @@ async def sweep_virtual_services(api: client.ApiClient, *, everything: bool, clo
     swept = 0
     for vs in listed.get("items") or []:
         meta = vs["metadata"]
-        expires_text = (meta.get("annotations") or {}).get(contract.CHAOS_EXPIRES)
-        try:
-            expired = expires_text is None or parse_time(expires_text, what="expiry") <= now
-        except HarbingerError:
-            expired = True
+        expired = fault_expired(meta.get("annotations"), now)
         if not (everything or expired):
             continue
         try:

@@ -19,9 +19,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_PATCHED, FaultBackend
 from chaos.backends.optin import chaos_allowed, require_namespace
 from chaos.experiment import Experiment
-from chaos.faults import FAULT_KEYS, ActiveFault, Fault
+from chaos.faults import FAULT_KEYS, ActiveFault, Fault, fault_expired
 from harbinger import contract
-from harbinger.clock import SYSTEM_CLOCK, Clock, parse_time
+from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.errors import HarbingerError
 from harbinger.kube import read_json
 
@@ -116,11 +116,7 @@ async def sweep_pods(api: client.ApiClient, *, everything: bool, clock: Clock = 
     swept = 0
     for pod in listed.get("items") or []:
         meta = pod["metadata"]
-        expires_text = (meta.get("annotations") or {}).get(contract.CHAOS_EXPIRES)
-        try:
-            expired = expires_text is None or parse_time(expires_text, what="expiry") <= now
-        except HarbingerError:
-            expired = True
+        expired = fault_expired(meta.get("annotations"), now)
         if (everything or expired) and await restore_pod(core, meta["namespace"], meta["name"]):
             log.info("swept chaos fault from pod %s/%s", meta["namespace"], meta["name"])
             swept += 1

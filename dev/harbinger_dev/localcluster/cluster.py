@@ -26,7 +26,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -34,7 +33,7 @@ import yaml
 from certs.authority import CertificateAuthority, new_signing_key_pem
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
 from harbinger_dev.localcluster.errors import ClusterError
-from harbinger_dev.localcluster.process import ManagedProcess
+from harbinger_dev.localcluster.process import ManagedProcess, StartsAndStops
 
 WORKDIR_PREFIX = "harbinger-cluster-"
 OWNER_FILE = "owner.pid"
@@ -70,7 +69,7 @@ def sweep_stale_workdirs(parent: Path) -> None:
             pass
 
 
-class LocalCluster:
+class LocalCluster(StartsAndStops):
     """Start with ``with LocalCluster() as cluster:`` or :meth:`start` / :meth:`stop`.
 
     ``apiserver_port`` pins the apiserver's port (``make cluster-up`` uses 6443); other
@@ -121,15 +120,6 @@ class LocalCluster:
         return self.workdir / "logs" / f"{component}.log"
 
     # --- lifecycle -----------------------------------------------------------------
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         if self._started:
             return

@@ -9,6 +9,8 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from harbinger_dev.localcluster.errors import ClusterError
 
@@ -92,3 +94,21 @@ class ManagedProcess:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+class StartsAndStops:
+    """``with thing:`` starts it and stops it on the way out, also after an error."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -14,14 +14,13 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
 from harbinger_dev.localcluster.cluster import ensure_port_free, free_port, http_ok
 from harbinger_dev.localcluster.errors import ClusterError
-from harbinger_dev.localcluster.process import ManagedProcess
+from harbinger_dev.localcluster.process import ManagedProcess, StartsAndStops
 
 
 def find_prometheus() -> str:
@@ -31,7 +30,7 @@ def find_prometheus() -> str:
     return found
 
 
-class LocalPrometheus:
+class LocalPrometheus(StartsAndStops):
     def __init__(self, *, port: int | None = None, scrape_interval: str = "1s", workdir: Path | None = None) -> None:
         self.port = port
         self.scrape_interval = scrape_interval
@@ -44,15 +43,6 @@ class LocalPrometheus:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LocalPrometheus:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = 60.0) -> None:
         binary = find_prometheus()
