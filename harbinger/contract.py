@@ -66,6 +66,12 @@ WARMUP_UNTIL: Final = PREFIX + "warmup-until"
 #: is restored exactly (on the HPA, and on a Deployment without an HPA).
 DECLARED_MIN_REPLICAS: Final = PREFIX + "declared-min-replicas"
 DECLARED_REPLICAS: Final = PREFIX + "declared-replicas"
+#: The floor the planner last wrote (beside the declared one): a value on the object that
+#: differs from it is a person's edit, which the planner then keeps instead of restoring.
+APPLIED_FLOOR: Final = PREFIX + "applied-floor"
+#: Label on every HPA or Deployment whose floor the planner holds raised, so it finds (and
+#: gives back) a floor whose namespace opted out or whose Deployment stopped being a service.
+FLOOR_RAISED_LABEL: Final = PREFIX + "floor-raised"
 #: Capacity profile of a service, as a JSON annotation on its Deployment.
 CAPACITY_PROFILE: Final = PREFIX + "capacity-profile"
 
@@ -89,6 +95,20 @@ def service_of(labels: dict[str, str] | None, annotations: dict[str, str] | None
     annotations = annotations or {}
     labels = labels or {}
     return annotations.get(SERVICE) or labels.get(APP_NAME_LABEL) or labels.get(LEGACY_APP_LABEL) or None
+
+
+def service_key(namespace: str, service: str) -> str:
+    """A service's identity across the cluster: ``namespace/service``. Two teams may both run
+    a ``frontend``; models, forecasts, the graph, plans and metrics never mix them up."""
+    return f"{namespace}/{service}"
+
+
+def split_service_key(key: str) -> tuple[str, str]:
+    """``(namespace, service)`` of a :func:`service_key`."""
+    namespace, _, service = key.partition("/")
+    if not namespace or not service:
+        raise ValueError(f"not a namespace/service key: {key!r}")
+    return namespace, service
 
 
 def is_opted_in(namespace: str, namespace_labels: dict[str, str] | None) -> bool:

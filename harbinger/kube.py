@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -29,9 +30,31 @@ log = logging.getLogger(__name__)
 
 KubeObject = dict[str, Any]
 
+#: Every API call that does not name its own timeout gets this one (seconds, the whole
+#: request). kubernetes-asyncio's default is no timeout at all, so a half-open connection to
+#: the apiserver would hang a planner run or a cache forever.
+REQUEST_TIMEOUT_SECONDS = 30.0
+#: A watch may stay quiet for its whole server-side timeout; it is cut this long after it.
+WATCH_GRACE_SECONDS = 30.0
 
-async def new_api_client(kubeconfig: Path | str | None = None, context: str | None = None) -> client.ApiClient:
-    """An ApiClient from, in order: ``kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``, in-cluster."""
+
+def with_default_timeout(api: client.ApiClient, seconds: float = REQUEST_TIMEOUT_SECONDS) -> client.ApiClient:
+    """``api``, whose calls without ``_request_timeout`` time out after ``seconds``."""
+    rest = api.rest_client
+    request = rest.request
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        kwargs["_request_timeout"] = kwargs.get("_request_timeout") or seconds
+        return await request(*args, **kwargs)
+
+    rest.request = timed  # type: ignore[method-assign]
+    return api
+
+
+async def new_api_client(kubeconfig: Path | str | None = None, context: str | None = None, *,
+                         request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS) -> client.ApiClient:
+    """An ApiClient from, in order: ``kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``, in-cluster;
+    every call on it times out (:data:`REQUEST_TIMEOUT_SECONDS`) unless it names its own timeout."""
     configuration = client.Configuration()
     path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG")
     default = Path.home() / ".kube" / "config"
@@ -48,7 +71,7 @@ async def new_api_client(kubeconfig: Path | str | None = None, context: str | No
             raise InvalidInput(
                 "no kubeconfig given, none at $KUBECONFIG or ~/.kube/config, and not running in a cluster"
             ) from exc
-    return client.ApiClient(configuration=configuration)
+    return with_default_timeout(client.ApiClient(configuration=configuration), request_timeout_seconds)
 
 
 @contextlib.asynccontextmanager
@@ -208,6 +231,10 @@ class Reflector:
                 resource_version=self.resource_version,
                 timeout_seconds=self._watch_timeout,
                 allow_watch_bookmarks=True,
+                # The apiserver ends the watch after timeout_seconds; a connection that went
+                # half-open never does, and the cache would go stale with no error.
+                _request_timeout=aiohttp.ClientTimeout(total=self._watch_timeout + WATCH_GRACE_SECONDS,
+                                                       sock_connect=REQUEST_TIMEOUT_SECONDS),
                 **self._list_kwargs,
             ):
                 kind = event["type"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -102,6 +102,11 @@ class PlannerSettings(BaseModel):
     #: Plan each service's floor from the short-horizon forecast and the policy learned from
     #: its history (``scaler.headroom``); off: from the forecaster's plan only.
     short_horizon: bool = True
+    #: Platform cap on the floor the planner raises for any one service, whatever its capacity
+    #: profile asks (a profile is written by whoever may edit the Deployment); null: no cap.
+    max_floor_replicas: int | None = Field(100, ge=1)
+    #: Per-namespace caps, overriding ``max_floor_replicas`` for the namespaces named.
+    namespace_max_floor_replicas: dict[str, Annotated[int, Field(ge=1)]] = {}
 
 
 class HistorySettings(BaseModel):

@@ -8,6 +8,13 @@
   raised, and restored exactly (annotation removed) when the floor comes back down.
 * Without an HPA: ``spec.replicas`` is raised the same way, and the declared count kept
   in ``harbinger.io/declared-replicas`` on the Deployment.
+* Only what the planner set is ever given back: beside the declared value it keeps the
+  value it wrote (``harbinger.io/applied-floor``). When the object holds another value, a
+  person edited it while the floor was raised: their value is the declared floor from then
+  on, and the planner's annotations go. The label ``harbinger.io/floor-raised`` marks every
+  object holding a raised floor, so one whose namespace opted out is found and given back.
+* The annotations are the tenant's to edit too: a declared value that is not a whole
+  number is ignored (the object's own value counts), never an error for the run.
 * The Deployment is annotated with the plan for the webhook: ``harbinger.io/plan``
   (JSON, with the profile values the planner learned under ``learned``),
   ``harbinger.io/next-peak`` and the warm-up window ``harbinger.io/warmup-from`` /
@@ -30,6 +37,7 @@ from kubernetes_asyncio import client
 
 from harbinger import contract
 from harbinger.clock import format_time
+from harbinger.kube import KubeObject
 from scaler.inputs import Target
 from scaler.plan import ServicePlan
 
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 # Keys only the planner reads back (restore state); see the report on moving them to contract.py.
 DECLARED_MIN_REPLICAS = contract.DECLARED_MIN_REPLICAS
 DECLARED_REPLICAS = contract.DECLARED_REPLICAS
+APPLIED_FLOOR = contract.APPLIED_FLOOR
 COMPONENT = "harbinger-planner"
 
 
@@ -58,25 +67,54 @@ class Change:
         return "raised" if self.after > self.before else "lowered" if self.after < self.before else "kept"
 
 
-def declared_floor(target: Target) -> int:
-    """The floor the team declared: what was there before Harbinger raised it."""
+def _count(value: object) -> int | None:
+    """A replica count written in an annotation (by the planner, or edited by anyone); None
+    when it is not a non-negative whole number."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        return None
+    return int(text)
+
+
+def _held(target: Target) -> tuple[KubeObject, str, int]:
+    """The object that carries the floor, its declared-value annotation, and its value now."""
     if target.hpa is not None:
-        annotations = target.hpa["metadata"].get("annotations") or {}
-        spec_min = int((target.hpa.get("spec") or {}).get("minReplicas", 1))
-        return int(annotations.get(DECLARED_MIN_REPLICAS, spec_min))
-    annotations = target.deployment["metadata"].get("annotations") or {}
-    return int(annotations.get(DECLARED_REPLICAS, target.replicas))
+        return target.hpa, DECLARED_MIN_REPLICAS, int((target.hpa.get("spec") or {}).get("minReplicas", 1))
+    return target.deployment, DECLARED_REPLICAS, target.replicas
+
+
+def edited_since_raised(target: Target) -> bool:
+    """True when the floor Harbinger raised was changed by someone else since (module docstring)."""
+    obj, _, value = _held(target)
+    applied = _count((obj["metadata"].get("annotations") or {}).get(APPLIED_FLOOR, ""))
+    return applied is not None and applied != value
+
+
+def declared_floor(target: Target) -> int:
+    """The floor the team declared: what was there before Harbinger raised it, or what a person
+    set since."""
+    obj, annotation, value = _held(target)
+    if edited_since_raised(target):
+        return value
+    declared = _count((obj["metadata"].get("annotations") or {}).get(annotation, value))
+    return value if declared is None else declared
 
 
 def raised_floor(target: Target) -> int | None:
-    """The floor Harbinger has on the cluster now, or None when it has raised nothing."""
-    if target.hpa is not None:
-        if DECLARED_MIN_REPLICAS in (target.hpa["metadata"].get("annotations") or {}):
-            return int((target.hpa.get("spec") or {}).get("minReplicas", 1))
+    """The floor Harbinger has on the cluster now, or None when it has raised nothing (or a
+    person has changed it since)."""
+    obj, annotation, value = _held(target)
+    if annotation not in (obj["metadata"].get("annotations") or {}) or edited_since_raised(target):
         return None
-    if DECLARED_REPLICAS in (target.deployment["metadata"].get("annotations") or {}):
-        return target.replicas
-    return None
+    return value
+
+
+def holds_annotations(target: Target) -> bool:
+    """True while the floor's object carries any of the planner's restore state."""
+    obj, annotation, _ = _held(target)
+    annotations = obj["metadata"].get("annotations") or {}
+    labels = obj["metadata"].get("labels") or {}
+    return annotation in annotations or APPLIED_FLOOR in annotations or contract.FLOOR_RAISED_LABEL in labels
 
 
 def planned_change(target: Target, floor: int) -> Change:
@@ -97,22 +135,21 @@ async def apply_floor(api: client.ApiClient, target: Target, change: Change) -> 
     """Write ``change`` to the HPA or the Deployment (see the module docstring)."""
     declared = declared_floor(target)
     restoring = change.after <= declared
+    obj, annotation, _ = _held(target)
+    meta = obj["metadata"]
+    body: dict[str, Any] = {
+        "metadata": {
+            "resourceVersion": meta["resourceVersion"],
+            "annotations": {annotation: None if restoring else str(declared),
+                            APPLIED_FLOOR: None if restoring else str(change.after)},
+            "labels": {contract.FLOOR_RAISED_LABEL: None if restoring else "true"},
+        },
+        "spec": {"minReplicas" if target.hpa is not None else "replicas": change.after},
+    }
     if target.hpa is not None:
-        meta = target.hpa["metadata"]
-        body: dict[str, Any] = {
-            "metadata": {"resourceVersion": meta["resourceVersion"],
-                         "annotations": {DECLARED_MIN_REPLICAS: None if restoring else str(declared)}},
-            "spec": {"minReplicas": change.after},
-        }
         await client.AutoscalingV2Api(api).patch_namespaced_horizontal_pod_autoscaler(
             meta["name"], meta["namespace"], body, field_manager=contract.FIELD_MANAGER)
     else:
-        meta = target.deployment["metadata"]
-        body = {
-            "metadata": {"resourceVersion": meta["resourceVersion"],
-                         "annotations": {DECLARED_REPLICAS: None if restoring else str(declared)}},
-            "spec": {"replicas": change.after},
-        }
         await client.AppsV1Api(api).patch_namespaced_deployment(
             meta["name"], meta["namespace"], body, field_manager=contract.FIELD_MANAGER)
 
@@ -137,22 +174,24 @@ async def annotate_plan(api: client.ApiClient, target: Target, plan: ServicePlan
         target.name, target.namespace, body, field_manager=contract.FIELD_MANAGER)
 
 
-async def record_event(api: client.ApiClient, target: Target, change: Change, reason: str, message: str,
-                       now: datetime, identity: str) -> None:
-    """A Kubernetes Event on the Deployment, so ``kubectl describe`` shows what the planner did."""
-    meta = target.deployment["metadata"]
+async def record_event(api: client.ApiClient, deployment: KubeObject, reason: str, message: str, now: datetime,
+                       identity: str, *, warning: bool = False, action: str = "Scale") -> None:
+    """A Kubernetes Event on the Deployment, so ``kubectl describe`` shows what the planner did
+    (or, as a Warning, why it left the Deployment out)."""
+    meta = deployment["metadata"]
     stamp = format_time(now)
     body = {
         "metadata": {"generateName": f"{meta['name']}.harbinger-", "namespace": meta["namespace"]},
         "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid")},
         "reason": reason,
-        "message": message,
-        "type": "Normal",
+        # The apiserver refuses an Event whose message is over 1 KiB.
+        "message": message if len(message) <= 1000 else message[:997] + "...",
+        "type": "Warning" if warning else "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": identity,
-        "action": "Scale",
+        "action": action,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

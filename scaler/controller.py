@@ -5,15 +5,23 @@ One run, top to bottom in :meth:`Planner.run_once`:
 
 1. read: opted-in namespaces, their Deployments and HPAs, ready Nodes and their pods, and
    (with ``graph_edges``) the calls the mesh saw;
-2. check: profiles (annotation, file, defaults) and graph (YAML and/or derived), all
-   refused together before anything is written (:func:`scaler.inputs.check_inputs`);
+2. check each Deployment on its own: one with a bad profile annotation, or claiming a
+   service another Deployment of its namespace claims, is skipped with a Warning Event on it
+   (:func:`scaler.inputs.build_targets`); the graph is resolved to ``namespace/service`` keys
+   (:func:`scaler.inputs.resolve_graph`);
 3. forecast each service, learn the profile fields it left undeclared
-   (:class:`scaler.learn.ProfileLearner`), plan it (:func:`scaler.plan.plan_service`),
-   hold scale-down (:class:`scaler.plan.FloorHold`);
+   (:class:`scaler.learn.ProfileLearner`), plan it (:func:`scaler.plan.plan_service`), bound
+   the floor by the namespace's cap (:class:`scaler.tenancy.FloorCaps`), hold scale-down
+   (:class:`scaler.plan.FloorHold`); a service whose plan fails is skipped alone;
 4. allocate the increases within the cluster's free capacity
    (:func:`scaler.allocation.allocate`), callees before callers;
 5. apply, in that order: floor, plan annotations, Event -- unless ``forecast_only`` or
    another replica holds the Lease, in which case the plans are only logged and exported.
+   A service left without a plan (its model gone) comes back to its declared floor once the
+   hold is over; a floor raised for a service that is no longer managed (its namespace
+   opted out) is given back at once.
+
+Every service is known by ``namespace/service`` (:func:`harbinger.contract.service_key`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from harbinger.clock import Clock, format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, get_or_none, read_json
+from harbinger.profile import CapacityProfile
 from harbinger.quantity import parse_nonnegative
 from models.traffic import HistorySource
 from scaler.allocation import Allocation, Capacity, ScaleRequest, allocate
@@ -43,17 +52,38 @@ from scaler.apply import (
     annotate_plan,
     apply_floor,
     declared_floor,
+    holds_annotations,
     planned_change,
     raised_floor,
     record_event,
 )
 from scaler.forecasting import ForecastSource
 from scaler.headroom import ShortTermFloors
-from scaler.inputs import PlannerInputs, Target, build_targets, check_inputs, graph_from_mesh
+from scaler.inputs import (
+    PlannerInputs,
+    Skipped,
+    Target,
+    Targets,
+    build_targets,
+    graph_from_mesh,
+    hpa_target,
+    resolve_graph,
+)
 from scaler.leader import LeaderElector
 from scaler.learn import ProfileLearner, with_learned
-from scaler.metrics import ACTUAL_REPLICAS, ERRORS, FLOOR_CHANGES, PEAK_TPS, PLANNED_REPLICAS, RUNS
+from scaler.metrics import (
+    ACTUAL_REPLICAS,
+    ERRORS,
+    FLOOR_CAPPED,
+    FLOOR_CHANGES,
+    FLOORS_RELEASED,
+    PEAK_TPS,
+    PLANNED_REPLICAS,
+    RUNS,
+    SKIPPED,
+)
 from scaler.plan import FloorHold, ServicePlan, plan_service
+from scaler.tenancy import FloorCaps
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +112,10 @@ class RunReport:
     #: Profile values learned this run, by service (fields the operator left undeclared).
     learned: dict[str, dict[str, float]] = field(default_factory=dict)
     inputs: PlannerInputs | None = None
+    #: Deployments left out of this run (each with a Warning Event), by ``namespace/name``.
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: Floors given back (no plan, or no longer managed), by ``namespace/name`` of their object.
+    released: list[Change] = field(default_factory=list)
 
 
 class Planner:
@@ -102,6 +136,7 @@ class Planner:
         learner: ProfileLearner | None = None,
         graph_edges: EdgeSource | None = None,
         short_term: ShortTermFloors | None = None,
+        floor_caps: FloorCaps | None = None,
     ) -> None:
         self.api = api
         self.forecasts = forecasts
@@ -122,6 +157,9 @@ class Planner:
         #: The short-horizon floor (:mod:`scaler.headroom`): where it gives a plan, it is the
         #: service's plan; else the forecaster's plan (``forecasts``) is.
         self.short_term = short_term
+        self.floor_caps = floor_caps or FloorCaps()
+        #: Reasons already recorded as an Event, by Deployment uid: one Event per new problem.
+        self._told: dict[str, str] = {}
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
@@ -143,45 +181,68 @@ class Planner:
 
     async def _run(self) -> RunReport:
         now = self.clock.now()
-        targets, scope = await self._targets()
+        found, scope = await self._targets()
+        targets = found.by_key
+        skipped = {problem.where: problem.message for problem in found.skipped}
+        await self._tell(found.skipped, now)
         inputs = await self._inputs(targets, scope)
-        check_inputs(targets, inputs)
-        forecasts = await self.forecasts.forecasts({s: t.namespace for s, t in targets.items()}, now)
+        forecasts = await self.forecasts.forecasts({k: t.namespace for k, t in targets.items()}, now)
 
-        # Learned after the check: a run that is refused has nothing to learn for.
-        planned = [s for s in targets if s in forecasts]
+        planned = [k for k in targets if k in forecasts]
         learned = dict(zip(planned, await asyncio.gather(
-            *(self.learner.learn(targets[s], forecasts[s], now) for s in planned)), strict=True))
-        for service, values in learned.items():
+            *(self.learner.learn(targets[k], forecasts[k], now) for k in planned)), strict=True))
+        for key, values in learned.items():
             if values:
-                targets[service] = replace(targets[service], profile=with_learned(targets[service].profile, values))
+                targets[key] = replace(targets[key], profile=with_learned(targets[key].profile, values))
 
         plans: dict[str, ServicePlan] = {}
         floors: dict[str, int] = {}
-        for service in planned:
-            target, forecast = targets[service], forecasts[service]
-            plans[service] = plan_service(forecast, target.profile, now,
+        failed: dict[str, Skipped] = {}
+        for key in planned:
+            try:
+                plans[key] = plan_service(forecasts[key], targets[key].profile, now,
                                           stabilization_seconds=self.stabilization_seconds)
+            except (InvalidInput, ValueError, ArithmeticError) as exc:
+                failed[key] = Skipped(targets[key].deployment, "PlanFailed", f"no plan this run: {exc}")
         if self.short_term is not None:
             short = await asyncio.gather(*(self.short_term.plan(
-                s, t.namespace, t.profile, now, stabilization_seconds=self.stabilization_seconds)
-                for s, t in targets.items()))
-            for service, result in zip(targets, short, strict=True):
-                if result is not None:
-                    plans[service] = result.plan
-                    learned[service] = {**(learned.get(service) or {}), **result.learned()}
-        for service, plan in plans.items():
-            floors[service] = self._hold(targets[service]).update(now, plan.floor_at(now))
+                t.service, t.namespace, t.profile, now, stabilization_seconds=self.stabilization_seconds)
+                for t in targets.values()), return_exceptions=True)
+            for key, result in zip(targets, short, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result
+                    log.warning("%s: no short-horizon floor this run: %s: %s", key, type(result).__name__, result)
+                elif result is not None:
+                    plans[key] = result.plan
+                    learned[key] = {**(learned.get(key) or {}), **result.learned()}
+        unplanned = [problem for key, problem in failed.items() if key not in plans]
+        await self._tell(unplanned, now)
+        skipped.update({problem.where: problem.message for problem in unplanned})
+        for key, plan in plans.items():
+            target = targets[key]
+            floor, capped = self.floor_caps.bound(target.namespace, plan.floor_at(now))
+            if capped:
+                FLOOR_CAPPED.labels(target.namespace, target.service).inc()
+                log.info("%s: planned floor %d cut to namespace %s's cap %d", key, plan.floor_at(now),
+                         target.namespace, floor)
+            floors[key] = self._hold(target).update(now, floor)
+        # Services that hold a raised floor but have no plan this run (no model, no forecast):
+        # back to what was declared, once the hold is over.
+        for key, target in targets.items():
+            if key not in plans and holds_annotations(target):
+                floors[key] = self._hold(target).update(now, declared_floor(target))
 
         allocation = await self._allocate(targets, plans, floors, inputs)
-        for service, plan in plans.items():
-            target = targets[service]
-            labels = (target.namespace, service)
-            PLANNED_REPLICAS.labels(*labels).set(allocation.granted.get(service, floors[service]))
+        for key, plan in plans.items():
+            target = targets[key]
+            labels = (target.namespace, target.service)
+            PLANNED_REPLICAS.labels(*labels).set(allocation.granted.get(key, floors[key]))
             ACTUAL_REPLICAS.labels(*labels).set(int((target.deployment.get("status") or {}).get("replicas") or 0))
             peak = plan.next_peak()
             PEAK_TPS.labels(*labels).set(peak.p90_tps if peak else 0.0)
-        report = RunReport("forecast_only", plans, floors, allocation, learned=learned, inputs=inputs)
+        report = RunReport("forecast_only", plans, floors, allocation, learned=learned, inputs=inputs,
+                           skipped=skipped)
         if self.forecast_only:
             self._log_plans(report, "forecast-only")
             return report
@@ -191,17 +252,46 @@ class Planner:
             return report
 
         report.outcome = "applied"
-        for service in allocation.order:
-            if service in plans:
-                change = await self._apply(targets[service], plans[service], allocation.granted[service], now,
-                                           learned.get(service) or {})
+        for key in allocation.order:
+            if key in plans:
+                change = await self._apply(targets[key], plans[key], allocation.granted[key], now,
+                                           learned.get(key) or {})
                 if change is not None and change.before != change.after:
                     report.changes.append(change)
+        for key, target in targets.items():
+            if key not in plans and key in floors:
+                released = await self._release(target, floors[key], now, "no plan this run (no model or no "
+                                               "forecast)")
+                if released is not None:
+                    report.released.append(released)
+        report.released.extend(await self._release_unmanaged(targets, now))
         return report
 
+    async def _tell(self, problems: list[Skipped], now: datetime) -> None:
+        """Count every skipped Deployment, log it and record a Warning Event on it: once per
+        new problem (not every run), so a bad annotation does not flood the namespace."""
+        for problem in problems:
+            meta = problem.deployment["metadata"]
+            SKIPPED.labels(meta["namespace"], problem.reason).inc()
+            uid = str(meta.get("uid") or problem.where)
+            said = f"{problem.reason}: {problem.message}"
+            if self._told.get(uid) == said:
+                continue
+            log.warning("Deployment %s skipped this run: %s", problem.where, said)
+            try:
+                await record_event(self.api, problem.deployment, problem.reason,
+                                   f"Harbinger's planner leaves this Deployment out: {problem.message}", now,
+                                   self.identity, warning=True, action="Plan")
+            except (ApiException, OSError, TimeoutError) as exc:
+                ERRORS.labels("event").inc()
+                log.warning("could not record an Event on %s: %s", problem.where, exc)
+                continue
+            self._told[uid] = said
+
     # --- reading the cluster ---------------------------------------------------------
-    async def _targets(self) -> tuple[dict[str, Target], frozenset[str]]:
-        """The services to plan, and the namespaces they were looked for in."""
+    async def _targets(self) -> tuple[Targets, frozenset[str]]:
+        """The services to plan (and the Deployments skipped), and the namespaces they were
+        looked for in."""
         core, apps, autoscaling = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.AutoscalingV2Api(
             self.api)
         namespaces = await _items(core.list_namespace(_preload_content=False))
@@ -217,9 +307,11 @@ class Planner:
         return build_targets(deployments, hpas, self.inputs.profiles), frozenset(opted)
 
     async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
-        """The inputs of this run: the declared ones, with the calls the mesh saw merged in."""
+        """The inputs of this run: the declared ones (the graph in service keys), with the calls
+        the mesh saw merged in."""
+        declared = resolve_graph(self.inputs.graph, targets, source=self.inputs.graph_source)
         if self.graph_edges is None:
-            return self.inputs
+            return replace(self.inputs, graph=declared)
         source = self.graph_edges.source
         if self.inputs.graph.services:
             source = f"{self.inputs.graph_source} merged with the {source}"
@@ -230,7 +322,7 @@ class Planner:
                 raise
             # The calls of the last hour do not change because Prometheus blinked.
             log.warning("%s: %s; planning with the edges it gave last", source, exc)
-        graph = graph_from_mesh(self._last_edges, targets, scope, declared=self.inputs.graph, source=source)
+        graph = graph_from_mesh(self._last_edges, targets, scope, declared=declared, source=source)
         return replace(self.inputs, graph=graph, graph_source=source)
 
     async def free_capacity(self) -> Capacity:
@@ -263,14 +355,14 @@ class Planner:
     async def _allocate(self, targets: Mapping[str, Target], plans: Mapping[str, ServicePlan],
                         floors: Mapping[str, int], inputs: PlannerInputs) -> Allocation:
         requests = {}
-        for service, plan in plans.items():
-            target = targets[service]
+        for key, plan in plans.items():
+            target = targets[key]
             current = max(target.replicas, target.hpa_replicas())
             cpu, memory = target.per_replica_request()
             peak = plan.next_peak()
             serving = max(current, 1) * target.profile.rps_per_replica
-            requests[service] = ScaleRequest(service, current, floors[service], cpu, memory,
-                                             utilization=(peak.p90_tps if peak else 0.0) / serving)
+            requests[key] = ScaleRequest(key, current, floors[key], cpu, memory,
+                                         utilization=(peak.p90_tps if peak else 0.0) / serving)
         increase = any(r.wanted > r.current for r in requests.values())
         # Only an increase can run out of room; skip listing every pod otherwise.
         free = await self.free_capacity() if increase else Capacity(float("inf"), float("inf"), 2**31)
@@ -284,9 +376,9 @@ class Planner:
 
     # --- writing -----------------------------------------------------------------------
     def _hold(self, target: Target) -> FloorHold:
-        hold = self.holds.get(target.service)
+        hold = self.holds.get(target.key)
         if hold is None:
-            hold = self.holds[target.service] = FloorHold(self.stabilization_seconds)
+            hold = self.holds[target.key] = FloorHold(self.stabilization_seconds)
             current = raised_floor(target)
             if current is not None:
                 # A floor a previous leader raised counts as recommended now, so a failover
@@ -334,8 +426,9 @@ class Planner:
     async def _apply_to(self, target: Target, plan: ServicePlan, floor: int, now: datetime,
                         learned: Mapping[str, float]) -> Change:
         change = planned_change(target, floor)
-        # Back at the declared floor with our annotation still there: write to remove it.
-        stale = raised_floor(target) is not None and change.after == declared_floor(target)
+        # Back at the declared floor with our annotations still there (or a person changed the
+        # floor since we raised it): write to remove them.
+        stale = holds_annotations(target) and change.after == declared_floor(target)
         if change.before != change.after or stale:
             await apply_floor(self.api, target, change)
         await annotate_plan(self.api, target, plan, change.after, learned)
@@ -346,9 +439,63 @@ class Planner:
             message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
                        + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
                           f"{format_time(peak.start)}" if peak else ""))
-            await record_event(self.api, target, change, reason, message, now, self.identity)
+            await record_event(self.api, target.deployment, reason, message, now, self.identity)
             log.info("%s/%s: %s", target.namespace, target.name, message)
         return change
+
+    async def _release(self, target: Target, floor: int, now: datetime, why: str) -> Change | None:
+        """Bring ``target``'s floor down to ``floor`` (at least its declared one) without a plan,
+        and take the planner's annotations off once it is back; None when nothing changed."""
+        change = planned_change(target, floor)
+        if change.before == change.after and not (change.after == declared_floor(target)
+                                                  and holds_annotations(target)):
+            return None
+        try:
+            await apply_floor(self.api, target, change)
+        except ApiException as exc:
+            ERRORS.labels("conflict" if exc.status == 409 else "api").inc()
+            log.warning("%s/%s: could not give the floor back (%s %s); retrying next run", target.namespace,
+                        target.name, exc.status, exc.reason)
+            return None
+        if change.before == change.after:
+            return None
+        FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
+        message = f"{change.kind} {change.field} {change.before} -> {change.after}: {why}"
+        log.info("%s/%s: %s", target.namespace, target.name, message)
+        with contextlib.suppress(ApiException, OSError, TimeoutError):
+            await record_event(self.api, target.deployment, "FloorReleased", message, now, self.identity)
+        return change
+
+    async def _release_unmanaged(self, targets: Mapping[str, Target], now: datetime) -> list[Change]:
+        """Give back every floor the planner holds raised on an object it no longer manages
+        (its namespace opted out, or its Deployment stopped being a service): found by
+        :data:`harbinger.contract.FLOOR_RAISED_LABEL`, restored to the declared floor at once
+        when it is still the one the planner set."""
+        managed = {(t.namespace, t.name) for t in targets.values()}
+        selector = f"{contract.FLOOR_RAISED_LABEL}=true"
+        hpas = await _items(client.AutoscalingV2Api(self.api).list_horizontal_pod_autoscaler_for_all_namespaces(
+            label_selector=selector, _preload_content=False))
+        deployments = await _items(client.AppsV1Api(self.api).list_deployment_for_all_namespaces(
+            label_selector=selector, _preload_content=False))
+        strays: list[Target] = []
+        for hpa in hpas:
+            key = hpa_target(hpa)
+            if key is not None and key not in managed:
+                # The Event goes on the Deployment the HPA scales, as for every floor change.
+                owner = {"metadata": {"namespace": key[0], "name": key[1]}}
+                strays.append(Target(key[1], owner, hpa, CapacityProfile()))
+        for deployment in deployments:
+            meta = deployment["metadata"]
+            if (meta["namespace"], meta["name"]) not in managed:
+                strays.append(Target(str(meta["name"]), deployment, None, CapacityProfile()))
+        released = []
+        for stray in strays:
+            change = await self._release(stray, 0, now, "no longer managed by Harbinger (namespace not opted "
+                                         "in, or not a service): floor given back")
+            if change is not None:
+                FLOORS_RELEASED.labels(stray.namespace).inc()
+                released.append(change)
+        return released
 
     def _log_plans(self, report: RunReport, why: str) -> None:
         for service, plan in report.plans.items():

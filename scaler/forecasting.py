@@ -2,7 +2,9 @@
 
 A :class:`ForecastSource` answers "the forecast for these services, now". The shipped
 one, :class:`ModelForecasts`, loads each service's trained forecaster from
-``<models_dir>/<service>/`` (as ``harbinger train`` writes it) and feeds it the recent
+``<models_dir>/<namespace>/<service>/`` (``harbinger train --out`` there; the
+flat ``<models_dir>/<service>/`` of earlier releases is still read when the namespaced one is
+absent, with a deprecation warning) and feeds it the recent
 request rate from a :mod:`models.traffic` source (Prometheus, or a recorded trace in
 rehearsals); tests inject their own source with scripted forecasts.
 """
@@ -20,6 +22,7 @@ import aiohttp
 
 from harbinger.errors import InvalidInput
 from models.events import Event
+from models.metadata import GRAPH_FILE
 from models.serving import Forecaster
 from models.traffic import HistorySource
 from scaler.plan import ForecastLike
@@ -29,8 +32,8 @@ log = logging.getLogger(__name__)
 
 class ForecastSource(Protocol):
     async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
-        """Forecasts for ``services`` (service -> namespace); a service may be left out when
-        there is nothing to forecast it with, and then keeps its declared floor."""
+        """Forecasts for ``services`` (key ``namespace/service`` -> namespace), by key; a service
+        may be left out when there is nothing to forecast it with, and then keeps its declared floor."""
         ...
 
 
@@ -41,37 +44,56 @@ class ModelForecasts:
         self.history = history
         self.lookback = timedelta(seconds=lookback_seconds)
         self.events = list(events)
-        self._loaded: dict[str, tuple[float, Forecaster]] = {}
+        self._loaded: dict[str, tuple[int, Forecaster]] = {}
+        self._warned_flat: set[str] = set()
 
-    def forecaster(self, service: str) -> Forecaster | None:
+    def model_dir(self, namespace: str, service: str) -> Path | None:
+        """Where the service's model is: ``<namespace>/<service>``, else the flat layout of
+        earlier releases (deprecated); None when neither exists."""
+        for directory in (self.models_dir / namespace / service, self.models_dir / service):
+            if (directory / GRAPH_FILE).is_file():
+                if directory.parent == self.models_dir and service not in self._warned_flat:
+                    self._warned_flat.add(service)
+                    log.warning("%s/%s: model read from the flat layout %s; move it to %s (the flat layout "
+                                "will not be read in the next release)", namespace, service, directory,
+                                self.models_dir / namespace / service)
+                return directory
+        return None
+
+    def forecaster(self, service: str, namespace: str) -> Forecaster | None:
         """The service's model, reloaded when its directory changes (a retrained model)."""
-        directory = self.models_dir / service
+        directory = self.model_dir(namespace, service)
+        if directory is None:
+            return None
         try:
-            stamp = max(p.stat().st_mtime for p in [directory, *directory.iterdir()])
+            stamp = max(p.stat().st_mtime_ns for p in [directory, *directory.iterdir()])
         except (FileNotFoundError, ValueError):
             return None
-        cached = self._loaded.get(service)
+        key = str(directory)
+        cached = self._loaded.get(key)
         if cached is None or cached[0] != stamp:
-            self._loaded[service] = (stamp, Forecaster.load(directory))
-        return self._loaded[service][1]
+            self._loaded[key] = (stamp, Forecaster.load(directory))
+        return self._loaded[key][1]
 
     async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
-        results = await asyncio.gather(*(self._one(service, namespace, now) for service, namespace in services.items()))
-        return {forecast.service: forecast for forecast in results if forecast is not None}
+        keys = list(services)
+        results = await asyncio.gather(*(self._one(key, services[key], now) for key in keys))
+        return {key: forecast for key, forecast in zip(keys, results, strict=True) if forecast is not None}
 
-    async def _one(self, service: str, namespace: str, now: datetime) -> ForecastLike | None:
+    async def _one(self, key: str, namespace: str, now: datetime) -> ForecastLike | None:
+        service = key.partition("/")[2] or key
         try:
-            forecaster = self.forecaster(service)
+            forecaster = self.forecaster(service, namespace)
         except InvalidInput as exc:
-            log.warning("%s: cannot load its model: %s", service, exc)
+            log.warning("%s: cannot load its model: %s", key, exc)
             return None
         if forecaster is None:
-            log.debug("%s: no model in %s", service, self.models_dir / service)
+            log.debug("%s: no model in %s", key, self.models_dir / namespace / service)
             return None
         try:
             history = await self.history.history(service, namespace=namespace, end=now, lookback=self.lookback,
                                                  step_seconds=forecaster.step_seconds)
             return forecaster.forecast(history, now=now, events=self.events)
         except (InvalidInput, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s: no forecast this run: %s", service, exc)
+            log.warning("%s: no forecast this run: %s", key, exc)
             return None

@@ -1,21 +1,27 @@
 """What the planner plans for, read from files and from the cluster, and checked as a whole
 before anything is applied.
 
-* Services: the Deployments in opted-in namespaces, named by :func:`contract.service_of`.
+* Services: the Deployments in opted-in namespaces, named by :func:`contract.service_of`
+  and known by :func:`contract.service_key` (``namespace/service``): two teams may both run
+  a ``frontend``.
 * Capacity profiles: the Deployment's ``harbinger.io/capacity-profile`` annotation wins,
-  then the ``--profiles`` YAML, then the documented defaults of :class:`CapacityProfile`.
+  then the ``--profiles`` YAML (by ``namespace/service``, else by service name), then the
+  documented defaults of :class:`CapacityProfile`.
 * The dependency graph: the ``--graph`` YAML, and/or the calls the mesh saw
   (``--graph-from-prometheus``: ``istio_requests_total`` by workload, turned into services by
   :func:`graph_from_mesh` every run); no graph: every service stands alone.
 * Scheduled events: the forecaster's ``--events`` YAML, handed to every forecast.
 
-:func:`check_inputs` refuses the whole set when any piece is bad (a profile with min above
-max, a graph with a cycle or naming a service that does not exist, two Deployments
-claiming one service), so a run either applies everything it planned or nothing.
+Every Deployment is a tenant's object and is checked on its own: one with a bad profile
+annotation, or two in a namespace claiming one service, are skipped (:class:`Skipped`, an
+Event on each and a metric) while every other service is planned. The graph only orders the
+plans: an edge that names no managed service is left out with a warning, and a graph the
+mesh's calls would turn cyclic falls back to the declared one (:func:`resolve_graph`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,8 @@ from harbinger.profile import CapacityProfile, load_profiles, profile_from_annot
 from harbinger.prometheus import PrometheusClient, PrometheusConnection
 from harbinger.quantity import parse_nonnegative
 from models.events import Event, load_events
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,11 @@ class Target:
     profile: CapacityProfile
 
     @property
+    def key(self) -> str:
+        """``namespace/service``: the service's identity in plans, forecasts and the graph."""
+        return contract.service_key(self.namespace, self.service)
+
+    @property
     def namespace(self) -> str:
         return str(self.deployment["metadata"]["namespace"])
 
@@ -118,62 +131,138 @@ def hpa_target(hpa: KubeObject) -> tuple[str, str] | None:
     return str(hpa["metadata"]["namespace"]), str(ref["name"])
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A Deployment left out of this run, and why (the planner records an Event on it)."""
+
+    deployment: KubeObject
+    reason: str  # an Event reason: InvalidCapacityProfile, AmbiguousService, ...
+    message: str
+
+    @property
+    def where(self) -> str:
+        meta = self.deployment["metadata"]
+        return f"{meta['namespace']}/{meta['name']}"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The services to plan by key (``namespace/service``), and the Deployments skipped."""
+
+    by_key: dict[str, Target]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def profile_for(service: str, namespace: str, profiles: Mapping[str, CapacityProfile]) -> CapacityProfile:
+    """The ``--profiles`` YAML's profile: by ``namespace/service``, else by service name, else defaults."""
+    return profiles.get(contract.service_key(namespace, service)) or profiles.get(service) or CapacityProfile()
+
+
 def build_targets(deployments: Iterable[KubeObject], hpas: Iterable[KubeObject],
-                  profiles: Mapping[str, CapacityProfile]) -> dict[str, Target]:
-    """Targets by service; a bad profile annotation or a service claimed twice is refused."""
+                  profiles: Mapping[str, CapacityProfile]) -> Targets:
+    """Targets by ``namespace/service``; each Deployment on its own (module docstring)."""
     by_deployment = {}
     for hpa in hpas:
-        key = hpa_target(hpa)
-        if key:
-            by_deployment[key] = hpa
+        scaled = hpa_target(hpa)
+        if scaled:
+            by_deployment[scaled] = hpa
     targets: dict[str, Target] = {}
+    skipped: list[Skipped] = []
+    claims: dict[str, list[KubeObject]] = {}
     for deployment in deployments:
         meta = deployment["metadata"]
         service = contract.service_of(meta.get("labels"), meta.get("annotations"))
         if not service:
             continue
-        where = f"Deployment {meta['namespace']}/{meta['name']}"
+        namespace = str(meta["namespace"])
+        claims.setdefault(contract.service_key(namespace, service), []).append(deployment)
+    for key, claimants in claims.items():
+        namespace, service = contract.split_service_key(key)
+        if len(claimants) > 1:
+            names = ", ".join(sorted(str(d["metadata"]["name"]) for d in claimants))
+            for deployment in claimants:
+                skipped.append(Skipped(deployment, "AmbiguousService",
+                                       f"service {service!r} is claimed by Deployments {names} in namespace "
+                                       f"{namespace}; set the {contract.SERVICE} annotation to tell them apart"))
+            continue
+        deployment = claimants[0]
+        meta = deployment["metadata"]
         annotation = (meta.get("annotations") or {}).get(contract.CAPACITY_PROFILE)
-        if annotation is not None:
-            profile = profile_from_annotation(annotation, source=f"{where} annotation {contract.CAPACITY_PROFILE}")
+        if annotation is None:
+            profile = profile_for(service, namespace, profiles)
         else:
-            profile = profiles.get(service, CapacityProfile())
-        if service in targets:
-            other = targets[service]
-            raise InvalidInput(f"service {service!r} is claimed by both Deployment {other.namespace}/{other.name} "
-                               f"and {where}; set {contract.SERVICE} to tell them apart", source="services")
-        targets[service] = Target(service, deployment, by_deployment.get((meta["namespace"], meta["name"])), profile)
-    return targets
+            try:
+                profile = profile_from_annotation(annotation, source=f"annotation {contract.CAPACITY_PROFILE}")
+            except InvalidInput as exc:
+                skipped.append(Skipped(deployment, "InvalidCapacityProfile", str(exc)))
+                continue
+            except (RecursionError, ValueError, TypeError) as exc:
+                # The profile parser is meant to be total; should it still fail, this one
+                # Deployment is skipped, not the run of every team.
+                skipped.append(Skipped(deployment, "InvalidCapacityProfile",
+                                       f"annotation {contract.CAPACITY_PROFILE} cannot be read: "
+                                       f"{type(exc).__name__}"))
+                continue
+        targets[key] = Target(service, deployment, by_deployment.get((namespace, meta["name"])), profile)
+    return Targets(targets, skipped)
 
 
-def check_inputs(targets: Mapping[str, Target], inputs: PlannerInputs) -> None:
-    """Every service the graph names must exist on the cluster (profiles may come early)."""
-    known = set(targets)
-    for service in inputs.graph.services:
-        if service not in known:
-            raise InvalidInput(f"the graph names service {service!r}, which no Deployment in an opted-in "
-                               "namespace provides", source=inputs.graph_source)
+def resolve_graph(graph: ServiceGraph, targets: Mapping[str, Target], *, source: str) -> ServiceGraph:
+    """``graph`` in service keys (``namespace/service``). A name may be a key or a service
+    name that exactly one managed namespace runs; edges naming anything else are left out
+    with a warning (the graph orders plans; a missing service is no reason to plan none)."""
+    by_service: dict[str, list[str]] = {}
+    for key, target in targets.items():
+        by_service.setdefault(target.service, []).append(key)
+
+    def key_of(name: str) -> str | None:
+        if name in targets:
+            return name
+        keys = by_service.get(name, [])
+        return keys[0] if len(keys) == 1 else None
+
+    pairs = []
+    for caller, callees in graph.calls.items():
+        for callee in callees:
+            ends = key_of(caller), key_of(callee)
+            if ends[0] is None or ends[1] is None:
+                unknown = caller if ends[0] is None else callee
+                many = len(by_service.get(unknown, [])) > 1
+                log.warning("%s: edge %s -> %s left out: %s", source, caller, callee,
+                            f"{unknown!r} is run in several namespaces; name it namespace/service" if many
+                            else f"no Deployment in an opted-in namespace provides {unknown!r}")
+                continue
+            if ends[0] != ends[1]:
+                pairs.append((ends[0], ends[1]))
+    names = [k for k in (key_of(n) for n in graph.services) if k is not None]
+    return ServiceGraph.build([*names, *sorted({end for pair in pairs for end in pair})], pairs, source=source)
 
 
 def graph_from_mesh(edges: Iterable[MeshEdge], targets: Mapping[str, Target], scope: Collection[str], *,
                     declared: ServiceGraph, source: str) -> ServiceGraph:
-    """The graph the mesh saw, in service names, merged with the ``declared`` one.
+    """The graph the mesh saw, in service keys, merged with the ``declared`` one (already
+    resolved by :func:`resolve_graph`).
 
-    An edge counts when both its ends are in ``scope`` (the namespaces the planner manages);
-    the rest (the ingress gateway in ``istio-system``, calls into teams that did not opt
-    in) is not the planner's to order. A workload in scope is named by the service of its
-    Deployment; one that no managed Deployment runs keeps the name ``namespace/workload``, so
-    :func:`check_inputs` refuses it exactly as it refuses an unknown service in a YAML graph.
-    A cycle is refused by :meth:`ServiceGraph.build`.
+    An edge counts when both its ends are workloads of managed Deployments in ``scope`` (the
+    namespaces the planner manages); the rest (the ingress gateway in ``istio-system``, calls
+    into teams that did not opt in, a bare pod) is not the planner's to order. The mesh's
+    calls are made by tenants' code: when they would make the graph cyclic, the declared
+    graph is used alone (logged), rather than refusing every team's plan.
     """
-    by_workload = {(t.namespace, t.name): service for service, t in targets.items()}
+    by_workload = {(t.namespace, t.name): key for key, t in targets.items()}
     pairs = {(caller, callee) for caller, callees in declared.calls.items() for callee in callees}
+    declared_pairs = set(pairs)
     for edge in edges:
         if edge.caller_namespace not in scope or edge.callee_namespace not in scope:
             continue
-        caller = by_workload.get((edge.caller_namespace, edge.caller), f"{edge.caller_namespace}/{edge.caller}")
-        callee = by_workload.get((edge.callee_namespace, edge.callee), f"{edge.callee_namespace}/{edge.callee}")
+        caller = by_workload.get((edge.caller_namespace, edge.caller))
+        callee = by_workload.get((edge.callee_namespace, edge.callee))
+        if caller is None or callee is None or caller == callee:
+            continue
         pairs.add((caller, callee))
     names = [*declared.services, *sorted({end for pair in pairs for end in pair})]
-    return ServiceGraph.build(names, sorted(pairs), source=source)
-
+    try:
+        return ServiceGraph.build(names, sorted(pairs), source=source)
+    except InvalidInput as exc:
+        log.warning("%s; ordering by the declared graph alone this run", exc)
+        return ServiceGraph.build(declared.services, sorted(declared_pairs), source=source)

@@ -1,12 +1,18 @@
 """Leader election on a ``coordination.k8s.io/v1`` Lease, as client-go's leaderelection does,
 so that of the planner's replicas exactly one changes the cluster.
 
-A replica holds the Lease while ``renewTime + leaseDurationSeconds`` is in the future. It
-renews every third of the duration; another replica may take the Lease only once it has
-expired. Every write carries the ``resourceVersion`` that was read, so when two replicas
-race for an expired Lease the apiserver accepts one write and answers 409 to the other.
-A replica counts itself leader only until its last successful renewal plus the duration
-minus a safety margin, so it stops acting before anyone else may start.
+A replica holds the Lease while it keeps renewing it, every third of the duration. Another
+replica may take the Lease only once it has seen the same Lease record (holder and
+renewTime) unchanged for a whole ``leaseDurationSeconds`` of its *own* clock, as client-go
+does: the holder's timestamps are never compared with another machine's clock, so clock
+skew between replicas cannot make two leaders (only a difference in clock *rate* over one
+duration could, far below the safety margin). Every write carries the ``resourceVersion``
+that was read, so when two replicas race for an expired Lease the apiserver accepts one
+write and answers 409 to the other. A replica counts itself leader only until its last
+successful renewal plus the duration minus a safety margin (:data:`SAFETY_SHARE`), so it
+stops acting before anyone else may start. A renewal that fails for any reason (an API
+error, a refused or timed-out connection) is logged and counted, and the replica keeps
+leading only until that deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -46,6 +53,10 @@ class LeaderElector:
         self.duration = timedelta(seconds=duration_seconds)
         self.clock = clock
         self._leading_until: datetime | None = None
+        #: The other holder's Lease record as last read, and when (on this replica's clock) it
+        #: was first seen: it has expired once it stays the same for a whole duration.
+        self._observed: tuple[str, str] | None = None
+        self._observed_at: datetime | None = None
 
     def is_leader(self) -> bool:
         return self._leading_until is not None and self.clock.now() < self._leading_until
@@ -63,6 +74,7 @@ class LeaderElector:
             transitions = int(spec.get("leaseTransitions") or 0)
             if holder and holder != self.identity and not self._expired(spec, now):
                 return self._lost()
+            self._observed = self._observed_at = None
             acquired = now if holder != self.identity else parse_timestamp(spec.get("acquireTime")) or now
             if holder != self.identity:
                 transitions += 1
@@ -74,6 +86,12 @@ class LeaderElector:
                 return self._lost()
             ERRORS.labels("lease").inc()
             log.warning("lease %s/%s: API error %s", self.namespace, self.name, exc.status)
+            return self.is_leader()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # The apiserver could not be reached: keep leading only until the last renewal's
+            # deadline, and try again at the next tick.
+            ERRORS.labels("lease").inc()
+            log.warning("lease %s/%s: %s: %s", self.namespace, self.name, type(exc).__name__, exc)
             return self.is_leader()
 
     async def release(self) -> None:
@@ -109,12 +127,19 @@ class LeaderElector:
             raise
 
     def _expired(self, spec: dict[str, Any], now: datetime) -> bool:
+        """True once the holder's record has not changed for its whole duration, as seen on
+        this replica's clock (module docstring)."""
         renewed = spec.get("renewTime")
         if not renewed:
             return True
-        duration = timedelta(seconds=float(spec.get("leaseDurationSeconds") or 0))
-        renewed_at = parse_timestamp(renewed)
-        return renewed_at is None or renewed_at + duration <= now
+        try:
+            duration = timedelta(seconds=float(spec.get("leaseDurationSeconds") or 0))
+        except (TypeError, ValueError):
+            duration = self.duration
+        record = (str(spec.get("holderIdentity") or ""), str(renewed))
+        if record != self._observed or self._observed_at is None:
+            self._observed, self._observed_at = record, now
+        return self._observed_at + duration <= now
 
     def _body(self, acquired: datetime, renewed: datetime, resource_version: str | None,
               transitions: int) -> dict[str, Any]:

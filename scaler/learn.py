@@ -228,7 +228,7 @@ class ProfileLearner:
         return learn_warmup(p for p in listed.get("items") or [] if isinstance(p, dict))
 
     async def _dispersion(self, target: Target, step_seconds: int, now: datetime) -> Estimate:
-        key = (target.service, step_seconds)
+        key = (target.key, step_seconds)
         cached = self._dispersions.get(key)
         if cached is not None and now - cached[0] < self.relearn:
             return cached[1]

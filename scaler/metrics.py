@@ -26,3 +26,17 @@ LEARNED_VALUE = Gauge(
     "A capacity-profile field the operator did not declare, as learned from the cluster or the traffic "
     "history (absent while the default is used)",
     ["namespace", "service", "field"])
+SKIPPED = Counter(
+    "harbinger_planner_skipped_total",
+    "Deployments left out of a run, by reason (InvalidCapacityProfile, AmbiguousService, PlanFailed); "
+    "every other service is still planned",
+    ["namespace", "reason"])
+FLOOR_CAPPED = Counter(
+    "harbinger_planner_floor_capped_total",
+    "Runs in which a service's planned floor was cut to its namespace's cap (planner.max_floor_replicas)",
+    ["namespace", "service"])
+FLOORS_RELEASED = Counter(
+    "harbinger_planner_floors_released_total",
+    "Raised floors given back because their service is no longer managed (namespace opted out, "
+    "Deployment no longer a service)",
+    ["namespace"])

@@ -37,8 +37,15 @@ class ScriptedForecasts:
         self.asked: list[tuple[dict[str, str], datetime]] = []
 
     async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
+        """By key (``namespace/service``): the forecast written for that key, else the one
+        written for the bare service name."""
         self.asked.append((dict(services), now))
-        return {s: f for s, f in self.forecasts_by_service.items() if s in services}
+        found: dict[str, ForecastLike] = {}
+        for key in services:
+            forecast = self.forecasts_by_service.get(key) or self.forecasts_by_service.get(key.partition("/")[2])
+            if forecast is not None:
+                found[key] = forecast
+        return found
 
 
 class SeasonalNaive:

@@ -1,10 +1,12 @@
 """The dependency graph from the mesh's ``istio_requests_total``: the shared query (as the
 planner and ``harbinger chaos generate`` ask it) against the real Prometheus scraping
-served samples, workloads turned into services, and a derived graph with a cycle or an
-unknown service refused before anything is applied, as a YAML one is."""
+served samples, workloads turned into ``namespace/service`` keys; calls of workloads no managed
+Deployment runs are left out, and calls that would make the graph cyclic fall back to the
+declared graph: the mesh's calls are tenants' doing and never stop every team's plan."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,14 +20,14 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from chaos.graphsource import edges_from_prometheus as chaos_edges
 from harbinger import contract
 from harbinger.clock import ManualClock
-from harbinger.errors import InvalidInput, PrometheusQueryError, PrometheusUnavailable
+from harbinger.errors import PrometheusQueryError, PrometheusUnavailable
 from harbinger.graph import MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.profile import CapacityProfile
 from harbinger.prometheus import PrometheusClient
 from harbinger_dev.localcluster import LocalPrometheus
 from harbinger_dev.localcluster.cluster import free_port
 from scaler.controller import Planner
-from scaler.inputs import PlannerInputs, PrometheusEdges, Target, check_inputs, graph_from_mesh
+from scaler.inputs import PrometheusEdges, Target, graph_from_mesh, resolve_graph
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
     from tests.conftest import ScrapeTarget
@@ -39,8 +41,8 @@ def target(service: str, deployment: str, namespace: str = "shop") -> Target:
     return Target(service, {"metadata": {"name": deployment, "namespace": namespace}}, None, PROFILE)
 
 
-TARGETS = {t.service: t for t in (target("frontend", "frontend"), target("checkout", "checkout-v2"),
-                                  target("payments", "payments"))}
+TARGETS = {t.key: t for t in (target("frontend", "frontend"), target("checkout", "checkout-v2"),
+                              target("payments", "payments"), target("frontend", "frontend", "blog"))}
 
 
 def test_workloads_become_services_and_calls_outside_the_planners_namespaces_are_left_out() -> None:
@@ -48,19 +50,37 @@ def test_workloads_become_services_and_calls_outside_the_planners_namespaces_are
              MeshEdge("istio-ingressgateway", "frontend", "istio-system", "shop"),
              MeshEdge("frontend", "ads", "shop", "marketing"), MeshEdge("frontend", "checkout-v2", "", "")}
     graph = graph_from_mesh(edges, TARGETS, {"shop"}, declared=ServiceGraph(()), source="mesh")
-    assert graph.calls == {"frontend": {"checkout"}, "checkout": {"payments"}, "payments": frozenset()}
-    check_inputs(TARGETS, PlannerInputs(graph=graph, graph_source="mesh"))
-    # Merged with a declared graph: its calls stay (the mesh cannot see calls outside it).
-    declared = ServiceGraph.build(["payments", "frontend"], [("payments", "frontend")])
-    with pytest.raises(InvalidInput, match=r"^mesh: the dependency graph has a cycle"):
-        graph_from_mesh(edges, TARGETS, {"shop"}, declared=declared, source="mesh")
+    assert graph.calls == {"shop/frontend": {"shop/checkout"}, "shop/checkout": {"shop/payments"},
+                           "shop/payments": frozenset()}
 
 
-def test_a_workload_no_managed_deployment_runs_is_refused_by_name() -> None:
-    edges = {MeshEdge("nightly-report", "payments", "shop", "shop")}
+def test_calls_that_would_make_a_cycle_fall_back_to_the_declared_graph(caplog: pytest.LogCaptureFixture) -> None:
+    edges = {MeshEdge("frontend", "checkout-v2", "shop", "shop"), MeshEdge("checkout-v2", "payments", "shop", "shop")}
+    # The declared graph's calls stay (the mesh cannot see calls outside it) ...
+    declared = ServiceGraph.build(["shop/payments", "shop/frontend"], [("shop/payments", "shop/frontend")])
+    # ... and here the mesh's calls would close a cycle with them: the declared graph alone orders.
+    graph = graph_from_mesh(edges, TARGETS, {"shop"}, declared=declared, source="mesh")
+    assert graph.calls == {"shop/payments": {"shop/frontend"}, "shop/frontend": frozenset()}
+    assert "mesh: the dependency graph has a cycle" in caplog.text
+
+
+def test_a_workload_no_managed_deployment_runs_is_left_out() -> None:
+    edges = {MeshEdge("nightly-report", "payments", "shop", "shop"), MeshEdge("frontend", "payments", "shop", "shop")}
     graph = graph_from_mesh(edges, TARGETS, {"shop"}, declared=ServiceGraph(()), source="mesh")
-    with pytest.raises(InvalidInput, match=r"^mesh: the graph names service 'shop/nightly-report'"):
-        check_inputs(TARGETS, PlannerInputs(graph=graph, graph_source="mesh"))
+    assert graph.calls == {"shop/frontend": {"shop/payments"}, "shop/payments": frozenset()}
+
+
+def test_a_declared_graph_resolves_to_keys_and_leaves_out_what_it_cannot_name(
+        caplog: pytest.LogCaptureFixture) -> None:
+    declared = ServiceGraph.build(["frontend", "checkout", "payments", "gone"],
+                                  [("checkout", "payments"), ("frontend", "checkout"), ("gone", "payments")])
+    graph = resolve_graph(declared, TARGETS, source="graph.yaml")
+    # "checkout" and "payments" name one service each; "frontend" is run in two namespaces.
+    assert graph.calls == {"shop/checkout": {"shop/payments"}, "shop/payments": frozenset()}
+    assert "'frontend' is run in several namespaces" in caplog.text
+    assert "no Deployment in an opted-in namespace provides 'gone'" in caplog.text
+    keyed = ServiceGraph.build(["shop/frontend", "checkout"], [("shop/frontend", "checkout")])
+    assert resolve_graph(keyed, TARGETS, source="graph.yaml").calls["shop/frontend"] == {"shop/checkout"}
 
 
 # --- the real Prometheus ----------------------------------------------------------------------
@@ -140,7 +160,7 @@ async def read_hpa_spec(kube: client.ApiClient, namespace: str, name: str) -> di
     return {"min": hpa.spec.min_replicas, "annotations": hpa.metadata.annotations}
 
 
-async def test_the_planner_orders_by_the_calls_the_mesh_saw_and_refuses_a_bad_derived_graph(
+async def test_the_planner_orders_by_the_calls_the_mesh_saw_and_a_bad_derived_graph_stops_no_one(
     kube: client.ApiClient, prometheus: LocalPrometheus, mesh: Mesh, make_namespace: Any, new_service: Any,
     forecast: Any, scripted: Any, eventually: Any,
 ) -> None:
@@ -168,35 +188,38 @@ async def test_the_planner_orders_by_the_calls_the_mesh_saw_and_refuses_a_bad_de
                        namespaces=frozenset({shop}), graph_edges=edges)
     report = await watching.run_once()
     assert report.inputs is not None
-    assert report.inputs.graph.calls == {"frontend": {"checkout"}, "checkout": {"payments"}, "payments": frozenset()}
-    assert report.allocation is not None and report.allocation.order == ("payments", "checkout", "frontend")
+    frontend, checkout, payments = (f"{shop}/{s}" for s in ("frontend", "checkout", "payments"))
+    assert report.inputs.graph.calls == {frontend: {checkout}, checkout: {payments}, payments: frozenset()}
+    assert report.allocation is not None and report.allocation.order == (payments, checkout, frontend)
 
     # Prometheus gone: the calls it gave last still order the plan.
     watching.graph_edges = PrometheusEdges(f"http://127.0.0.1:{free_port()}", window_seconds=5)
     report = await watching.run_once()
-    assert report.inputs is not None and report.inputs.graph.calls["checkout"] == {"payments"}
+    assert report.inputs is not None and report.inputs.graph.calls[checkout] == {payments}
     # ... but a planner that never had them does not guess.
     blind = Planner(kube, forecasts=source, clock=ManualClock(T0), forecast_only=True,
                     namespaces=frozenset({shop}), graph_edges=watching.graph_edges)
     with pytest.raises(PrometheusUnavailable, match="is unavailable"):
         await blind.run_once()
 
-    # A workload in the planner's namespace that no Deployment with a service runs: refused.
+    # A workload in the planner's namespace that no Deployment with a service runs (a batch
+    # job, a bare pod): its calls are left out, and every service is still planned.
     acting = Planner(kube, forecasts=source, clock=ManualClock(T0), namespaces=frozenset({shop}), graph_edges=edges)
-    before = {name: await read_hpa_spec(kube, shop, name) for name in ("frontend", "checkout-v2", "payments")}
     mesh.call(shop, "nightly-report", shop, "payments")
     await eventually(lambda: calls(("nightly-report", "payments")), timeout=60, what="the batch job's calls")
-    with pytest.raises(InvalidInput, match=rf"graph from istio_requests_total at .*'{shop}/nightly-report'"):
-        await acting.run_once()
-    # A cycle: refused too.
+    report = await acting.run_once()
+    assert report.outcome == "applied" and report.inputs is not None
+    assert report.inputs.graph.calls == {frontend: {checkout}, checkout: {payments}, payments: frozenset()}
+    # A cycle the tenants' calls make: ordered without the mesh's calls this run, still planned.
     mesh.stop(shop, "nightly-report", shop, "payments")
     mesh.call(shop, "payments", shop, "frontend")
     await eventually(lambda: calls(("payments", "frontend"), gone=("nightly-report", "payments")), timeout=60,
                      what="the cycle, and the batch job gone")
-    with pytest.raises(InvalidInput, match="cycle"):
-        await acting.run_once()
-    # Nothing was applied by either refused run.
-    assert {name: await read_hpa_spec(kube, shop, name) for name in before} == before
-    for name in before:
+    report = await acting.run_once()
+    assert report.outcome == "applied" and report.inputs is not None
+    assert report.inputs.graph.calls == {}
+    assert report.floors == {frontend: 8, checkout: 8, payments: 8}
+    for name in ("frontend", "checkout-v2", "payments"):
         deployment = await client.AppsV1Api(kube).read_namespaced_deployment(name, shop)
-        assert contract.PLAN not in (deployment.metadata.annotations or {})
+        # No Nodes for them here: the plan is recorded, the allocation grants what fits.
+        assert json.loads(deployment.metadata.annotations[contract.PLAN])["peak_tps"] == 80.0

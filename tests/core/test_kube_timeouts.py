@@ -1,0 +1,87 @@
+"""Every call to the apiserver ends: a server that accepts and never answers gives a timeout,
+not a hung planner run or a silently stale cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from harbinger.kube import Reflector, with_default_timeout
+from tests.conftest import ServeApp
+
+
+def silent_apiserver(answered: list[str]) -> web.Application:
+    """Answers nothing: every request waits until the test ends (a half-open connection)."""
+
+    async def hang(request: web.Request) -> web.Response:
+        answered.append(request.path_qs)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    return app
+
+
+def api_for(url: str, seconds: float) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = url
+    return with_default_timeout(client.ApiClient(configuration=configuration), seconds)
+
+
+async def test_a_call_without_its_own_timeout_gets_the_default(serve_app: ServeApp) -> None:
+    seen: list[str] = []
+    async with serve_app(silent_apiserver(seen)) as url:
+        api = api_for(url, 0.3)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await client.CoreV1Api(api).list_namespace(_preload_content=False)
+        finally:
+            await api.close()
+    assert seen == ["/api/v1/namespaces"]
+
+
+async def test_a_call_naming_its_timeout_keeps_it(serve_app: ServeApp) -> None:
+    seen: list[str] = []
+    async with serve_app(silent_apiserver(seen)) as url:
+        api = api_for(url, 3600)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await client.CoreV1Api(api).list_namespace(_preload_content=False, _request_timeout=0.3)
+        finally:
+            await api.close()
+
+
+async def test_a_half_open_watch_is_cut_and_retried(serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The list answers; the watch then hangs. Without a client-side bound the reflector would
+    # wait forever on it; with one it gives up and watches again.
+    monkeypatch.setattr("harbinger.kube.WATCH_GRACE_SECONDS", 0.2)
+    watches: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") in ("true", "True", "1"):
+            watches.append(request.path_qs)
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await asyncio.Event().wait()
+        return web.json_response({"kind": "NamespaceList", "metadata": {"resourceVersion": "7"}, "items": []})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces", handle)
+    async with serve_app(app) as url:
+        api = api_for(url, 5)
+        reflector = Reflector(client.CoreV1Api(api).list_namespace, name="namespaces", watch_timeout_seconds=0)
+        reflector.start()
+        try:
+            await reflector.wait_synced(10)
+            for _ in range(200):
+                if len(watches) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await reflector.stop()
+            await api.close()
+    assert len(watches) >= 2, watches
