@@ -68,6 +68,9 @@ def run_plan(args: argparse.Namespace) -> int:
                       "learned": report.learned.get(s) or {}}
                   for s, p in report.plans.items()},
         "changes": [c.__dict__ for c in report.changes],
+        "released": [c.__dict__ for c in report.released],
+        # Deployments left out (namespace/name -> why); each also has a Warning Event.
+        "skipped": report.skipped,
     }, indent=2, default=str))
     return 0
 

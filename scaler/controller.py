@@ -477,6 +477,10 @@ class Planner:
             label_selector=selector, _preload_content=False))
         deployments = await _items(client.AppsV1Api(self.api).list_deployment_for_all_namespaces(
             label_selector=selector, _preload_content=False))
+        # A planner given a set of namespaces (--namespace) leaves the others to their own planner.
+        if self.namespaces is not None:
+            hpas = [h for h in hpas if h["metadata"]["namespace"] in self.namespaces]
+            deployments = [d for d in deployments if d["metadata"]["namespace"] in self.namespaces]
         strays: list[Target] = []
         for hpa in hpas:
             key = hpa_target(hpa)

@@ -29,6 +29,7 @@ from scaler.forecasting import ModelForecasts
 from scaler.headroom import ShortTermFloors
 from scaler.inputs import PlannerInputs, PrometheusEdges
 from scaler.leader import LeaderElector
+from scaler.tenancy import FloorCaps
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ async def wired(settings: Settings, inputs: PlannerInputs) -> AsyncIterator[Wire
         planner = Planner(api, forecasts=forecasts, clock=clock_from_spec(settings.replay_clock), inputs=inputs,
                           stabilization_seconds=own.stabilization_seconds, forecast_only=own.forecast_only,
                           elector=elector, identity=identity, history=history, graph_edges=edges,
-                          short_term=ShortTermFloors(history) if own.short_horizon else None)
+                          short_term=ShortTermFloors(history) if own.short_horizon else None,
+                          floor_caps=FloorCaps(own.max_floor_replicas, own.namespace_max_floor_replicas))
         yield Wired(planner, elector)
 
 

@@ -30,4 +30,4 @@ def test_once_forecast_only_prints_the_run(cluster: LocalCluster, tmp_path: Path
     assert main(["plan", "--once", "--forecast-only", "--kubeconfig", str(cluster.kubeconfig),
                  "--models-dir", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == {"outcome": "forecast_only", "plans": {}, "changes": []}
+    assert printed == {"outcome": "forecast_only", "plans": {}, "changes": [], "released": [], "skipped": {}}
