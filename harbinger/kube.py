@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,9 @@ class Reflector:
         self._on_event = on_event
         self._watch_timeout = watch_timeout_seconds
         self._task: asyncio.Task[None] | None = None
+        #: Monotonic time the apiserver last answered this reflector (a list, a watch event or
+        #: bookmark, a watch it ended on time): how stale ``store`` may be.
+        self.last_contact: float | None = None
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self.run(), name=f"reflector-{self.name}")
@@ -183,6 +187,14 @@ class Reflector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def healthy(self, max_age_seconds: float | None = None) -> bool:
+        """Synced, and heard from the apiserver within ``max_age_seconds`` (default: one watch
+        timeout plus the grace, the longest a sound watch stays quiet): readiness."""
+        if not self.synced.is_set() or self.last_contact is None:
+            return False
+        limit = max_age_seconds if max_age_seconds is not None else self._watch_timeout + 2 * WATCH_GRACE_SECONDS
+        return time.monotonic() - self.last_contact <= limit
+
     async def wait_synced(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.synced.wait(), timeout)
 
@@ -193,6 +205,7 @@ class Reflector:
                 if self.resource_version is None:
                     await self._relist()
                 await self._watch()
+                self.last_contact = time.monotonic()  # the apiserver ended the watch on time
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -215,6 +228,7 @@ class Reflector:
         old = self.store
         self.store = fresh
         self.resource_version = body["metadata"]["resourceVersion"]
+        self.last_contact = time.monotonic()
         if self._on_event:
             for key, obj in fresh.items():
                 self._on_event("MODIFIED" if key in old else "ADDED", obj, old.get(key))
@@ -237,6 +251,7 @@ class Reflector:
                                                        sock_connect=REQUEST_TIMEOUT_SECONDS),
                 **self._list_kwargs,
             ):
+                self.last_contact = time.monotonic()
                 kind = event["type"]
                 obj: KubeObject = event["raw_object"]
                 self.resource_version = obj.get("metadata", {}).get("resourceVersion", self.resource_version)

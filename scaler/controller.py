@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -163,6 +164,7 @@ class Planner:
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
+        self._succeeded_at: float | None = None
 
     # --- one run ---------------------------------------------------------------------
     async def run_once(self) -> RunReport:
@@ -177,7 +179,12 @@ class Planner:
             raise
         RUNS.labels(report.outcome).inc()
         self.runs += 1
+        self._succeeded_at = time.monotonic()
         return report
+
+    def healthy(self, max_age_seconds: float) -> bool:
+        """A run has succeeded within the last ``max_age_seconds`` (wall time): readiness."""
+        return self._succeeded_at is not None and time.monotonic() - self._succeeded_at <= max_age_seconds
 
     async def _run(self) -> RunReport:
         now = self.clock.now()

@@ -21,7 +21,7 @@ from aiohttp import web
 from harbinger.clock import SystemClock, clock_from_spec
 from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import api_client
-from harbinger.lifecycle import stop_on_signals
+from harbinger.lifecycle import stop_on_signals, supervise
 from harbinger.settings import Settings
 from models.traffic import history_source
 from scaler.controller import Planner, RunReport
@@ -79,14 +79,15 @@ async def run_planner(settings: Settings, inputs: PlannerInputs, *, stop: asynci
     async with wired(settings, inputs) as parts:
         planner = parts.planner
         app = web.Application()
-        add_standard_routes(app, ready=lambda: planner.runs > 0)
+        # Ready once a run has succeeded, and for as long as runs keep succeeding.
+        add_standard_routes(app, ready=lambda: planner.healthy(3 * own.interval_seconds + 60))
         with stop_on_signals(stop):
             tasks = [
                 asyncio.create_task(serve(app, host=own.metrics_host, port=own.metrics_port, stop=stop)),
-                asyncio.create_task(planner.run(stop, own.interval_seconds)),
+                asyncio.create_task(supervise("planner", lambda: planner.run(stop, own.interval_seconds), stop)),
             ]
             if not own.forecast_only:
-                tasks.append(asyncio.create_task(parts.elector.run(stop)))
+                tasks.append(asyncio.create_task(supervise("lease", lambda: parts.elector.run(stop), stop)))
             try:
                 await asyncio.gather(*tasks)
             finally:

@@ -1,5 +1,6 @@
 """Every call to the apiserver ends: a server that accepts and never answers gives a timeout,
-not a hung planner run or a silently stale cache."""
+not a hung planner run or a silently stale cache; a cache says when it is stale; a crashed
+background loop is restarted, not left dead in a live process."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
+from prometheus_client import REGISTRY
 
 from harbinger.kube import Reflector, with_default_timeout
+from harbinger.lifecycle import supervise
 from tests.conftest import ServeApp
 
 
@@ -77,6 +80,7 @@ async def test_a_half_open_watch_is_cut_and_retried(serve_app: ServeApp, monkeyp
         reflector.start()
         try:
             await reflector.wait_synced(10)
+            assert reflector.healthy()
             for _ in range(200):
                 if len(watches) >= 2:
                     break
@@ -85,3 +89,22 @@ async def test_a_half_open_watch_is_cut_and_retried(serve_app: ServeApp, monkeyp
             await reflector.stop()
             await api.close()
     assert len(watches) >= 2, watches
+    # Its list answered, its watches never did: after max_age it is no longer fresh.
+    assert reflector.last_contact is not None and not reflector.healthy(0)
+
+
+async def test_a_crashed_background_loop_is_logged_counted_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
+    stop = asyncio.Event()
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise KeyError("a field the loop did not expect")
+        stop.set()
+
+    before = REGISTRY.get_sample_value("harbinger_task_restarts_total", {"task": "flaky"}) or 0.0
+    await asyncio.wait_for(supervise("flaky", flaky, stop, first_backoff=0.01), 10)
+    assert runs == [0, 1, 2]
+    assert REGISTRY.get_sample_value("harbinger_task_restarts_total", {"task": "flaky"}) == before + 2
+    assert caplog.text.count("background task flaky crashed") == 2 and "KeyError" in caplog.text
