@@ -1,8 +1,10 @@
 """CA bundles (concatenated PEM certificates) as a ``caBundle`` holds them.
 
 During a rotation the apiserver must trust both the CA of the leaf still being served
-and the CA of the new one, so the bundle carries the new CA first and the previous
-ones after it, dropping expired ones and keeping at most ``keep`` in all.
+and the CA of the new one, so the bundle carries the new CA first, then the CA of the
+certificate the webhook serves now (always: a rotation that injected its CA but failed
+before storing its Secret, and was retried, must not push that one out), then the previous
+ones, dropping expired ones and keeping at most ``keep`` in all (the served one always).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def split_bundle(pem: bytes, *, source: str = "caBundle") -> list[x509.Certifica
 
 
 def merge_bundle(new_ca_pem: bytes, previous_bundle: bytes, *, keep: int = DEFAULT_KEEP,
-                 now: dt.datetime | None = None) -> bytes:
-    """``new_ca_pem`` followed by the still-valid certificates of ``previous_bundle``
-    (unreadable previous bundles are dropped: the new CA alone is always correct)."""
+                 now: dt.datetime | None = None, served_ca_pem: bytes = b"") -> bytes:
+    """``new_ca_pem``, then the CA of what is served now (``served_ca_pem``, when valid), then
+    the still-valid certificates of ``previous_bundle`` (unreadable previous bundles are
+    dropped: the new CA alone is always correct)."""
     now = now or dt.datetime.now(dt.UTC)
     new = split_bundle(new_ca_pem, source="new CA")
     if len(new) != 1:
@@ -39,9 +42,17 @@ def merge_bundle(new_ca_pem: bytes, previous_bundle: bytes, *, keep: int = DEFAU
         previous = split_bundle(previous_bundle)
     except InvalidInput:
         previous = []
+    try:
+        served = [c for c in split_bundle(served_ca_pem, source="served CA") if c.not_valid_after_utc > now]
+    except InvalidInput:
+        served = []
     merged = [new[0]]
+    for cert in served:
+        if cert not in merged:
+            merged.append(cert)
+    limit = max(keep, len(merged))
     for cert in previous:
-        if len(merged) >= keep:
+        if len(merged) >= limit:
             break
         if cert.not_valid_after_utc > now and cert not in merged:
             merged.append(cert)

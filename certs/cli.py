@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, store_secret
+from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, served_ca, store_secret
 from certs.serving_set import ServingSet, issue_serving_set, parse_hosts
 from harbinger.errors import InvalidInput
 from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
@@ -62,7 +62,10 @@ async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[st
     async with api_client(kube.kubeconfig, kube.context) as api:
         if args.inject_webhook:
             await read_webhook_configuration(api, args.inject_webhook)  # fail before writing anything
-            await inject_ca_bundle(api, args.inject_webhook, serving.ca_pem)
+            # The CA of the certificate still served stays trusted until the Secret holds the
+            # new one, however many times this Job is retried in between.
+            served = await served_ca(api, *secret) if secret else b""
+            await inject_ca_bundle(api, args.inject_webhook, serving.ca_pem, served_ca_pem=served)
             done["injected_webhook"] = args.inject_webhook
             if not args.json:
                 print(f"injected the CA into MutatingWebhookConfiguration {args.inject_webhook}")

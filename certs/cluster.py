@@ -43,9 +43,22 @@ async def read_webhook_configuration(api: client.ApiClient, name: str) -> dict[s
     return config
 
 
-async def inject_ca_bundle(api: client.ApiClient, name: str, ca_pem: bytes) -> bytes:
-    """Put ``ca_pem`` (plus the previous, still-valid CA) into every webhook of the
-    MutatingWebhookConfiguration ``name``; returns the bundle written."""
+async def served_ca(api: client.ApiClient, namespace: str, name: str) -> bytes:
+    """The CA (``ca.crt``) of the certificate the webhook serves now, from its Secret; empty
+    when there is none yet."""
+    core = client.CoreV1Api(api)
+    secret = await get_or_none(core.read_namespaced_secret(name, namespace, _preload_content=False),
+                               f"Secret {namespace}/{name}")
+    encoded = ((secret or {}).get("data") or {}).get(CA_FILE) or ""
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return b""
+
+
+async def inject_ca_bundle(api: client.ApiClient, name: str, ca_pem: bytes, *, served_ca_pem: bytes = b"") -> bytes:
+    """Put ``ca_pem`` (plus the CA of what is served now and the previous, still-valid CA) into
+    every webhook of the MutatingWebhookConfiguration ``name``; returns the bundle written."""
     admission = client.AdmissionregistrationV1Api(api)
     for _attempt in range(_ATTEMPTS):
         config = await read_webhook_configuration(api, name)
@@ -58,7 +71,7 @@ async def inject_ca_bundle(api: client.ApiClient, name: str, ca_pem: bytes) -> b
         bundle = b""
         for index, webhook in enumerate(webhooks):
             previous = base64.b64decode((webhook.get("clientConfig") or {}).get("caBundle") or "")
-            bundle = merge_bundle(ca_pem, previous)
+            bundle = merge_bundle(ca_pem, previous, served_ca_pem=served_ca_pem)
             patch.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
                           "value": base64.b64encode(bundle).decode()})
         try:

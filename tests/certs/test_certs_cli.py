@@ -3,6 +3,7 @@ bad input refused (exit 2) before anything is written."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -11,7 +12,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from certs.cluster import inject_ca_bundle, served_ca
+from certs.serving_set import issue_serving_set, parse_hosts
 from harbinger.cli import main
+from harbinger.kube import api_client
 from harbinger_dev.localcluster import LocalCluster
 
 HOSTS = "harbinger-webhook.harbinger-system.svc,127.0.0.1"
@@ -101,6 +105,23 @@ def test_secret_and_ca_bundle_on_the_cluster(cluster: LocalCluster, tmp_path: Pa
         stored = cluster.kubectl("get", "secret", "-n", namespace, "webhook-tls",
                                  "-o", "jsonpath={.data.tls\\.crt}").stdout
         assert base64.b64decode(stored) == (tmp_path / "2" / "tls.crt").read_bytes()
+
+        # Two rotations that inject their CA and die before storing their Secret (a Job retried):
+        # the CA of the certificate still served stays in the bundle throughout.
+        async def inject_then_die() -> x509.Certificate:
+            # What 'harbinger certs' does up to storing the Secret, where the Job dies.
+            fresh = issue_serving_set(parse_hosts(HOSTS), days=90)
+            async with api_client(cluster.kubeconfig) as api:
+                await inject_ca_bundle(api, name, fresh.ca_pem,
+                                       served_ca_pem=await served_ca(api, namespace, "webhook-tls"))
+            return x509.load_pem_x509_certificate(fresh.ca_pem)
+
+        failed = [asyncio.run(inject_then_die()) for _ in range(2)]
+        assert bundle_of(cluster, name, 0) == [failed[1], second_ca]
+        args[2] = str(tmp_path / "2c")
+        assert main(args) == 0
+        newest = x509.load_pem_x509_certificate((tmp_path / "2c" / "ca.crt").read_bytes())
+        assert bundle_of(cluster, name, 0) == [newest, second_ca]
 
         # A configuration that does not exist: refused before any Secret or file is written.
         args[2] = str(tmp_path / "3")
