@@ -83,7 +83,7 @@ from scaler.metrics import (
     RUNS,
     SKIPPED,
 )
-from scaler.plan import FloorHold, ServicePlan, plan_service
+from scaler.plan import FloorHold, ForecastLike, ServicePlan, plan_service
 from scaler.tenancy import FloorCaps
 
 log = logging.getLogger(__name__)
@@ -206,11 +206,11 @@ class Planner:
         floors: dict[str, int] = {}
         failed: dict[str, Skipped] = {}
         for key in planned:
-            try:
-                plans[key] = plan_service(forecasts[key], targets[key].profile, now,
-                                          stabilization_seconds=self.stabilization_seconds)
-            except (InvalidInput, ValueError, ArithmeticError) as exc:
-                failed[key] = Skipped(targets[key].deployment, "PlanFailed", f"no plan this run: {exc}")
+            made = plan_or_skip(targets[key], forecasts[key], now, self.stabilization_seconds)
+            if isinstance(made, Skipped):
+                failed[key] = made
+            else:
+                plans[key] = made
         if self.short_term is not None:
             short = await asyncio.gather(*(self.short_term.plan(
                 t.service, t.namespace, t.profile, now, stabilization_seconds=self.stabilization_seconds)
@@ -528,6 +528,17 @@ class Planner:
                 log.exception("planner run failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
+
+
+def plan_or_skip(target: Target, forecast: ForecastLike, now: datetime,
+                 stabilization_seconds: float) -> ServicePlan | Skipped:
+    """One service's plan, or why it has none this run: a profile a tenant wrote may hold
+    values no plan can be made of (an infinite rate, a floor too large to count), and that
+    skips this service alone."""
+    try:
+        return plan_service(forecast, target.profile, now, stabilization_seconds=stabilization_seconds)
+    except (InvalidInput, ValueError, ArithmeticError) as exc:
+        return Skipped(target.deployment, "PlanFailed", f"no plan this run: {type(exc).__name__}: {exc}")
 
 
 def _schedulable(node: KubeObject) -> bool:
