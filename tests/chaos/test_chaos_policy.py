@@ -1,0 +1,124 @@
+"""The apiserver holds the chaos controller to rehearsals (``manifests/base/chaos/
+admission-policy.yaml``): with its own token it may set fault annotations on pods and fault
+blocks on VirtualServices in opted-in namespaces, and nothing that would change what a pod
+runs or where traffic goes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from chaos.backends.istio import GROUP, PLURAL, VERSION
+from harbinger import contract
+from harbinger_dev.localcluster import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = "harbinger-chaos-changes-faults-only"
+SPEC: dict[str, Any] = {"hosts": ["payments"], "http": [
+    {"name": "primary", "route": [{"destination": {"host": "payments", "subset": "v1"}}]}]}
+
+
+def shipped(cluster: LocalCluster, system: str, suffix: str) -> str:
+    """The chaos controller's account, RBAC and admission policy, named for this test alone."""
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+             "ValidatingAdmissionPolicyBinding"}
+    built = yaml.safe_load_all(cluster.kubectl("kustomize", str(REPO / "manifests" / "base" / "chaos")).stdout)
+    docs = [d for d in built if d and d["kind"] in kinds]
+    assert {d["kind"] for d in docs} == kinds
+    text = yaml.safe_dump_all(docs).replace("harbinger-system", system).replace(POLICY, f"{POLICY}-{suffix}")
+    text = text.replace("name: harbinger-chaos\n", f"name: harbinger-chaos-{suffix}\n").replace(
+        f":{system}:harbinger-chaos'", f":{system}:harbinger-chaos-{suffix}'")
+    assert f"system:serviceaccount:{system}:harbinger-chaos-{suffix}'" in text
+    return text
+
+
+async def refused(call: Awaitable[Any], message: str) -> None:
+    with pytest.raises(ApiException) as caught:
+        await call
+    assert message in str(caught.value.body), caught.value.body
+
+
+def pod(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "payments"}},
+            "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}],
+                     "nodeSelector": {"harbinger-test": "nowhere"}}}
+
+
+def virtual_service(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "VirtualService",
+            "metadata": {"name": name, "labels": labels or {}}, "spec": SPEC}
+
+
+async def test_the_chaos_controller_may_set_faults_and_nothing_else(
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any,
+) -> None:
+    cluster.kubectl("apply", "-k", str(REPO / "manifests" / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io")
+    system = await make_namespace()
+    rehearsed = await make_namespace(opted_in=True, labels={contract.CHAOS: contract.CHAOS_ENABLED})
+    elsewhere = await make_namespace()
+    suffix = uuid.uuid4().hex[:6]
+    text = shipped(cluster, system, suffix)
+    cluster.kubectl("apply", "-f", "-", input=text)
+    core_admin, custom_admin = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+    for namespace in (rehearsed, elsewhere):
+        await core_admin.create_namespaced_pod(namespace, pod("payments-0"))
+    await custom_admin.create_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, virtual_service("payments"))
+    try:
+        token = await core_admin.create_namespaced_service_account_token(
+            f"harbinger-chaos-{suffix}", system, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
+        configuration = client.Configuration(host=cluster.server)
+        configuration.ssl_ca_cert = str(cluster.ca_cert)
+        configuration.api_key = {"BearerToken": token.status.token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        async with client.ApiClient(configuration) as as_chaos:
+            core: Any = client.CoreV1Api(as_chaos)
+            custom: Any = client.CustomObjectsApi(as_chaos)
+            fault = {"metadata": {"annotations": {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 50})},
+                                  "labels": {contract.CHAOS_OWNED_LABEL: "true"}}}
+            # The apiserver loads a new policy within a moment: wait until it refuses a team label.
+            for attempt in range(100):
+                try:
+                    await core.patch_namespaced_pod("payments-0", rehearsed,
+                                                    {"metadata": {"labels": {"app": f"moved-{attempt}"}}})
+                except ApiException as exc:
+                    assert "only harbinger.io/ labels and annotations" in str(exc.body), exc.body
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the chaos controller's admission policy never took effect")
+            await core.patch_namespaced_pod("payments-0", rehearsed, fault)
+            await refused(core.patch_namespaced_pod("payments-0", rehearsed, {"spec": {"containers": [
+                {"name": "app", "image": "evil.invalid/x:1"}]}}), "never changes a pod's spec")
+            await refused(core.patch_namespaced_pod("payments-0", elsewhere, fault), "only in namespaces labelled")
+
+            # VirtualServices: the fault block may change, where traffic goes may not.
+            with_fault = [{"op": "add", "path": "/spec/http/0/fault",
+                           "value": {"delay": {"fixedDelay": "1s", "percentage": {"value": 5}}}},
+                          {"op": "add", "path": "/metadata/labels", "value": {contract.CHAOS_OWNED_LABEL: "true"}}]
+            await custom.patch_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "payments", with_fault)
+            await refused(custom.patch_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "payments", [
+                {"op": "replace", "path": "/spec/http/0/route/0/destination/host", "value": "evil"}]),
+                "never where its traffic goes")
+            unowned = custom.create_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL,
+                                                             virtual_service("other"))
+            await refused(unowned, "carries harbinger.io/chaos-owned")
+            owned = virtual_service("ours", {contract.CHAOS_OWNED_LABEL: "true"})
+            await custom.create_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, owned)
+            await custom.delete_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "ours")
+            await custom_admin.create_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL,
+                                                               virtual_service("teams"))
+            await refused(custom.delete_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "teams"),
+                          "deletes only VirtualServices it created")
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=text)
