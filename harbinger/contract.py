@@ -86,6 +86,13 @@ SCHEDULER_NAME: Final = "harbinger-scheduler"
 #: Field manager name for every server-side apply and patch Harbinger makes.
 FIELD_MANAGER: Final = "harbinger"
 
+# --- API objects (manifests/base/crds) -------------------------------------------------
+API_GROUP: Final = "harbinger.io"
+API_VERSION: Final = "v1alpha1"
+#: One per managed Deployment, named after it and owned by it: the planner's intent and record.
+CAPACITY_PLAN_KIND: Final = "CapacityPlan"
+CAPACITY_PLANS: Final = "capacityplans"
+
 
 def service_of(labels: dict[str, str] | None, annotations: dict[str, str] | None) -> str | None:
     """The service a pod or workload belongs to, by the one rule every component uses.

@@ -58,6 +58,7 @@ from scaler.apply import (
     raised_floor,
     record_event,
 )
+from scaler.capacityplans import CapacityPlans, records_of
 from scaler.forecasting import ForecastSource
 from scaler.headroom import ShortTermFloors
 from scaler.inputs import (
@@ -138,6 +139,7 @@ class Planner:
         graph_edges: EdgeSource | None = None,
         short_term: ShortTermFloors | None = None,
         floor_caps: FloorCaps | None = None,
+        capacity_plans: CapacityPlans | None = None,
     ) -> None:
         self.api = api
         self.forecasts = forecasts
@@ -159,6 +161,8 @@ class Planner:
         #: service's plan; else the forecaster's plan (``forecasts``) is.
         self.short_term = short_term
         self.floor_caps = floor_caps or FloorCaps()
+        #: Where the leader records each Deployment's plan on the API (CapacityPlan objects).
+        self.capacity_plans = capacity_plans
         #: Reasons already recorded as an Event, by Deployment uid: one Event per new problem.
         self._told: dict[str, str] = {}
         self._last_edges: set[MeshEdge] | None = None
@@ -272,6 +276,11 @@ class Planner:
                 if released is not None:
                     report.released.append(released)
         report.released.extend(await self._release_unmanaged(targets, now))
+        if self.capacity_plans is not None:
+            changed = {contract.service_key(c.namespace, c.service): (c, *change_reason(c, plans[
+                contract.service_key(c.namespace, c.service)])) for c in report.changes}
+            await self.capacity_plans.publish(records_of(targets, plans, allocation.granted, changed,
+                                                         [*found.skipped, *unplanned], now))
         return report
 
     async def _tell(self, problems: list[Skipped], now: datetime) -> None:
@@ -441,11 +450,7 @@ class Planner:
         await annotate_plan(self.api, target, plan, change.after, learned)
         if change.before != change.after:
             FLOOR_CHANGES.labels(target.namespace, target.service, change.direction).inc()
-            reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
-            peak = plan.next_peak()
-            message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
-                       + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
-                          f"{format_time(peak.start)}" if peak else ""))
+            reason, message = change_reason(change, plan)
             await record_event(self.api, target.deployment, reason, message, now, self.identity)
             log.info("%s/%s: %s", target.namespace, target.name, message)
         return change
@@ -528,6 +533,16 @@ class Planner:
                 log.exception("planner run failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
+
+
+def change_reason(change: Change, plan: ServicePlan) -> tuple[str, str]:
+    """The Event reason and message of a floor change."""
+    reason = "FloorRaised" if change.direction == "raised" else "FloorLowered"
+    peak = plan.next_peak()
+    message = (f"{change.kind} {change.field} {change.before} -> {change.after}"
+               + (f" for a predicted peak of {peak.p90_tps:.1f} req/s (P90) at "
+                  f"{format_time(peak.start)}" if peak else ""))
+    return reason, message
 
 
 def plan_or_skip(target: Target, forecast: ForecastLike, now: datetime,

@@ -24,6 +24,7 @@ from harbinger.kube import api_client
 from harbinger.lifecycle import stop_on_signals, supervise
 from harbinger.settings import Settings
 from models.traffic import history_source
+from scaler.capacityplans import CapacityPlans
 from scaler.controller import Planner, RunReport
 from scaler.forecasting import ModelForecasts
 from scaler.headroom import ShortTermFloors
@@ -57,7 +58,8 @@ async def wired(settings: Settings, inputs: PlannerInputs) -> AsyncIterator[Wire
                           stabilization_seconds=own.stabilization_seconds, forecast_only=own.forecast_only,
                           elector=elector, identity=identity, history=history, graph_edges=edges,
                           short_term=ShortTermFloors(history) if own.short_horizon else None,
-                          floor_caps=FloorCaps(own.max_floor_replicas, own.namespace_max_floor_replicas))
+                          floor_caps=FloorCaps(own.max_floor_replicas, own.namespace_max_floor_replicas),
+                          capacity_plans=CapacityPlans(api))
         yield Wired(planner, elector)
 
 

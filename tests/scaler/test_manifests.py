@@ -19,6 +19,7 @@ from harbinger import contract
 from harbinger.clock import ManualClock
 from harbinger.profile import CapacityProfile
 from harbinger_dev.localcluster import LocalCluster
+from scaler.capacityplans import CapacityPlans
 from scaler.controller import Planner
 from scaler.leader import LeaderElector
 
@@ -48,6 +49,8 @@ async def test_the_planners_rbac_is_enough_and_no_more(
     cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any,
     forecast: Any, scripted: Any,
 ) -> None:
+    cluster.kubectl("apply", "-k", str(MANIFESTS.parent / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io")
     system = await make_namespace()  # stands in for harbinger-system
     workloads = await make_namespace(opted_in=True)
     await scaler_nodes(1)
@@ -90,12 +93,18 @@ async def test_the_planners_rbac_is_enough_and_no_more(
                                     duration_seconds=15, clock=clock)
             assert await elector.try_acquire_or_renew()
             assert await elector.try_acquire_or_renew()  # renewing needs get + update
+            records = CapacityPlans(as_planner)
             planner = Planner(as_planner, forecasts=scripted({"checkout": forecast("checkout", T0, [50.0] * 4)}),
                               clock=clock, elector=elector, namespaces=frozenset({workloads}),
-                              node_selector="harbinger-test=scaler")
+                              node_selector="harbinger-test=scaler", capacity_plans=records)
             report = await planner.run_once()
             assert report.outcome == "applied"
             assert [(c.service, c.after) for c in report.changes] == [("checkout", 5)]
+            # ... and its record of the plan (the CapacityPlan and its status) was written.
+            assert records.enabled
+            record = await client.CustomObjectsApi(kube).get_namespaced_custom_object_status(
+                contract.API_GROUP, contract.API_VERSION, workloads, contract.CAPACITY_PLANS, "checkout")
+            assert record["status"]["plannedReplicas"] == 5
             await only_floors_may_change(as_planner, kube, workloads, make_namespace, new_service)
     finally:
         cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=text)
