@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,10 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, runner: Runner) -> int:
     # The flag wins; else the settings (HARBINGER_LOG_LEVEL or the settings file), checked
     # there like every other setting.
+    from harbinger.logs import configure
     from harbinger.settings import load_settings
 
-    level = args.log_level or load_settings().log_level
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    configure(args.log_level or settings.log_level, settings.log_format)
     return runner(args)
 
 

@@ -18,17 +18,23 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import platform
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, generate_latest
 
+from harbinger import __version__
 from harbinger.errors import InvalidInput
 from harbinger.lifecycle import stop_on_signals
 
 log = logging.getLogger(__name__)
+
+#: Which Harbinger a /metrics endpoint belongs to (always 1), as Prometheus exporters do.
+BUILD_INFO = Gauge("harbinger_build_info", "Harbinger's version and Python, always 1", ["version", "python"])
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 #: The file names of a ``kubernetes.io/tls`` Secret mounted as a directory.
 CERT_FILE = "tls.crt"

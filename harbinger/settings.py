@@ -152,6 +152,8 @@ class Settings(BaseSettings):
 
     #: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (any case); ``--log-level`` overrides it.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``text`` for people, ``json`` (one object per line) for log pipelines.
+    log_format: Literal["text", "json"] = "text"
     #: Rehearsals and ``make demo`` only: ``START,SPEED,ORIGIN`` runs every component on
     #: trace time (see :mod:`harbinger.clock`). Empty means the wall clock.
     replay_clock: str | None = None
