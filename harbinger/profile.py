@@ -18,9 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 
+#: A profile has a dozen short fields; anything longer is not one (and is not parsed).
+MAX_ANNOTATION_CHARS = 4096
+#: Kubernetes counts replicas in an int32.
+MAX_REPLICAS = 2**31 - 1
+
 
 class CapacityProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Non-finite numbers (1e309 parses as infinity) are refused like any other bad value.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: Requests per second one replica serves at its target utilization.
     rps_per_replica: float = Field(50.0, gt=0)
@@ -40,8 +46,8 @@ class CapacityProfile(BaseModel):
     bytes_per_request: float = Field(20_000, ge=0)
     #: Seconds from pod creation to serving traffic.
     warmup_seconds: float = Field(60.0, ge=0)
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(100, ge=1)
+    min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(100, ge=1, le=MAX_REPLICAS)
     #: Extra capacity over the planned load, as a fraction (0.2 = 20 %).
     headroom: float = Field(0.2, ge=0, le=10)
     #: What the floor is sized on. ``p90`` (default): the P90 forecast x (1 + headroom) at
@@ -106,10 +112,17 @@ def parse_profile(data: Any, *, source: str) -> CapacityProfile:
 
 def profile_from_annotation(value: str, *, source: str) -> CapacityProfile:
     """The ``harbinger.io/capacity-profile`` annotation: a JSON object of profile fields."""
+    if len(value) > MAX_ANNOTATION_CHARS:
+        raise InvalidInput(f"capacity profile annotation is {len(value)} characters, more than "
+                           f"{MAX_ANNOTATION_CHARS}", source=source)
     try:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"capacity profile annotation is not JSON: {exc.msg}", source=source) from exc
+    except RecursionError as exc:
+        raise InvalidInput("capacity profile annotation is nested too deeply to be a profile", source=source) from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInput(f"capacity profile annotation cannot be read: {exc}", source=source) from exc
     return parse_profile(data, source=source)
 
 

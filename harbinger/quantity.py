@@ -17,6 +17,9 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
             "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
             "P": Decimal("1e15"), "E": Decimal("1e18")}
+#: Nothing Kubernetes counts (bytes, bits/s, cores) comes near this; a quantity beyond it is
+#: a typo or an attack, and refusing it keeps every later int() and float() finite.
+LIMIT = Decimal("1e30")
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$")
 
 
@@ -28,21 +31,35 @@ def parse_quantity(value: str | int | float, *, what: str = "quantity") -> Decim
     if isinstance(value, bool):
         raise InvalidInput(f"{what}: expected a quantity, got a boolean")
     if isinstance(value, int | float):
-        return Decimal(str(value))
+        return _bounded(Decimal(str(value)), value, what)
     text = str(value).strip()
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.match(text) if len(text) <= 64 else None
     if not match:
-        raise InvalidInput(f"{what}: {value!r} is not a Kubernetes quantity (examples: 10M, 500m, 2Gi)")
+        raise InvalidInput(f"{what}: {_shown(value)} is not a Kubernetes quantity (examples: 10M, 500m, 2Gi)")
     number, exponent, suffix = match.groups()
     try:
         base = Decimal(number)
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
         raise InvalidInput(f"{what}: {value!r} is not a number") from exc
     if exponent:
-        return base * Decimal(10) ** int(exponent[1:])
+        power = int(exponent[1:])
+        if abs(power) > 40:  # 10 ** 400000000 would not fit in memory, let alone a node
+            raise InvalidInput(f"{what}: {value!r} is out of range (at most {LIMIT:.0e})")
+        return _bounded(base * Decimal(10) ** power, value, what)
     if suffix in _BINARY:
-        return base * _BINARY[suffix]
-    return base * _DECIMAL[suffix or ""]
+        return _bounded(base * _BINARY[suffix], value, what)
+    return _bounded(base * _DECIMAL[suffix or ""], value, what)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bounded(amount: Decimal, value: object, what: str) -> Decimal:
+    if not amount.is_finite() or abs(amount) >= LIMIT:
+        raise InvalidInput(f"{what}: {_shown(value)} is out of range (at most {LIMIT:.0e})")
+    return amount
 
 
 def parse_nonnegative(value: str | int | float, *, what: str = "quantity") -> Decimal:

@@ -226,7 +226,7 @@ def _profile(text: str) -> CapacityProfile | str:
 def _plan_replicas(text: str) -> int | None:
     try:
         replicas = json.loads(text).get("replicas")
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1 else None
 
@@ -308,7 +308,8 @@ def _upstream_port(pod: Pod, own: dict[str, str], decision: Decision, where: str
     first declared port of its first container, else the sidecar's default."""
     declared = own.get(contract.CHAOS_UPSTREAM_PORT)
     if declared is not None:
-        if declared.isdigit() and 1 <= int(declared) <= 65535:
+        # isascii: "²" and "٣" are digits to str.isdigit, and not to int().
+        if declared.isascii() and declared.isdigit() and len(declared) <= 5 and 1 <= int(declared) <= 65535:
             return int(declared)
         decision.warnings.append(
             f"{where}: annotation {contract.CHAOS_UPSTREAM_PORT}={declared!r} is not a port number"

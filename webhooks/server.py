@@ -1,15 +1,18 @@
 """The webhook's aiohttp application: ``POST /mutate`` plus the standard
 ``/healthz``, ``/readyz`` and ``/metrics``; served over TLS by :func:`harbinger.httpserver.serve`.
 
-Status codes are decided here, once: 200 with an AdmissionReview for every review
-(allowed, with or without a patch), 400 with a message for a body that is not one,
-413 for a body over ``max_body_bytes``. With ``failurePolicy: Ignore`` none of them
-ever blocks a pod.
+Status codes are decided here, once (:func:`answer`): 200 with an AdmissionReview for
+every review (allowed, with or without a patch), 400 with a message for a body that is not
+one, 413 for a body over ``max_body_bytes``. Never a 5xx: should deciding a pod ever fail on
+something no parser foresaw, the pod is allowed unchanged with a warning, the error is logged
+with its traceback and counted (``harbinger_webhook_errors_total{reason="internal"}``). With
+``failurePolicy: Ignore`` none of them ever blocks a pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +29,7 @@ from webhooks import metrics
 from webhooks.cluster import WatchedCluster
 from webhooks.forecasts import ModelForecasts
 from webhooks.mutate import Bounds, Mutator
+from webhooks.review import encode_response
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +58,37 @@ async def mutate(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:  # chunked bodies are only measured while read
         return _error(413, "too_large", f"AdmissionReview body is over {limit} bytes")
+    status, reason, text = await answer(request.app[MUTATOR], body)
+    if status != 200:
+        return _error(status, reason, text.decode())
+    return web.Response(body=text, content_type=JSON)
+
+
+async def answer(mutator: Mutator, body: bytes) -> tuple[int, str, bytes]:
+    """(status, error reason, body) for one AdmissionReview body (module docstring)."""
     started = time.perf_counter()
     try:
-        answer = await request.app[MUTATOR].review(body)
+        reviewed = await mutator.review(body)
     except InvalidInput as exc:
-        return _error(400, "bad_request", str(exc))
+        return 400, "bad_request", str(exc).encode()
+    except Exception as exc:  # a bug must not become a 5xx: the pod goes in unchanged
+        uid = _uid_of(body)
+        log.exception("review %s failed; the pod is admitted unchanged", uid or "(no uid)")
+        metrics.ERRORS.labels("internal").inc()
+        if uid is None:
+            return 400, "bad_request", b"AdmissionReview: request.uid is missing"
+        reviewed = encode_response(uid, warnings=[f"harbinger: the pod was admitted unchanged ({type(exc).__name__})"])
     metrics.LATENCY.observe(time.perf_counter() - started)
     metrics.ANSWERED.inc()
-    return web.Response(body=answer, content_type=JSON)
+    return 200, "", reviewed
+
+
+def _uid_of(body: bytes) -> str | None:
+    try:
+        uid = json.loads(body)["request"]["uid"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return uid if isinstance(uid, str) and uid else None
 
 
 def build_app(

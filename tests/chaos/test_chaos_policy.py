@@ -1,7 +1,7 @@
 """The apiserver holds the chaos controller to rehearsals (``manifests/base/chaos/
 admission-policy.yaml``): with its own token it may set fault annotations on pods and fault
 blocks on VirtualServices in opted-in namespaces, and nothing that would change what a pod
-runs or where traffic goes."""
+runs or where traffic goes; and nobody else may set a pod's fault annotations."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from harbinger_dev.localcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = "harbinger-chaos-changes-faults-only"
+KEYS_POLICY = "harbinger-chaos-fault-keys"
 SPEC: dict[str, Any] = {"hosts": ["payments"], "http": [
     {"name": "primary", "route": [{"destination": {"host": "payments", "subset": "v1"}}]}]}
 
@@ -33,8 +34,9 @@ def shipped(cluster: LocalCluster, system: str, suffix: str) -> str:
              "ValidatingAdmissionPolicyBinding"}
     built = yaml.safe_load_all(cluster.kubectl("kustomize", str(REPO / "manifests" / "base" / "chaos")).stdout)
     docs = [d for d in built if d and d["kind"] in kinds]
-    assert {d["kind"] for d in docs} == kinds
-    text = yaml.safe_dump_all(docs).replace("harbinger-system", system).replace(POLICY, f"{POLICY}-{suffix}")
+    assert {d["kind"] for d in docs} == kinds and len(docs) == 7
+    text = yaml.safe_dump_all(docs).replace("harbinger-system", system).replace(POLICY, f"{POLICY}-{suffix}").replace(
+        KEYS_POLICY, f"{KEYS_POLICY}-{suffix}")
     text = text.replace("name: harbinger-chaos\n", f"name: harbinger-chaos-{suffix}\n").replace(
         f":{system}:harbinger-chaos'", f":{system}:harbinger-chaos-{suffix}'")
     assert f"system:serviceaccount:{system}:harbinger-chaos-{suffix}'" in text
@@ -120,5 +122,17 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
                                                                virtual_service("teams"))
             await refused(custom.delete_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "teams"),
                           "deletes only VirtualServices it created")
+
+        # Nobody else may hand a pod a fault: not at creation (a template carrying one) ...
+        faulty = pod("payments-1")
+        faulty["metadata"]["annotations"] = {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 9})}
+        await refused(core_admin.create_namespaced_pod(rehearsed, faulty), "only the chaos controller sets")
+        # ... nor by editing one (the fault the chaos controller set stays its own).
+        await refused(core_admin.patch_namespaced_pod("payments-0", rehearsed, {"metadata": {"annotations": {
+            contract.CHAOS_FAULT: json.dumps({"kind": "cpu", "cpu_cores": 8})}}}), "only the chaos controller sets")
+        await refused(core_admin.patch_namespaced_pod("payments-0", rehearsed, {"metadata": {"annotations": {
+            contract.CHAOS_FAULT: None}}}), "only the chaos controller sets")
+        await core_admin.patch_namespaced_pod("payments-0", rehearsed, {"metadata": {"annotations": {
+            "team.example/note": "other annotations are the team's"}}})
     finally:
         cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=text)
