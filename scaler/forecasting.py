@@ -2,9 +2,7 @@
 
 A :class:`ForecastSource` answers "the forecast for these services, now". The shipped
 one, :class:`ModelForecasts`, loads each service's trained forecaster from
-``<models_dir>/<namespace>/<service>/`` (``harbinger train --out`` there; the
-flat ``<models_dir>/<service>/`` of earlier releases is still read when the namespaced one is
-absent, with a deprecation warning) and feeds it the recent
+``<models_dir>/<namespace>/<service>/`` (:mod:`models.layout`) and feeds it the recent
 request rate from a :mod:`models.traffic` source (Prometheus, or a recorded trace in
 rehearsals); tests inject their own source with scripted forecasts.
 """
@@ -21,8 +19,8 @@ from typing import Protocol
 import aiohttp
 
 from harbinger.errors import InvalidInput
+from models import layout
 from models.events import Event
-from models.metadata import GRAPH_FILE
 from models.serving import Forecaster
 from models.traffic import HistorySource
 from scaler.plan import ForecastLike
@@ -45,24 +43,10 @@ class ModelForecasts:
         self.lookback = timedelta(seconds=lookback_seconds)
         self.events = list(events)
         self._loaded: dict[str, tuple[int, Forecaster]] = {}
-        self._warned_flat: set[str] = set()
-
-    def model_dir(self, namespace: str, service: str) -> Path | None:
-        """Where the service's model is: ``<namespace>/<service>``, else the flat layout of
-        earlier releases (deprecated); None when neither exists."""
-        for directory in (self.models_dir / namespace / service, self.models_dir / service):
-            if (directory / GRAPH_FILE).is_file():
-                if directory.parent == self.models_dir and service not in self._warned_flat:
-                    self._warned_flat.add(service)
-                    log.warning("%s/%s: model read from the flat layout %s; move it to %s (the flat layout "
-                                "will not be read in the next release)", namespace, service, directory,
-                                self.models_dir / namespace / service)
-                return directory
-        return None
 
     def forecaster(self, service: str, namespace: str) -> Forecaster | None:
         """The service's model, reloaded when its directory changes (a retrained model)."""
-        directory = self.model_dir(namespace, service)
+        directory = layout.find(self.models_dir, namespace, service)
         if directory is None:
             return None
         try:

@@ -2,7 +2,9 @@
 directly (tests, demos) or from trained models refreshed in the background.
 
 The hot path asks one question, :meth:`ForecastProvider.outlook`: "what is this
-service's peak P90 from now to the end of its horizon, and which model said so?".
+service's peak P90 from now to the end of its horizon, and which model said so?". A
+service is its namespace and name: two teams' ``frontend`` have their own models, history
+and forecasts (:mod:`models.layout`).
 A cached forecast answers it with one array lookup. Only on a miss, for a service
 that has a trained model, does :class:`ModelForecasts` run the model inline, bounded
 by ``miss_budget_seconds``; the run goes on in the background when the budget is
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from harbinger import contract
+from models import layout
 from models.errors import BadEvents
 from models.events import Event, load_events
 from models.forecast import Forecast
@@ -56,7 +59,7 @@ class Outlook:
 
 
 class ForecastProvider(Protocol):
-    async def outlook(self, service: str, now: datetime) -> Outlook | None: ...
+    async def outlook(self, namespace: str, service: str, now: datetime) -> Outlook | None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def ready(self) -> bool: ...
@@ -83,16 +86,23 @@ class _Entry:
 
 
 class ForecastCache:
-    """Service name -> latest forecast. Reads are dictionary lookups on the event loop."""
+    """``namespace/service`` -> latest forecast. Reads are dictionary lookups on the event loop.
+
+    A forecast put without a namespace (:class:`StaticForecasts` in tests and benchmarks)
+    answers for its service in every namespace; models always put theirs with one."""
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    def put(self, forecast: Forecast) -> None:
-        self._entries[forecast.service] = _Entry(forecast)
+    def put(self, forecast: Forecast, namespace: str | None = None, service: str | None = None) -> None:
+        """``service`` (default: the forecast's own) is the service it is for: a model may have
+        been trained under another name."""
+        service = service or forecast.service
+        key = contract.service_key(namespace, service) if namespace else service
+        self._entries[key] = _Entry(forecast)
 
-    def cached(self, service: str, now: datetime) -> Outlook | None:
-        entry = self._entries.get(service)
+    def cached(self, namespace: str, service: str, now: datetime) -> Outlook | None:
+        entry = self._entries.get(contract.service_key(namespace, service)) or self._entries.get(service)
         return entry.outlook(now) if entry else None
 
     def services(self) -> list[str]:
@@ -107,8 +117,8 @@ class StaticForecasts(ForecastCache):
         for forecast in forecasts or []:
             self.put(forecast)
 
-    async def outlook(self, service: str, now: datetime) -> Outlook | None:
-        found = self.cached(service, now)
+    async def outlook(self, namespace: str, service: str, now: datetime) -> Outlook | None:
+        found = self.cached(namespace, service, now)
         (metrics.LOOKUP_HIT if found else metrics.LOOKUP_NONE).inc()
         return found
 
@@ -124,9 +134,6 @@ class StaticForecasts(ForecastCache):
 
 ModelLoader = Callable[[Path], ServingModel]
 
-#: A service name that can safely be a directory name (no ``/``, no ``..``).
-_SERVICE_DIR = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-
 
 def load_forecaster(model_dir: Path) -> ServingModel:
     """``models.serving.Forecaster.load``, imported on first use: onnxruntime loads only
@@ -137,7 +144,8 @@ def load_forecaster(model_dir: Path) -> ServingModel:
 
 
 class ModelForecasts(ForecastCache):
-    """Forecasts from trained models in ``models_dir/<service>/``, fed by ``history``.
+    """Forecasts from trained models in ``models_dir/<namespace>/<service>/``
+    (:mod:`models.layout`), fed by the service's own history in its namespace.
 
     A background task re-runs every model that has been asked for, every
     ``refresh_seconds``, and rescans ``models_dir`` for new or retrained models, and
@@ -170,36 +178,46 @@ class ModelForecasts(ForecastCache):
         self._refresh_seconds = refresh_seconds
         self._miss_budget = miss_budget_seconds
         self._load_model = load_model
-        self._available: dict[str, float] = {}  # service -> model dir mtime at last scan
+        #: Model directory (``namespace/service``, or a flat ``service``) -> its newest file's
+        #: mtime at the last scan: a model rewritten in place is seen as new.
+        self._available: dict[str, float] = {}
         self._models: dict[str, tuple[float, ServingModel]] = {}
-        self._wanted: set[str] = set()
+        self._wanted: set[tuple[str, str]] = set()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._failed_at: dict[str, float] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._scanned = False
 
     # --- hot path ---------------------------------------------------------------------
-    async def outlook(self, service: str, now: datetime) -> Outlook | None:
-        found = self.cached(service, now)
+    async def outlook(self, namespace: str, service: str, now: datetime) -> Outlook | None:
+        found = self.cached(namespace, service, now)
         if found:
             metrics.LOOKUP_HIT.inc()
             return found
-        if service not in self._available:
+        if self._model_of(namespace, service) is None:
             metrics.LOOKUP_NONE.inc()
             return None
-        self._wanted.add(service)
-        failed_at = self._failed_at.get(service)
+        self._wanted.add((namespace, service))
+        key = contract.service_key(namespace, service)
+        failed_at = self._failed_at.get(key)
         if failed_at is not None and time.monotonic() - failed_at < self._refresh_seconds:
             # The last run failed: wait for the background refresh rather than make every
             # pod of this service pay the budget again.
             metrics.LOOKUP_NONE.inc()
             return None
         metrics.LOOKUP_MISS.inc()
-        task = self._compute(service)
+        task = self._compute(namespace, service)
         # shield: when the budget runs out the run goes on and fills the cache for the next pod.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), self._miss_budget)
-        return self.cached(service, now)
+        return self.cached(namespace, service, now)
+
+    def _model_of(self, namespace: str, service: str) -> str | None:
+        """The scanned model directory serving the service: namespaced, else the flat layout."""
+        key = contract.service_key(namespace, service)
+        if key in self._available:
+            return key
+        return service if service in self._available else None
 
     # --- background -------------------------------------------------------------------
     async def start(self) -> None:
@@ -220,14 +238,7 @@ class ModelForecasts(ForecastCache):
         return self._scanned
 
     def _scan(self) -> None:
-        found: dict[str, float] = {}
-        try:
-            for child in self.models_dir.iterdir():
-                if child.is_dir() and _SERVICE_DIR.match(child.name):
-                    found[child.name] = child.stat().st_mtime
-        except OSError as exc:
-            log.warning("cannot list models directory %s: %s", self.models_dir, exc.strerror)
-        self._available = found
+        self._available = layout.scan(self.models_dir)
         self._scanned = True
 
     def _load_events(self, *, strict: bool) -> None:
@@ -249,36 +260,43 @@ class ModelForecasts(ForecastCache):
         self.events, self._events_mtime = events, mtime
         log.info("read %d scheduled events from %s", len(events), self.events_file)
 
-    def _compute(self, service: str) -> asyncio.Task[None]:
+    def _compute(self, namespace: str, service: str) -> asyncio.Task[None]:
         """One run per service at a time: concurrent misses share it."""
-        task = self._inflight.get(service)
+        key = contract.service_key(namespace, service)
+        task = self._inflight.get(key)
         if task is None or task.done():
-            task = asyncio.create_task(self._run_model(service), name=f"webhook-forecast-{service}")
-            self._inflight[service] = task
+            task = asyncio.create_task(self._run_model(namespace, service), name=f"webhook-forecast-{key}")
+            self._inflight[key] = task
         return task
 
-    async def _run_model(self, service: str) -> None:
+    async def _run_model(self, namespace: str, service: str) -> None:
+        key = contract.service_key(namespace, service)
         try:
-            mtime = self._available[service]
-            loaded = self._models.get(service)
+            directory = self._model_of(namespace, service)
+            if directory is None:
+                return
+            if directory == service:
+                layout.find(self.models_dir, namespace, service)  # says, once, that the flat layout is deprecated
+            mtime = self._available[directory]
+            loaded = self._models.get(directory)
             if loaded is None or loaded[0] != mtime:  # new or retrained model
-                model = await asyncio.to_thread(self._load_model, self.models_dir / service)
-                self._models[service] = (mtime, model)
-            model = self._models[service][1]
-            # History up to "now" (the replay clock's, in rehearsals): the model forecasts
-            # from the end of what it is given.
-            history = await self._history.history(service, end=self._clock(), lookback=self._lookback,
-                                                  step_seconds=model.step_seconds)
+                model = await asyncio.to_thread(self._load_model, self.models_dir / directory)
+                self._models[directory] = (mtime, model)
+            model = self._models[directory][1]
+            # This namespace's history, up to "now" (the replay clock's, in rehearsals): the
+            # model forecasts from the end of what it is given.
+            history = await self._history.history(service, namespace=namespace, end=self._clock(),
+                                                  lookback=self._lookback, step_seconds=model.step_seconds)
             forecast = await asyncio.to_thread(model.forecast, history, None, None, self.events)
-            self.put(forecast)
-            self._failed_at.pop(service, None)
+            self.put(forecast, namespace, service)
+            self._failed_at.pop(key, None)
             metrics.FORECAST_RUNS.labels("ok").inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad model or a Prometheus outage must not end the cache
-            self._failed_at[service] = time.monotonic()
+            self._failed_at[key] = time.monotonic()
             metrics.FORECAST_RUNS.labels("error").inc()
-            log.warning("forecast for service %s failed: %s", service, exc)
+            log.warning("forecast for service %s failed: %s", key, exc)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -286,5 +304,6 @@ class ModelForecasts(ForecastCache):
             if self.events_file is not None:
                 await asyncio.to_thread(self._load_events, strict=False)
             await asyncio.to_thread(self._scan)
-            for service in sorted(self._wanted & set(self._available)):
-                await self._compute(service)
+            for namespace, service in sorted(self._wanted):
+                if self._model_of(namespace, service) is not None:
+                    await self._compute(namespace, service)

@@ -144,7 +144,7 @@ class Mutator:
         now = self.clock()
 
         service = contract.service_of(pod.metadata.labels, workload)
-        outlook = await self.forecasts.outlook(service, now) if service else None
+        outlook = await self.forecasts.outlook(namespace, service, now) if service else None
         if outlook:
             self._stamp_forecast(decision, pod, deployment, workload, outlook, where)
         if _in_warmup_window(workload, now, decision, where):

@@ -68,7 +68,7 @@ class GatedForecasts:
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def outlook(self, service: str, now: datetime) -> Outlook | None:
+    async def outlook(self, namespace: str, service: str, now: datetime) -> Outlook | None:
         self.entered.set()
         await self.gate.wait()
         return Outlook(service, "v-gated", 42.0)
