@@ -57,12 +57,23 @@ class Extender:
             status = 200
         except InvalidInput as exc:
             outcome, status, answer = "bad_request", 400, encode_error(str(exc))
-        except Exception as exc:  # a bug must cost one pod its bandwidth check, not the scheduler
-            log.exception("%s failed", verb)
-            outcome, status, answer = "error", 500, encode_error(f"internal error in {verb}: {exc}")
+        except Exception:  # a bug must cost one pod its bandwidth check, not the scheduler
+            # No opinion (every node passes, no score), as if the extender were absent: never a 5xx.
+            log.exception("%s failed; answering with no opinion", verb)
+            outcome, status, answer = "error", 200, self._no_opinion(verb, body)
         metrics.REQUESTS.labels(verb=verb, outcome=outcome).inc()
         metrics.LATENCY.labels(verb=verb).observe(time.perf_counter() - started)
         return status, answer
+
+    @staticmethod
+    def _no_opinion(verb: str, body: bytes) -> bytes:
+        if verb != "filter":
+            return b"[]"
+        try:
+            names = decode_args(body).NodeNames or []
+        except Exception:  # decoding already succeeded once; this is a last resort
+            names = []
+        return encode_filter_result(names)
 
     def _filter(self, args: ExtenderArgs) -> tuple[str, bytes]:
         assert args.Pod is not None and args.NodeNames is not None  # decode_args checked both

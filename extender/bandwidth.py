@@ -7,7 +7,9 @@ annotations. Ingress and egress are two separate budgets, each the full capacity
 NICs are full duplex, and the bandwidth plugin shapes each direction on its own, so a
 node declaring ``10G`` carries 10G in and 10G out.
 
-Amounts are whole bits/s (rounded up) so that the hot path compares integers.
+Amounts are whole bits/s (rounded up) so that the hot path compares integers. A pod's
+demand is clamped to what the kubelet accepts (:data:`MAX_POD_BITS`, 1P); a node's capacity
+to :data:`MAX_NODE_BITS`: whatever a tenant writes, every sum stays an int64.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ class Demand:
 
 NO_DEMAND = Demand()
 
+#: The kubelet's bandwidth plugin accepts at most 1P bits/s per direction.
+MAX_POD_BITS = 10**15
+#: No NIC comes near this; it keeps a node's budget and its pods' sums inside an int64.
+MAX_NODE_BITS = 2**53
 
-def _bits(value: str, what: str) -> int:
-    return math.ceil(parse_nonnegative(value, what=what))
+
+def _bits(value: str, what: str, most: int) -> int:
+    return min(math.ceil(parse_nonnegative(value, what=what)), most)
 
 
 def pod_demand(annotations: dict[str, str] | None) -> Demand:
@@ -45,8 +52,8 @@ def pod_demand(annotations: dict[str, str] | None) -> Demand:
     if ingress is None and egress is None:
         return NO_DEMAND
     return Demand(
-        ingress=_bits(ingress, f"annotation {contract.INGRESS_BANDWIDTH}") if ingress is not None else 0,
-        egress=_bits(egress, f"annotation {contract.EGRESS_BANDWIDTH}") if egress is not None else 0,
+        ingress=_bits(ingress, f"annotation {contract.INGRESS_BANDWIDTH}", MAX_POD_BITS) if ingress is not None else 0,
+        egress=_bits(egress, f"annotation {contract.EGRESS_BANDWIDTH}", MAX_POD_BITS) if egress is not None else 0,
     )
 
 
@@ -72,7 +79,7 @@ def node_capacity(metadata: dict[str, Any]) -> int | None:
         source = "annotation"
     if value is None:
         return None
-    return _bits(value, f"node {metadata.get('name')} {source} {contract.NODE_BANDWIDTH}")
+    return _bits(value, f"node {metadata.get('name')} {source} {contract.NODE_BANDWIDTH}", MAX_NODE_BITS)
 
 
 _UNITS = ((10**18, "E"), (10**15, "P"), (10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "k"))

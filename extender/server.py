@@ -56,10 +56,13 @@ def make_app(extender: Extender, *, ready: Callable[[], bool]) -> web.Applicatio
 
 
 class ClusterWatch:
-    """Two reflectors (nodes, bound pods) feeding one :class:`ClusterState`."""
+    """Three reflectors (namespaces, nodes, bound pods) feeding one :class:`ClusterState`."""
 
     def __init__(self, state: ClusterState, api: client.ApiClient) -> None:
         core = client.CoreV1Api(api)
+        # Namespaces first: which pods count depends on their namespace's opt-in.
+        self.namespaces = Reflector(core.list_namespace, name="extender-namespaces",
+                                    on_event=state.on_namespace_event)
         self.nodes = Reflector(core.list_node, name="extender-nodes", on_event=state.on_node_event)
         self.pods = Reflector(core.list_pod_for_all_namespaces, name="extender-pods",
                               on_event=state.on_pod_event, field_selector=BOUND_PODS_SELECTOR)
@@ -67,29 +70,35 @@ class ClusterWatch:
         metrics.PODS.set_function(lambda: state.tracked_pods)
         metrics.ASSUMED.set_function(lambda: state.assumed_count)
 
+    @property
+    def reflectors(self) -> tuple[Reflector, ...]:
+        return self.namespaces, self.nodes, self.pods
+
     def synced(self) -> bool:
-        return self.nodes.synced.is_set() and self.pods.synced.is_set()
+        """Ready: every cache has listed, and none has lost the apiserver for longer than a
+        watch may stay quiet (a stale cache would place pods on a picture of the past)."""
+        return all(r.healthy() for r in self.reflectors)
 
     async def wait_synced(self, timeout: float | None = None) -> None:
-        await asyncio.gather(self.nodes.wait_synced(timeout), self.pods.wait_synced(timeout))
+        await asyncio.gather(*(r.wait_synced(timeout) for r in self.reflectors))
 
 
 @contextlib.asynccontextmanager
 async def watching(state: ClusterState, api: client.ApiClient) -> AsyncIterator[ClusterWatch]:
     watch = ClusterWatch(state, api)
-    watch.nodes.start()
-    watch.pods.start()
+    for reflector in watch.reflectors:
+        reflector.start()
     try:
         yield watch
     finally:
-        await watch.pods.stop()
-        await watch.nodes.stop()
+        for reflector in reversed(watch.reflectors):
+            await reflector.stop()
 
 
 async def run_extender(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Watch the cluster and answer the scheduler until SIGTERM (or ``stop``)."""
     own = settings.extender
-    state = ClusterState(assumed_placement_seconds=own.assumed_placement_seconds)
+    state = ClusterState(assumed_placement_seconds=own.assumed_placement_seconds, scheduler_name=own.scheduler_name)
     extender = Extender(state, admit_undeclared=own.admit_undeclared_nodes)
     async with api_client(settings.kube.kubeconfig, settings.kube.context) as api, watching(state, api) as watch:
         await serve(

@@ -7,6 +7,13 @@ Every change arrives through :meth:`ClusterState.on_node_event` and
 :meth:`ClusterState.on_pod_event` (a :class:`harbinger.kube.Reflector` calls them) or
 through :meth:`ClusterState.assume`; each is O(1) in the size of the cluster.
 
+Only pods that are Harbinger's concern count against a node's bandwidth: pods in opted-in
+namespaces (label ``harbinger.io/enabled=true``) and pods of the scheduler the extender
+serves. Any team elsewhere may annotate its pods as it likes (``1P`` on every pod) without
+making a node look full to anyone else; a counted pod's demand is clamped to its node's
+capacity, so one pod fills at most its own node. The opt-in is followed live: a namespace
+that opts in or out has its pods counted or dropped at once.
+
 A placement the extender recommended is *assumed*: counted on its node at once,
 because the next pod of the same burst is scheduled long before the watch reports the
 binding. The assumption ends when the watch shows the pod bound (on whichever node the
@@ -52,6 +59,17 @@ def service_key(namespace: str, labels: dict[str, str] | None, annotations: dict
     return f"{namespace}/{service}" if service else None
 
 
+@dataclass(frozen=True, slots=True)
+class _BoundPod:
+    """What a bound pod's accounting depends on, kept to count it again when its namespace's
+    opt-in changes."""
+
+    node: str
+    namespace: str
+    scheduler: str
+    metadata: dict[str, Any]
+
+
 class ClusterState:
     def __init__(
         self,
@@ -59,8 +77,14 @@ class ClusterState:
         assumed_placement_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         initial_slots: int = 1024,
+        scheduler_name: str = contract.SCHEDULER_NAME,
     ) -> None:
         self.assumed_placement_seconds = assumed_placement_seconds
+        #: Pods of this scheduler count wherever they run (module docstring).
+        self.scheduler_name = scheduler_name
+        self.opted_in: set[str] = set()
+        self._pods: dict[str, _BoundPod] = {}
+        self._by_namespace: dict[str, set[str]] = {}
         self._clock = clock
         self.slots: dict[str, int] = {}
         # Slot 0 is a sentinel that is never a node: names the cache has not seen map to
@@ -165,22 +189,59 @@ class ClusterState:
         zone = (metadata.get("labels") or {}).get(contract.ZONE_LABEL)
         self.zone[slot] = NO_ZONE if not zone else self.zone_ids.setdefault(zone, len(self.zone_ids))
 
+    # --- namespaces ----------------------------------------------------------------------
+    def on_namespace_event(self, kind: str, namespace: dict[str, Any], _old: dict[str, Any] | None = None) -> None:
+        metadata = namespace.get("metadata") or {}
+        name = metadata.get("name")
+        if not isinstance(name, str) or not name:
+            return
+        opted = kind != "DELETED" and contract.is_opted_in(name, metadata.get("labels"))
+        if opted == (name in self.opted_in):
+            return
+        if opted:
+            self.opted_in.add(name)
+        else:
+            self.opted_in.discard(name)
+        for uid in list(self._by_namespace.get(name, ())):
+            self._account(uid)
+
+    def counts(self, namespace: str, scheduler: str | None) -> bool:
+        """Whether a pod's bandwidth counts against its node (module docstring)."""
+        return namespace in self.opted_in or scheduler == self.scheduler_name
+
     # --- pods --------------------------------------------------------------------------
     def on_pod_event(self, kind: str, pod: dict[str, Any], _old: dict[str, Any] | None = None) -> None:
         metadata = pod.get("metadata") or {}
         uid = metadata.get("uid")
         if not uid:
             return
-        node = (pod.get("spec") or {}).get("nodeName")
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
         if kind == "DELETED" or node:
             # The watch has spoken: whatever we guessed for this pod is superseded.
             self._drop_assumption(uid)
+        old = self._pods.pop(uid, None)
+        if old is not None:
+            self._by_namespace[old.namespace].discard(uid)
+            if not self._by_namespace[old.namespace]:
+                del self._by_namespace[old.namespace]
+        if kind == "DELETED" or not node or (pod.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+            self._account(uid)
+            return
+        namespace = str(metadata.get("namespace") or "")
+        self._pods[uid] = _BoundPod(str(node), namespace, str(spec.get("schedulerName") or ""), metadata)
+        self._by_namespace.setdefault(namespace, set()).add(uid)
+        self._account(uid)
+
+    def _account(self, uid: str) -> None:
+        """Count the pod ``uid`` as it is known now (or not at all once it is gone)."""
         previous = self._bound.pop(uid, None)
         if previous is not None:
             self._remove(previous)
-        if kind == "DELETED" or not node or (pod.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+        pod = self._pods.get(uid)
+        if pod is None or not self.counts(pod.namespace, pod.scheduler):
             return
-        placement = self._placement_of(node, metadata)
+        placement = self._placement_of(pod.node, pod.metadata)
         if placement is not None:
             self._add(placement)
             self._bound[uid] = placement
@@ -198,7 +259,12 @@ class ClusterState:
         service = service_key(metadata.get("namespace") or "", metadata.get("labels"), annotations)
         if not demand and service is None:
             return None  # nothing about this pod matters to any decision
-        return Placement(self.slot_of(node), demand, service)
+        slot = self.slot_of(node)
+        capacity = int(self.capacity[slot])
+        if capacity >= 0 and (demand.ingress > capacity or demand.egress > capacity):
+            # One pod fills at most its own node, whatever it declares.
+            demand = Demand(min(demand.ingress, capacity), min(demand.egress, capacity))
+        return Placement(slot, demand, service)
 
     def _add(self, placement: Placement) -> None:
         slot = placement.slot

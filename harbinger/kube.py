@@ -24,12 +24,16 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from harbinger.errors import Conflict, InvalidInput, KubeApiError, NotFound
 
 log = logging.getLogger(__name__)
 
 KubeObject = dict[str, Any]
+
+EVENT_ERRORS = Counter("harbinger_reflector_event_errors_total",
+                       "Watched objects a cache's handler could not take (logged and skipped)", ["reflector"])
 
 #: Every API call that does not name its own timeout gets this one (seconds, the whole
 #: request). kubernetes-asyncio's default is no timeout at all, so a half-open connection to
@@ -229,13 +233,25 @@ class Reflector:
         self.store = fresh
         self.resource_version = body["metadata"]["resourceVersion"]
         self.last_contact = time.monotonic()
-        if self._on_event:
-            for key, obj in fresh.items():
-                self._on_event("MODIFIED" if key in old else "ADDED", obj, old.get(key))
-            for key, obj in old.items():
-                if key not in fresh:
-                    self._on_event("DELETED", obj, obj)
+        for key, obj in fresh.items():
+            self._tell("MODIFIED" if key in old else "ADDED", obj, old.get(key))
+        for key, obj in old.items():
+            if key not in fresh:
+                self._tell("DELETED", obj, obj)
         self.synced.set()
+
+    def _tell(self, kind: str, obj: KubeObject, old: KubeObject | None) -> None:
+        """Hand one change to ``on_event``. An object the handler cannot take (a bug, or a
+        value no parser foresaw) is logged and counted, and the cache goes on: one tenant's
+        object must not stop the watch, or fail every relist after it, for everyone."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, obj, old)
+        except Exception:
+            EVENT_ERRORS.labels(self.name).inc()
+            log.exception("reflector %s: %s %s could not be handled; skipped", self.name, kind,
+                          object_key(obj) if isinstance(obj, dict) else "(not an object)")
 
     async def _watch(self) -> None:
         stream = watch.Watch(return_type="object")
@@ -263,7 +279,6 @@ class Reflector:
                     self.store.pop(key, None)
                 else:
                     self.store[key] = obj
-                if self._on_event:
-                    self._on_event(kind, obj, old)
+                self._tell(kind, obj, old)
         finally:
             await stream.close()

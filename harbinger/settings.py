@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from harbinger import contract
 from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY
@@ -76,6 +77,9 @@ class ExtenderSettings(ServerSettings):
     #: declares bandwidth (it then scores lowest on bandwidth). False keeps such pods on
     #: nodes with proven headroom only.
     admit_undeclared_nodes: bool = True
+    #: The scheduler this extender serves: its pods' bandwidth counts wherever they run; other
+    #: pods count only in opted-in namespaces.
+    scheduler_name: str = contract.SCHEDULER_NAME
 
 
 class PlannerSettings(BaseModel):

@@ -5,6 +5,7 @@ background loop is restarted, not left dead in a live process."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -108,3 +109,39 @@ async def test_a_crashed_background_loop_is_logged_counted_and_restarted(caplog:
     assert runs == [0, 1, 2]
     assert REGISTRY.get_sample_value("harbinger_task_restarts_total", {"task": "flaky"}) == before + 2
     assert caplog.text.count("background task flaky crashed") == 2 and "KeyError" in caplog.text
+
+
+async def test_an_object_the_handler_cannot_take_is_skipped_and_the_cache_goes_on(
+    serve_app: ServeApp, caplog: pytest.LogCaptureFixture,
+) -> None:
+    items = [{"metadata": {"name": name, "resourceVersion": "1"}} for name in ("a", "poison", "c")]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") in ("true", "True", "1"):
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await asyncio.Event().wait()
+        return web.json_response({"kind": "NamespaceList", "metadata": {"resourceVersion": "7"}, "items": items})
+
+    seen: list[str] = []
+
+    def on_event(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if obj["metadata"]["name"] == "poison":
+            raise OverflowError("Python int too large to convert to C long")
+        seen.append(obj["metadata"]["name"])
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces", handle)
+    before = REGISTRY.get_sample_value("harbinger_reflector_event_errors_total", {"reflector": "ns"}) or 0.0
+    async with serve_app(app) as url:
+        api = api_for(url, 5)
+        reflector = Reflector(client.CoreV1Api(api).list_namespace, name="ns", on_event=on_event)
+        reflector.start()
+        try:
+            await reflector.wait_synced(10)
+        finally:
+            await reflector.stop()
+            await api.close()
+    assert seen == ["a", "c"] and set(reflector.store) == {"a", "poison", "c"}
+    assert REGISTRY.get_sample_value("harbinger_reflector_event_errors_total", {"reflector": "ns"}) == before + 1
+    assert "ADDED poison could not be handled" in caplog.text

@@ -34,7 +34,9 @@ def node(name: str, bandwidth: str | None = None, *, zone: str | None = None,
 
 def pod(name: str = "", *, namespace: str = "shop", node_name: str | None = None, ingress: str | None = None,
         egress: str | None = None, warmup: bool = False, service: str | None = None, uid: str | None = None,
-        phase: str = "Running") -> dict[str, Any]:
+        phase: str = "Running", scheduler: str = contract.SCHEDULER_NAME) -> dict[str, Any]:
+    """A pod; by default one of the scheduler the extender serves, so that it counts wherever
+    it runs (``scheduler="default-scheduler"``: counts only in an opted-in namespace)."""
     annotations: dict[str, str] = {}
     if ingress is not None:
         annotations[contract.INGRESS_BANDWIDTH] = ingress
@@ -47,7 +49,8 @@ def pod(name: str = "", *, namespace: str = "shop", node_name: str | None = None
     return {
         "metadata": {"name": name or f"pod-{number}", "namespace": namespace, "uid": uid or f"uid-{number}",
                      "labels": labels, "annotations": annotations},
-        "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
+        "spec": {"nodeName": node_name, "schedulerName": scheduler,
+                 "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
         "status": {"phase": phase if node_name else "Pending"},
     }
 

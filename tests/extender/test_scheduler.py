@@ -80,7 +80,8 @@ class Harness:
 
 @pytest.fixture(scope="module")
 async def harness(cluster: LocalCluster) -> AsyncIterator[Harness]:
-    state = ClusterState(assumed_placement_seconds=30)
+    # The local cluster's one scheduler calls the extender: its pods are the ones that count.
+    state = ClusterState(assumed_placement_seconds=30, scheduler_name="default-scheduler")
     async with api_client(cluster.kubeconfig) as api, watching(state, api) as watch:
         await watch.wait_synced(timeout=30)
         harness = Harness(state, watch)
@@ -226,3 +227,35 @@ async def test_a_stopped_extender_does_not_stop_scheduling(
         assert await bound_node(core, namespace, "unchecked", eventually) == f"{pool}-only"
     finally:
         await harness.start()
+
+
+async def test_another_tenants_pods_cannot_fill_or_break_the_nodes(
+    harness: Harness, make_pool: MakePool, kube: client.ApiClient, make_namespace: Any, eventually: Any
+) -> None:
+    """An adversarial tenant binds pods of its own scheduler onto every node, annotated ``1P``
+    (in a namespace that did not opt in) and ``10E`` (in one that did): the first count for
+    nothing, the second only up to its node's capacity, the extender keeps answering, and the
+    other tenant's warm-up pod is still placed where the headroom is."""
+    pool = await make_pool({"a": {"bandwidth": "1G"}, "b": {"bandwidth": "1G"}})
+    outsider = await make_namespace()
+    adversary = await make_namespace(opted_in=True)
+    tenant = await make_namespace(opted_in=True)
+    core = client.CoreV1Api(kube)
+
+    def bound(name: str, node: str, egress: str) -> client.V1Pod:
+        body = pod_body(name, pool, egress=egress)
+        body.spec.node_name = f"{pool}-{node}"  # bound directly: no scheduler asked
+        body.spec.scheduler_name = "someone-elses-scheduler"
+        return body
+
+    for node in ("a", "b"):
+        await core.create_namespaced_pod(outsider, bound(f"huge-{node}", node, "1P"))
+    await core.create_namespaced_pod(adversary, bound("overflow", "a", "10E"))
+    await eventually(lambda: asyncio.sleep(0, result=harness.state.tracked_pods >= 1), timeout=30,
+                     what="the bound pods in the extender's cache")
+    assert harness.watch.synced()
+    # 'a' is full (the 10E pod is clamped to its 1G), 'b' is free (the 1P pods do not count).
+    await core.create_namespaced_pod(tenant, pod_body("warm", pool, egress="100M", warmup=True))
+    assert await bound_node(core, tenant, "warm", eventually) == f"{pool}-b"
+    slot = harness.state.slots[f"{pool}-a"]
+    assert int(harness.state.used_egress[slot]) == 10**9
