@@ -129,6 +129,13 @@ class WatchedCluster:
         reflectors = self._reflectors()
         return len(reflectors) == 2 and all(r.synced.is_set() for r in reflectors)
 
+    def fresh(self) -> bool:
+        """Synced, and neither cache has lost the apiserver for longer than a watch may stay
+        quiet: readiness. A stale webhook is better out of the Service (pods are then admitted
+        unstamped, ``failurePolicy: Ignore``) than stamping from a picture of the past."""
+        reflectors = self._reflectors()
+        return len(reflectors) == 2 and all(r.healthy() for r in reflectors)
+
     async def wait_synced(self, timeout: float) -> None:
         for reflector in self._reflectors():
             await reflector.wait_synced(timeout)

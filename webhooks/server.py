@@ -143,7 +143,7 @@ async def run_webhook(settings: Settings, *, stop: asyncio.Event | None = None) 
     )
     app = build_app(
         mutator, max_body_bytes=config.max_body_bytes,
-        ready=lambda: cluster.synced() and forecasts.ready(), lifecycles=(cluster, forecasts),
+        ready=lambda: cluster.fresh() and forecasts.ready(), lifecycles=(cluster, forecasts),
     )
     await serve(
         app, host=config.host, port=config.port, cert_dir=config.cert_dir,

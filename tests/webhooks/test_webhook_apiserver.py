@@ -170,6 +170,24 @@ async def test_a_pod_in_an_opted_in_namespace_comes_back_stamped(
     assert [c.name for c in created.spec.containers] == ["app"]
 
 
+async def test_a_tenants_bad_annotations_are_warnings_through_the_apiserver_never_errors(
+    webhook: RunningWebhook, cluster: LocalCluster, kube: client.ApiClient, make_namespace: MakeNamespace
+) -> None:
+    # The two findings that answered 500: a superscript two that str.isdigit() takes for a
+    # digit, and a profile nested past the JSON parser's recursion limit.
+    namespace = await opted_in(make_namespace, webhook, **{contract.CHAOS: contract.CHAOS_ENABLED})
+    await stamped_dry_run(kube, namespace, bare_pod("probe"))
+    pod = bare_pod("odd", {contract.CHAOS_UPSTREAM_PORT: "\u00b2", contract.CAPACITY_PROFILE: "[" * 1500 + "]" * 1500})
+    created = await asyncio.to_thread(cluster.kubectl, "create", "-n", namespace, "-f", "-", "-o", "json",
+                                      input=json.dumps(pod))
+    assert f"annotation {contract.CHAOS_UPSTREAM_PORT}='\u00b2' is not a port number" in created.stderr
+    assert "nested too deeply" in created.stderr
+    body = json.loads(created.stdout)
+    # Admitted and still stamped where it could be: the sidecar proxies the declared port.
+    assert body["metadata"]["annotations"][contract.CHAOS_UPSTREAM_PORT] == "8081"
+    assert [c["name"] for c in body["spec"]["containers"]] == ["app", contract.CHAOS_SIDECAR_NAME]
+
+
 async def test_deployment_pods_get_plan_warmup_and_chaos_stamps(
     webhook: RunningWebhook, kube: client.ApiClient, make_namespace: MakeNamespace
 ) -> None:
