@@ -64,3 +64,10 @@ def test_the_chaos_rehearsal_breached_rolled_back_and_reported(demo: dict[str, o
 def test_nothing_is_left_running(demo: dict[str, object]) -> None:
     table = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert str(demo["out"]) not in table
+
+
+def test_the_planner_recorded_each_plan_on_the_api(demo: dict[str, object]) -> None:
+    stdout = str(demo["stdout"])
+    listing = stdout[stdout.index("kubectl get capacityplans"):].splitlines()[1:5]
+    assert listing[0].split()[:5] == ["NAME", "SERVICE", "MODEL", "NEXT", "PEAK"], stdout[-2000:]
+    assert {line.split()[0] for line in listing[1:]} == {"frontend", "checkout", "payments"}, listing

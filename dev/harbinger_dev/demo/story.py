@@ -48,13 +48,16 @@ from harbinger_dev.demo import scenario
 from harbinger_dev.demo.processes import Components
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
 from harbinger_dev.localcluster.cluster import free_port
-from harbinger_dev.localcluster.install import local_scheduler_extenders, local_webhook_configuration
+from harbinger_dev.localcluster.install import MANIFESTS, local_scheduler_extenders, local_webhook_configuration
 from harbinger_dev.traces import traces_dir
 from scaler.apply import COMPONENT as PLANNER_COMPONENT
 
 STARTED = time.monotonic()
 #: The planner's Events say "<kind> <field> <before> -> <after> for a predicted peak ...".
 FLOOR_CHANGE = re.compile(r"(\d+) -> (\d+)")
+
+
+CRDS = MANIFESTS / "crds"
 
 
 def say(message: str) -> None:
@@ -94,6 +97,9 @@ def start_components(cluster: LocalCluster, prometheus: LocalPrometheus, work: P
     }
     components = Components(work / "logs", env)
     kube = f"--kubeconfig={cluster.kubeconfig}"
+    # Harbinger's own API objects (CapacityPlan), as `kubectl apply -k manifests/` installs them.
+    cluster.kubectl("apply", "-k", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io")
 
     certs = work / "certs"
     components.run("certs", ["certs", f"--out={certs}", "--hosts=127.0.0.1,localhost"], timeout=60)
@@ -141,7 +147,7 @@ def _history_flags(inputs: dict[str, Path]) -> list[str]:
 
 def train_models(work: Path, inputs: dict[str, Path], components: Components) -> None:
     for service in scenario.SERVICES:
-        out = work / "models" / service.name
+        out = work / "models" / scenario.NAMESPACE / service.name  # models.layout: namespace/service
         components.run(f"train-{service.name}", [
             "train", f"--trace={inputs[f'{service.name}-training']}", f"--service={service.name}",
             f"--events={inputs['events']}", f"--out={out}"])
@@ -322,6 +328,10 @@ async def story(cluster: LocalCluster, prometheus: LocalPrometheus, work: Path, 
             start_planner(cluster, components, work, inputs, clock)
             say("5/6 replaying the day: the planner raises floors ahead of the peak")
             await watch_the_peak(api, clock, pace, components, observed)
+            # What the planner recorded on the API, as a team would look at it.
+            plans = cluster.kubectl("get", "capacityplans", "-n", scenario.NAMESPACE).stdout
+            say("  kubectl get capacityplans -n " + scenario.NAMESPACE + "\n" + "\n".join(
+                f"    {line}" for line in plans.splitlines()))
     finally:
         components.stop_all()
     say("6/6 chaos rehearsal of the peak")
