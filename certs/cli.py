@@ -12,12 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from certs.cluster import inject_ca_bundle, parse_secret_ref, read_webhook_configuration, served_ca, store_secret
 from certs.serving_set import ServingSet, issue_serving_set, parse_hosts
+from harbinger.clock import format_time
 from harbinger.errors import InvalidInput
+from harbinger.events import record_event
 from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
 from harbinger.kube import api_client
 from harbinger.settings import settings_from_flags
@@ -56,6 +65,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def tell_rotated(api: client.ApiClient, secret: tuple[str, str], serving: ServingSet, hosts: list[str],
+                       webhook: str | None) -> None:
+    """A ``CertificateRotated`` Event on the Secret, so ``kubectl describe`` shows when the
+    webhook's certificate last changed and until when it is good. Best effort: the rotation
+    itself is done and must not be reported as failed for want of an Event."""
+    leaf = x509.load_pem_x509_certificate(serving.cert_pem)
+    message = (f"new serving certificate for {', '.join(hosts)}, valid until "
+               f"{format_time(leaf.not_valid_after_utc)}" + (f"; CA injected into {webhook}" if webhook else ""))
+    involved = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret[1], "namespace": secret[0]}}
+    try:
+        await record_event(api, involved, "CertificateRotated", message, datetime.now(UTC), component="harbinger-certs",
+                           instance=socket.gethostname(), action="Rotate")
+    except (ApiException, OSError, TimeoutError) as exc:
+        print(f"warning: could not record the CertificateRotated Event: {exc}", file=sys.stderr)
+
+
 async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[str, str] | None,
                  done: dict[str, Any]) -> None:
     kube = settings_from_flags(args, KUBE_FLAGS).kube
@@ -74,3 +99,4 @@ async def _apply(args: argparse.Namespace, serving: ServingSet, secret: tuple[st
             done["secret"] = f"{secret[0]}/{secret[1]}"
             if not args.json:
                 print(f"stored Secret {secret[0]}/{secret[1]}")
+            await tell_rotated(api, secret, serving, done["hosts"], args.inject_webhook)

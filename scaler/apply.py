@@ -35,7 +35,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from harbinger import contract
+from harbinger import contract, events
 from harbinger.clock import format_time
 from harbinger.kube import KubeObject
 from scaler.inputs import Target
@@ -178,23 +178,6 @@ async def record_event(api: client.ApiClient, deployment: KubeObject, reason: st
                        identity: str, *, warning: bool = False, action: str = "Scale") -> None:
     """A Kubernetes Event on the Deployment, so ``kubectl describe`` shows what the planner did
     (or, as a Warning, why it left the Deployment out)."""
-    meta = deployment["metadata"]
-    stamp = format_time(now)
-    body = {
-        "metadata": {"generateName": f"{meta['name']}.harbinger-", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta.get("uid")},
-        "reason": reason,
-        # The apiserver refuses an Event whose message is over 1 KiB.
-        "message": message if len(message) <= 1000 else message[:997] + "...",
-        "type": "Warning" if warning else "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": identity,
-        "action": action,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
-    core: Any = client.CoreV1Api(api)  # the body is the Event's JSON, not a model object
-    await core.create_namespaced_event(meta["namespace"], body)
+    await events.record_event(api, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": deployment["metadata"]},
+                              reason, message, now, component=COMPONENT, instance=identity, action=action,
+                              warning=warning)

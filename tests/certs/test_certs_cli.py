@@ -96,6 +96,10 @@ def test_secret_and_ca_bundle_on_the_cluster(cluster: LocalCluster, tmp_path: Pa
             assert bundle_of(cluster, name, index) == [first_ca]
         secret_type = cluster.kubectl("get", "secret", "-n", namespace, "webhook-tls", "-o", "jsonpath={.type}")
         assert secret_type.stdout == "kubernetes.io/tls"
+        events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                 "involvedObject.name=webhook-tls,reason=CertificateRotated", "-o",
+                                 "jsonpath={.items[*].message}").stdout
+        assert "new serving certificate for harbinger-webhook.harbinger-system.svc, 127.0.0.1, valid until" in events
 
         # Rotation: the new CA first, the previous one kept so that old pods stay trusted.
         args[2] = str(tmp_path / "2")
