@@ -44,6 +44,7 @@ from harbinger.clock import Clock, format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, get_or_none, read_json
+from harbinger.policy import POLICIES, PolicyIndex
 from harbinger.profile import CapacityProfile
 from harbinger.quantity import parse_nonnegative
 from models.traffic import HistorySource
@@ -165,6 +166,8 @@ class Planner:
         self.capacity_plans = capacity_plans
         #: Reasons already recorded as an Event, by Deployment uid: one Event per new problem.
         self._told: dict[str, str] = {}
+        self._noticed: set[str] = set()
+        self._policies_installed = True
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
@@ -320,7 +323,29 @@ class Planner:
         hpas = [h for h in await _items(
             autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(_preload_content=False))
             if h["metadata"]["namespace"] in opted]
-        return build_targets(deployments, hpas, self.inputs.profiles), frozenset(opted)
+        policies = PolicyIndex.build(p for p in await self._policies() if p["metadata"]["namespace"] in opted)
+        found = build_targets(deployments, hpas, self.inputs.profiles, policies)
+        for notice in [*policies.problems, *found.notices]:
+            if notice not in self._noticed:  # once per process: a notice is not news every minute
+                self._noticed.add(notice)
+                log.warning("%s", notice)
+        return found, frozenset(opted)
+
+    async def _policies(self) -> list[KubeObject]:
+        """Every HarbingerPolicy; none when the CRD is not installed (said once)."""
+        if not self._policies_installed:
+            return []
+        custom = client.CustomObjectsApi(self.api)
+        try:
+            return await _items(custom.list_cluster_custom_object(contract.API_GROUP, contract.API_VERSION, POLICIES,
+                                                                  _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._policies_installed = False
+            log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: profiles come "
+                        "from annotations and the profiles file; apply manifests/base/crds and restart")
+            return []
 
     async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
         """The inputs of this run: the declared ones (the graph in service keys), with the calls

@@ -4,9 +4,11 @@ before anything is applied.
 * Services: the Deployments in opted-in namespaces, named by :func:`contract.service_of`
   and known by :func:`contract.service_key` (``namespace/service``): two teams may both run
   a ``frontend``.
-* Capacity profiles: the Deployment's ``harbinger.io/capacity-profile`` annotation wins,
-  then the ``--profiles`` YAML (by ``namespace/service``, else by service name), then the
-  documented defaults of :class:`CapacityProfile`.
+* Capacity profiles: the service's HarbingerPolicy over its namespace's
+  (:mod:`harbinger.policy`), field by field over the ``--profiles`` YAML (by
+  ``namespace/service``, else by service name) and the documented defaults of
+  :class:`CapacityProfile`. Where no policy applies, the Deployment's
+  ``harbinger.io/capacity-profile`` annotation (deprecated) still wins over the YAML.
 * The dependency graph: the ``--graph`` YAML, and/or the calls the mesh saw
   (``--graph-from-prometheus``: ``istio_requests_total`` by workload, turned into services by
   :func:`graph_from_mesh` every run); no graph: every service stands alone.
@@ -30,6 +32,7 @@ from harbinger import contract
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY, MeshEdge, ServiceGraph, edges_from_prometheus
 from harbinger.kube import KubeObject
+from harbinger.policy import PolicyIndex
 from harbinger.profile import CapacityProfile, load_profiles, profile_from_annotation
 from harbinger.prometheus import PrometheusClient, PrometheusConnection
 from harbinger.quantity import parse_nonnegative
@@ -147,10 +150,12 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Targets:
-    """The services to plan by key (``namespace/service``), and the Deployments skipped."""
+    """The services to plan by key (``namespace/service``), the Deployments skipped, and
+    notices for the operator (a deprecated annotation still in use, one a policy overrides)."""
 
     by_key: dict[str, Target]
     skipped: list[Skipped] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
 
 def profile_for(service: str, namespace: str, profiles: Mapping[str, CapacityProfile]) -> CapacityProfile:
@@ -159,8 +164,9 @@ def profile_for(service: str, namespace: str, profiles: Mapping[str, CapacityPro
 
 
 def build_targets(deployments: Iterable[KubeObject], hpas: Iterable[KubeObject],
-                  profiles: Mapping[str, CapacityProfile]) -> Targets:
+                  profiles: Mapping[str, CapacityProfile], policies: PolicyIndex | None = None) -> Targets:
     """Targets by ``namespace/service``; each Deployment on its own (module docstring)."""
+    notices: list[str] = []
     by_deployment = {}
     for hpa in hpas:
         scaled = hpa_target(hpa)
@@ -187,10 +193,25 @@ def build_targets(deployments: Iterable[KubeObject], hpas: Iterable[KubeObject],
             continue
         deployment = claimants[0]
         meta = deployment["metadata"]
+        where = f"Deployment {namespace}/{meta['name']}"
         annotation = (meta.get("annotations") or {}).get(contract.CAPACITY_PROFILE)
-        if annotation is None:
+        policy = policies.fields_for(namespace, service) if policies is not None else None
+        if policy is not None:
+            if annotation is not None:
+                notices.append(f"{where}: annotation {contract.CAPACITY_PROFILE} is ignored, a HarbingerPolicy "
+                               "applies; remove the annotation")
+            base = profile_for(service, namespace, profiles)
+            try:
+                profile = CapacityProfile.model_validate({**base.model_dump(exclude_unset=True), **policy})
+            except ValueError as exc:
+                skipped.append(Skipped(deployment, "InvalidCapacityProfile",
+                                       f"its HarbingerPolicy over the profiles file: {exc}"))
+                continue
+        elif annotation is None:
             profile = profile_for(service, namespace, profiles)
         else:
+            notices.append(f"{where}: annotation {contract.CAPACITY_PROFILE} is deprecated; write a "
+                           "HarbingerPolicy instead (it is checked when applied)")
             try:
                 profile = profile_from_annotation(annotation, source=f"annotation {contract.CAPACITY_PROFILE}")
             except InvalidInput as exc:
@@ -204,7 +225,7 @@ def build_targets(deployments: Iterable[KubeObject], hpas: Iterable[KubeObject],
                                        f"{type(exc).__name__}"))
                 continue
         targets[key] = Target(service, deployment, by_deployment.get((namespace, meta["name"])), profile)
-    return Targets(targets, skipped)
+    return Targets(targets, skipped, notices)
 
 
 def resolve_graph(graph: ServiceGraph, targets: Mapping[str, Target], *, source: str) -> ServiceGraph:

@@ -1,0 +1,202 @@
+"""HarbingerPolicy (harbinger.io/v1alpha1): a namespace's capacity settings, as an API object
+the apiserver checks when it is applied, instead of a JSON annotation checked only when the
+planner runs.
+
+One policy without ``spec.service`` sets the defaults of every service in its namespace; one
+with ``spec.service`` sets that service's, field by field over the namespace's defaults.
+``spec.capacity`` holds :class:`harbinger.profile.CapacityProfile`'s fields in camelCase; its
+schema in the CRD is generated from that model (``hack/crds.py``), so that what the apiserver
+accepts is exactly what the components accept. Two policies for the same service (or two
+namespace defaults) are a mistake the planner reports; the one whose name sorts first is used.
+
+What a service is planned with, first match wins field by field: its policy, its namespace's
+policy, the ``harbinger.io/capacity-profile`` annotation (deprecated: read only when no policy
+applies, with a warning), the planner's ``--profiles`` file, the documented defaults.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harbinger import contract
+from harbinger.errors import InvalidInput
+from harbinger.profile import CapacityProfile
+
+POLICY_KIND = "HarbingerPolicy"
+POLICIES = "harbingerpolicies"
+
+
+def camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+#: ``spec.capacity`` key -> CapacityProfile field.
+SNAKE = {camel(name): name for name in CapacityProfile.model_fields}
+
+
+@dataclass(frozen=True)
+class Policy:
+    namespace: str
+    name: str
+    #: None: every service of the namespace.
+    service: str | None
+    #: CapacityProfile fields (snake_case) the policy sets.
+    capacity: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_policy(obj: Mapping[str, Any]) -> Policy:
+    """A HarbingerPolicy object as the apiserver returns it; InvalidInput names what is wrong
+    (the CRD's schema makes that rare: an object from before a schema change, say)."""
+    meta = obj.get("metadata") or {}
+    where = f"HarbingerPolicy {meta.get('namespace')}/{meta.get('name')}"
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise InvalidInput("spec is not an object", source=where)
+    service = spec.get("service")
+    if service is not None and (not isinstance(service, str) or not service):
+        raise InvalidInput("spec.service must be a service name", source=where)
+    capacity = spec.get("capacity") or {}
+    if not isinstance(capacity, dict):
+        raise InvalidInput("spec.capacity is not an object", source=where)
+    unknown = sorted(set(capacity) - set(SNAKE))
+    if unknown:
+        raise InvalidInput(f"spec.capacity has unknown fields {', '.join(unknown)}", source=where)
+    fields = {SNAKE[key]: value for key, value in capacity.items()}
+    try:
+        CapacityProfile.model_validate(fields)
+    except ValueError as exc:
+        raise InvalidInput(f"spec.capacity: {exc}", source=where) from exc
+    return Policy(str(meta.get("namespace") or ""), str(meta.get("name") or ""), service, fields)
+
+
+@dataclass(frozen=True)
+class PolicyIndex:
+    """The policies in force, by namespace and service; and the mistakes found among them."""
+
+    by_target: dict[tuple[str, str | None], Policy]
+    problems: list[str]
+
+    @classmethod
+    def build(cls, objects: Iterable[Mapping[str, Any]]) -> PolicyIndex:
+        chosen: dict[tuple[str, str | None], Policy] = {}
+        problems: list[str] = []
+        parsed = []
+        for obj in objects:
+            try:
+                parsed.append(parse_policy(obj))
+            except InvalidInput as exc:
+                problems.append(str(exc))
+        for policy in sorted(parsed, key=lambda p: (p.namespace, p.name)):
+            key = (policy.namespace, policy.service)
+            if key in chosen:
+                what = f"service {policy.service}" if policy.service else "the namespace's defaults"
+                problems.append(f"HarbingerPolicy {policy.namespace}/{policy.name} is ignored: "
+                                f"{chosen[key].name} already sets {what}")
+                continue
+            chosen[key] = policy
+        return cls(chosen, problems)
+
+    def fields_for(self, namespace: str, service: str) -> dict[str, Any] | None:
+        """The fields set for the service (its policy over its namespace's); None when no
+        policy applies."""
+        default = self.by_target.get((namespace, None))
+        own = self.by_target.get((namespace, service))
+        if default is None and own is None:
+            return None
+        return {**(default.capacity if default else {}), **(own.capacity if own else {})}
+
+
+# --- the CRD, generated from the model (hack/crds.py) ------------------------------------------
+def _comments() -> dict[str, str]:
+    """Each CapacityProfile field's ``#:`` comment, as its description."""
+    source = inspect.getsource(CapacityProfile).splitlines()
+    found: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"(\w+):", stripped)
+        if match and match.group(1) in CapacityProfile.model_fields and pending:
+            found[match.group(1)] = re.sub(r"``([^`]+)``", r"\1", " ".join(pending))
+        pending = []
+    return found
+
+
+def _openapi(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
+    """A pydantic JSON Schema property as OpenAPI v3 (structural, as a CRD wants it)."""
+    out: dict[str, Any] = {"type": schema["type"]}
+    if description:
+        out["description"] = description
+    for key in ("minimum", "maximum", "enum"):
+        if key in schema:
+            out[key] = schema[key]
+    if "exclusiveMinimum" in schema:
+        out["minimum"] = schema["exclusiveMinimum"]
+        out["exclusiveMinimum"] = True
+    if "default" in schema:
+        out["description"] = (out.get("description", "") + f" Default: {schema['default']}.").strip()
+    return out
+
+
+def capacity_schema() -> dict[str, Any]:
+    properties = CapacityProfile.model_json_schema()["properties"]
+    comments = _comments()
+    return {
+        "type": "object",
+        "description": "Capacity-profile fields (docs/configuration.md); a field left out keeps the namespace's "
+                       "value, then the planner's profiles file, then the default.",
+        "properties": {camel(name): _openapi(schema, comments.get(name)) for name, schema in properties.items()},
+        "x-kubernetes-validations": [{
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "message": "minReplicas must not be above maxReplicas",
+            "fieldPath": ".minReplicas",
+        }],
+    }
+
+
+def policy_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{POLICIES}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
+        "spec": {
+            "group": contract.API_GROUP,
+            "names": {"kind": POLICY_KIND, "listKind": f"{POLICY_KIND}List", "plural": POLICIES,
+                      "singular": POLICY_KIND.lower(), "shortNames": ["hpol"], "categories": ["harbinger"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": contract.API_VERSION, "served": True, "storage": True,
+                "additionalPrinterColumns": [
+                    {"name": "Service", "type": "string", "jsonPath": ".spec.service",
+                     "description": "the service it is for (empty: every service of the namespace)"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "Capacity settings for a namespace, or one service of it, checked when applied.",
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": {
+                            "type": "object",
+                            "properties": {
+                                "service": {"type": "string", "minLength": 1, "maxLength": 253,
+                                            "description": "The service (harbinger.io/service, else "
+                                                           "app.kubernetes.io/name, else app) this policy is for; "
+                                                           "left out: every service of the namespace."},
+                                "capacity": capacity_schema(),
+                            },
+                        },
+                    },
+                }},
+            }],
+        },
+    }
