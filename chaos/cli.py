@@ -87,10 +87,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument("--listen", required=True, metavar="HOST:PORT")
     side.add_argument("--upstream", required=True, metavar="HOST:PORT")
     side.add_argument("--annotations-file", required=True, type=Path)
-    side.add_argument("--metrics-port", type=int, default=METRICS_PORT)
+    side.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                      help="/metrics, /healthz, /readyz, on the --listen host")
+    side.add_argument("--admin-port", type=int,
+                      help="/fault on 127.0.0.1 (without it: on the metrics port, if that is loopback)")
     side.add_argument("--poll-seconds", type=float, default=0.2, help="how often the annotations file is re-read")
-    side.add_argument("--max-cpu", type=float, default=2.0, help="most CPU cores stress may burn")
-    side.add_argument("--max-memory", default="64Mi", help="most memory stress may hold (stay below the limit)")
+    # Platform limits on any fault (default: settings.chaos.sidecar_*, else the built-in caps).
+    side.add_argument("--max-fault-seconds", type=float, help="a fault ends at most this long after it is read")
+    side.add_argument("--max-delay-ms", type=float, help="longest delay a fault may add")
+    side.add_argument("--max-cpu", type=float, help="most CPU cores stress may burn")
+    side.add_argument("--max-memory", help="most memory stress may hold (stay below the limit)")
+    side.add_argument("--min-bandwidth", help="lowest bandwidth limit (bits/s) a fault may set")
     side.add_argument("--upstream-timeout", type=float, default=30.0)
 
 
@@ -333,9 +340,21 @@ async def _sidecar(args: argparse.Namespace) -> int:
 
     if args.poll_seconds <= 0:
         raise InvalidInput("must be positive", source="--poll-seconds")
+    if args.max_memory is not None:
+        args.max_memory = int(parse_nonnegative(args.max_memory, what="--max-memory"))
+    if args.min_bandwidth is not None:
+        args.min_bandwidth = float(parse_nonnegative(args.min_bandwidth, what="--min-bandwidth"))
+    limits = settings_from_flags(args, _SIDECAR_FLAGS).chaos.sidecar_limits()
     await run_sidecar(
         listen=args.listen, upstream=args.upstream, annotations_file=args.annotations_file,
-        metrics_port=args.metrics_port, poll_seconds=args.poll_seconds, max_cpu_cores=args.max_cpu,
-        max_memory_bytes=int(parse_nonnegative(args.max_memory, what="--max-memory")),
-        upstream_timeout=args.upstream_timeout)
+        metrics_port=args.metrics_port, admin_port=args.admin_port, poll_seconds=args.poll_seconds,
+        limits=limits, upstream_timeout=args.upstream_timeout)
     return 0
+
+
+#: ``chaos sidecar`` flag -> setting: a flag the webhook passes wins over the environment.
+_SIDECAR_FLAGS = {
+    "max_fault_seconds": "chaos.sidecar_max_fault_seconds", "max_delay_ms": "chaos.sidecar_max_delay_ms",
+    "max_cpu": "chaos.sidecar_max_cpu_cores", "max_memory": "chaos.sidecar_max_memory_bytes",
+    "min_bandwidth": "chaos.sidecar_min_bandwidth_bps",
+}
