@@ -42,7 +42,10 @@ def _quantity(value: str, *, what: str, ceiling: float) -> float:
     most ``ceiling``."""
     if not value.isascii():
         raise ValueError(f"{what}: {value!r} has non-ASCII characters")
-    parsed = parse_nonnegative(value, what=what)
+    try:
+        parsed = parse_nonnegative(value, what=what)
+    except ArithmeticError as exc:  # decimal.Overflow: an exponent past what Decimal holds
+        raise ValueError(f"{what}: {value!r} is out of range") from exc
     if parsed > ceiling:
         raise ValueError(f"{what}: {value!r} is above {ceiling:g}")
     return float(parsed)
