@@ -26,7 +26,9 @@ CASES = int(os.environ.get("HARBINGER_FUZZ_CASES", "10000"))
 LIMITS = SidecarLimits(max_fault_seconds=120.0, max_delay_ms=2_000.0, max_cpu_cores=1.5,
                        max_memory_bytes=4 * 2**20, min_bandwidth_bps=100_000.0)
 FIELDS = ("delay_ms", "delay_percent", "abort_status", "abort_percent", "bandwidth_bps", "cpu_cores", "memory_bytes")
-UNICODE_DIGITS = ("٣", "１２", "߅", "੯", "໒", "𝟗", "²", "Ⅻ")
+#: Digits of other scripts (Arabic-Indic, fullwidth, N'Ko, Gurmukhi, Lao, mathematical bold,
+#: superscript, Roman numeral), written as escapes so the source shows what they are.
+UNICODE_DIGITS = ("\u0663", "\uff11\uff12", "\u07c5", "\u0a6f", "\u0ed2", "\U0001d7d7", "\u00b2", "\u216b")
 
 
 def _number(rng: random.Random) -> Any:
