@@ -311,7 +311,8 @@ async def _controller(args: argparse.Namespace) -> int:
     everything = settings_from_flags(args, _RUN_FLAGS)
     settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)
     queries = _queries(settings)
-    load_experiments(args.plan)  # refuse a bad plan at start, not at the first rehearsal
+    # No plan check here: the controller sweeps before anything else, and a bad plan is
+    # reported and read again each cycle rather than keeping leftover faults in place.
     async with _backends(args) as backends, \
             PrometheusClient(settings.prometheus_url, everything.prometheus) as prometheus:
         def monitor_for(experiment: Experiment) -> Monitor:
