@@ -177,8 +177,17 @@ class _Backends:
         if self.files:
             return sweep_files([p for paths in self.files.values() for p in paths], everything=everything)
         assert self.api is not None
-        return await sweep_pods(self.api, everything=everything) + await sweep_virtual_services(
-            self.api, everything=everything)
+        # Each kind is swept even when the other cannot be (no pods list right, the apiserver
+        # refusing one list); the first failure is raised once both have been tried.
+        swept, failures = 0, []
+        for sweep in (sweep_pods, sweep_virtual_services):
+            try:
+                swept += await sweep(self.api, everything=everything)
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return swept
 
 
 @contextlib.asynccontextmanager
