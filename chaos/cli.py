@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from chaos.backends.base import FaultBackend
@@ -30,6 +31,7 @@ from chaos.runner import RunConfig, run_experiment
 from harbinger.clock import clock_from_spec, parse_time
 from harbinger.errors import InvalidInput
 from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
+from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import new_api_client
 from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_nonnegative
@@ -75,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ctl.add_argument("--plan", type=Path, required=True, help="plan file from 'chaos generate' (re-read each cycle)")
     ctl.add_argument("--once", action="store_true", help="run what is due now, then exit")
     ctl.add_argument("--cycle", type=float, help="seconds between controller cycles")
+    ctl.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
     _run_flags(ctl)
 
     sweep = sub.add_parser("sweep", help="remove faults left behind (expired ones, or --all)")
@@ -136,7 +139,7 @@ _RUN_FLAGS = {
     "window_seconds": "chaos.query_window_seconds", "ttl_seconds": "chaos.fault_ttl_seconds",
     "recovery_seconds": "chaos.recovery_seconds", "reports_dir": "chaos.reports_dir",
     "query_preset": "chaos.query_preset", "selector": "chaos.query_selector",
-    "cycle": "chaos.controller_interval_seconds", **KUBE_FLAGS,
+    "cycle": "chaos.controller_interval_seconds", "metrics_port": "chaos.controller_metrics_port", **KUBE_FLAGS,
 }
 
 
@@ -328,10 +331,23 @@ async def _controller(args: argparse.Namespace) -> int:
             return Monitor(prometheus, namespace=experiment.namespace,
                            window_seconds=settings.query_window_seconds, queries=queries, clock=clock)
 
-        records = await run_controller(
-            args.plan, config=_config(settings), reports_dir=settings.reports_dir,
-            interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
-            make_monitor=monitor_for, sweep=backends.sweep, once=args.once, clock=clock)
+        stop = asyncio.Event()
+        metrics = None
+        if settings.controller_metrics_port is not None:
+            app = web.Application()
+            add_standard_routes(app)  # the process registry: chaos.metrics
+            metrics = asyncio.create_task(serve(app, host=settings.controller_metrics_host,
+                                                port=settings.controller_metrics_port, stop=stop,
+                                                shutdown_grace_seconds=1.0))
+        try:
+            records = await run_controller(
+                args.plan, config=_config(settings), reports_dir=settings.reports_dir,
+                interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
+                make_monitor=monitor_for, sweep=backends.sweep, stop=stop, once=args.once, clock=clock)
+        finally:
+            stop.set()
+            if metrics is not None:
+                await metrics  # raises InvalidInput if the port could not be bound
     return 0 if all(r.status is RunStatus.HELD for r in records) else 1
 
 

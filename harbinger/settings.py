@@ -141,6 +141,9 @@ class ChaosSettings(BaseModel):
     query_selector: str | None = None
     #: Controller: how often it looks for due rehearsals and sweeps expired faults.
     controller_interval_seconds: float = Field(30.0, gt=0)
+    #: Controller: ``/metrics``, ``/healthz``, ``/readyz`` on this port (unset: not served).
+    controller_metrics_port: int | None = Field(None, ge=1, le=65535)
+    controller_metrics_host: str = "0.0.0.0"
     # What the chaos sidecar lets any fault do in one pod, whatever the pod's annotations
     # ask (a pod's author can write them): the webhook passes these as the sidecar's flags.
     #: A fault ends at most this long after the sidecar reads it (above the TTL, which is renewed).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
@@ -61,18 +62,33 @@ async def test_the_controller_process_sweeps_even_with_a_bad_plan_and_keeps_runn
     await _left_pod(core, namespace)
     plan = tmp_path / "plan.yaml"
     plan.write_text(BAD_PLAN)
+    metrics_port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harbinger.cli", "chaos", "controller", f"--plan={plan}",
         f"--kubeconfig={cluster.kubeconfig}", f"--prometheus-url=http://127.0.0.1:{free_port()}", "--cycle=0.2",
-        f"--reports-dir={tmp_path / 'reports'}", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        f"--reports-dir={tmp_path / 'reports'}", f"--metrics-port={metrics_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         async def swept() -> bool:
             assert process.returncode is None, (await process.communicate())[1].decode()[-2000:]
             return not FAULT_KEYS & (await _pod_annotations(core, namespace)).keys()
 
         await eventually(swept, timeout=30, what="the start-up sweep despite the bad plan")
+
+        async def metrics() -> str:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as session, \
+                        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                    return await response.text()
+            return ""
+
+        async def plan_valid(value: str) -> bool:
+            return f"harbinger_chaos_plan_valid {value}" in await metrics()
+
+        await eventually(lambda: plan_valid("0.0"), timeout=30, what="the bad plan reported on /metrics")
+        assert "harbinger_chaos_plan_errors_total 0.0" not in await metrics()
         plan.write_text(EMPTY_PLAN)  # fixed while it runs: read on the next cycle
-        await asyncio.sleep(0.5)
+        await eventually(lambda: plan_valid("1.0"), timeout=30, what="the fixed plan read again")
         assert process.returncode is None
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 30)
