@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from harbinger.errors import InvalidInput
 from harbinger.sidecar import SidecarLimits
 
 SEED = 20261205
-CASES = int(os.environ.get("HARBINGER_FUZZ_CASES", "10000"))
+CASES = 10_000
 LIMITS = SidecarLimits(max_fault_seconds=120.0, max_delay_ms=2_000.0, max_cpu_cores=1.5,
                        max_memory_bytes=4 * 2**20, min_bandwidth_bps=100_000.0)
 FIELDS = ("delay_ms", "delay_percent", "abort_status", "abort_percent", "bandwidth_bps", "cpu_cores", "memory_bytes")
