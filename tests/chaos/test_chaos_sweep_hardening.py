@@ -204,3 +204,18 @@ async def test_a_caller_scoped_restore_removes_only_its_copies(
     after = (await _get(custom, namespace, "payments"))["spec"]
     assert after == {**ORIGINAL_SPEC, "http": [r for r in edited["http"] if not r["name"].endswith("-harbinger-chaos")]}
     assert after["http"][0]["timeout"] == "7s" and after["http"][1]["retries"]["attempts"] == 5
+
+
+async def test_a_stash_written_by_an_older_harbinger_is_still_restored(
+    kube: client.ApiClient, custom: client.CustomObjectsApi, make_namespace: Any,
+) -> None:
+    """Before the field-only restore, the stash held the whole spec; a leftover of that kind is
+    read as the routes it faulted, and restored field by field like any other."""
+    namespace = await make_namespace(opted_in=True, labels=CHAOS_ON)
+    legacy = json.dumps({"spec": ORIGINAL_SPEC, "annotations": False, "labels": False})
+    await _vs(custom, namespace, "payments", {
+        ORIGINAL_ANNOTATION: legacy, contract.CHAOS_EXPIRES: "2000-01-01T00:00:00Z", contract.CHAOS_EXPERIMENT: "left"})
+    await sweep_virtual_services(kube, everything=True)
+    after = await _get(custom, namespace, "payments")
+    assert after["spec"] == ORIGINAL_SPEC
+    assert "annotations" not in after["metadata"] and "labels" not in after["metadata"]
