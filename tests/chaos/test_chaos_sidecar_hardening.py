@@ -24,6 +24,7 @@ from chaos.sidecar.podinfo import write_annotations
 from chaos.sidecar.proxy import CHUNK, run_sidecar
 from chaos.sidecar.stress import Stress
 from harbinger import contract, sidecar
+from harbinger.cli import main
 from harbinger.clock import ManualClock
 from harbinger.sidecar import SidecarLimits
 from harbinger_dev.localcluster.cluster import free_port
@@ -31,8 +32,8 @@ from harbinger_dev.localcluster.cluster import free_port
 if TYPE_CHECKING:
     from tests.conftest import ServeApp
 
-#: Ports Istio's proxy listens on in every meshed pod; the sidecar must not take one.
-ISTIO_PORTS = {15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090}
+#: Ports Istio uses (its proxy in every meshed pod, and istiod); the sidecar must not take one.
+ISTIO_PORTS = {15000, 15001, 15004, 15006, 15008, 15009, 15010, 15012, 15014, 15017, 15020, 15021, 15053, 15090}
 
 
 def _tenant_annotations(fault: str, expires: str = "9999-12-31T23:59:59Z") -> dict[str, str]:
@@ -79,6 +80,14 @@ def test_the_webhook_passes_the_platforms_limits_as_flags() -> None:
     assert not ports & ISTIO_PORTS and sidecar.ADMIN_PORT not in ports  # the admin port is loopback-only
     with pytest.raises(ValueError, match="max_cpu_cores"):
         SidecarLimits(max_cpu_cores=float("nan"))
+
+
+def test_sidecar_limit_flags_are_checked_and_named(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["chaos", "sidecar", "--listen=127.0.0.1:1", "--upstream=127.0.0.1:2", "--annotations-file=x"]
+    assert main([*base, "--max-cpu=99"]) == 2
+    assert "sidecar_max_cpu_cores" in capsys.readouterr().err
+    assert main([*base, "--max-memory=lots"]) == 2
+    assert "--max-memory" in capsys.readouterr().err
 
 
 @contextlib.asynccontextmanager
