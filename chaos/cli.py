@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from chaos.backends.base import FaultBackend
@@ -30,6 +31,7 @@ from chaos.runner import RunConfig, run_experiment
 from harbinger.clock import clock_from_spec, parse_time
 from harbinger.errors import InvalidInput
 from harbinger.flags import KUBE_FLAGS, add_json_flag, add_kube_flags
+from harbinger.httpserver import add_standard_routes, serve
 from harbinger.kube import new_api_client
 from harbinger.prometheus import PrometheusClient
 from harbinger.quantity import parse_nonnegative
@@ -75,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ctl.add_argument("--plan", type=Path, required=True, help="plan file from 'chaos generate' (re-read each cycle)")
     ctl.add_argument("--once", action="store_true", help="run what is due now, then exit")
     ctl.add_argument("--cycle", type=float, help="seconds between controller cycles")
+    ctl.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")
     _run_flags(ctl)
 
     sweep = sub.add_parser("sweep", help="remove faults left behind (expired ones, or --all)")
@@ -87,10 +90,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument("--listen", required=True, metavar="HOST:PORT")
     side.add_argument("--upstream", required=True, metavar="HOST:PORT")
     side.add_argument("--annotations-file", required=True, type=Path)
-    side.add_argument("--metrics-port", type=int, default=METRICS_PORT)
+    side.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                      help="/metrics, /healthz, /readyz, on the --listen host")
+    side.add_argument("--admin-port", type=int,
+                      help="/fault on 127.0.0.1 (without it: on the metrics port, if that is loopback)")
     side.add_argument("--poll-seconds", type=float, default=0.2, help="how often the annotations file is re-read")
-    side.add_argument("--max-cpu", type=float, default=2.0, help="most CPU cores stress may burn")
-    side.add_argument("--max-memory", default="64Mi", help="most memory stress may hold (stay below the limit)")
+    # Platform limits on any fault (default: settings.chaos.sidecar_*, else the built-in caps).
+    side.add_argument("--max-fault-seconds", type=float, help="a fault ends at most this long after it is read")
+    side.add_argument("--max-delay-ms", type=float, help="longest delay a fault may add")
+    side.add_argument("--max-cpu", type=float, help="most CPU cores stress may burn")
+    side.add_argument("--max-memory", help="most memory stress may hold (stay below the limit)")
+    side.add_argument("--min-bandwidth", help="lowest bandwidth limit (bits/s) a fault may set")
     side.add_argument("--upstream-timeout", type=float, default=30.0)
 
 
@@ -129,7 +139,7 @@ _RUN_FLAGS = {
     "window_seconds": "chaos.query_window_seconds", "ttl_seconds": "chaos.fault_ttl_seconds",
     "recovery_seconds": "chaos.recovery_seconds", "reports_dir": "chaos.reports_dir",
     "query_preset": "chaos.query_preset", "selector": "chaos.query_selector",
-    "cycle": "chaos.controller_interval_seconds", **KUBE_FLAGS,
+    "cycle": "chaos.controller_interval_seconds", "metrics_port": "chaos.controller_metrics_port", **KUBE_FLAGS,
 }
 
 
@@ -170,8 +180,17 @@ class _Backends:
         if self.files:
             return sweep_files([p for paths in self.files.values() for p in paths], everything=everything)
         assert self.api is not None
-        return await sweep_pods(self.api, everything=everything) + await sweep_virtual_services(
-            self.api, everything=everything)
+        # Each kind is swept even when the other cannot be (no pods list right, the apiserver
+        # refusing one list); the first failure is raised once both have been tried.
+        swept, failures = 0, []
+        for sweep in (sweep_pods, sweep_virtual_services):
+            try:
+                swept += await sweep(self.api, everything=everything)
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return swept
 
 
 @contextlib.asynccontextmanager
@@ -304,17 +323,31 @@ async def _controller(args: argparse.Namespace) -> int:
     everything = settings_from_flags(args, _RUN_FLAGS)
     settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)
     queries = _queries(settings)
-    load_experiments(args.plan)  # refuse a bad plan at start, not at the first rehearsal
+    # No plan check here: the controller sweeps before anything else, and a bad plan is
+    # reported and read again each cycle rather than keeping leftover faults in place.
     async with _backends(args) as backends, \
             PrometheusClient(settings.prometheus_url, everything.prometheus) as prometheus:
         def monitor_for(experiment: Experiment) -> Monitor:
             return Monitor(prometheus, namespace=experiment.namespace,
                            window_seconds=settings.query_window_seconds, queries=queries, clock=clock)
 
-        records = await run_controller(
-            args.plan, config=_config(settings), reports_dir=settings.reports_dir,
-            interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
-            make_monitor=monitor_for, sweep=backends.sweep, once=args.once, clock=clock)
+        stop = asyncio.Event()
+        metrics = None
+        if settings.controller_metrics_port is not None:
+            app = web.Application()
+            add_standard_routes(app)  # the process registry: chaos.metrics
+            metrics = asyncio.create_task(serve(app, host=settings.controller_metrics_host,
+                                                port=settings.controller_metrics_port, stop=stop,
+                                                shutdown_grace_seconds=1.0))
+        try:
+            records = await run_controller(
+                args.plan, config=_config(settings), reports_dir=settings.reports_dir,
+                interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
+                make_monitor=monitor_for, sweep=backends.sweep, stop=stop, once=args.once, clock=clock)
+        finally:
+            stop.set()
+            if metrics is not None:
+                await metrics  # raises InvalidInput if the port could not be bound
     return 0 if all(r.status is RunStatus.HELD for r in records) else 1
 
 
@@ -333,9 +366,21 @@ async def _sidecar(args: argparse.Namespace) -> int:
 
     if args.poll_seconds <= 0:
         raise InvalidInput("must be positive", source="--poll-seconds")
+    if args.max_memory is not None:
+        args.max_memory = int(parse_nonnegative(args.max_memory, what="--max-memory"))
+    if args.min_bandwidth is not None:
+        args.min_bandwidth = float(parse_nonnegative(args.min_bandwidth, what="--min-bandwidth"))
+    limits = settings_from_flags(args, _SIDECAR_FLAGS).chaos.sidecar_limits()
     await run_sidecar(
         listen=args.listen, upstream=args.upstream, annotations_file=args.annotations_file,
-        metrics_port=args.metrics_port, poll_seconds=args.poll_seconds, max_cpu_cores=args.max_cpu,
-        max_memory_bytes=int(parse_nonnegative(args.max_memory, what="--max-memory")),
-        upstream_timeout=args.upstream_timeout)
+        metrics_port=args.metrics_port, admin_port=args.admin_port, poll_seconds=args.poll_seconds,
+        limits=limits, upstream_timeout=args.upstream_timeout)
     return 0
+
+
+#: ``chaos sidecar`` flag -> setting: a flag the webhook passes wins over the environment.
+_SIDECAR_FLAGS = {
+    "max_fault_seconds": "chaos.sidecar_max_fault_seconds", "max_delay_ms": "chaos.sidecar_max_delay_ms",
+    "max_cpu": "chaos.sidecar_max_cpu_cores", "max_memory": "chaos.sidecar_max_memory_bytes",
+    "min_bandwidth": "chaos.sidecar_min_bandwidth_bps",
+}

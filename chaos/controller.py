@@ -2,7 +2,8 @@
 keep the cluster clean.
 
 On start the controller sweeps every fault a previous controller left (it is the only
-one: its Deployment runs one replica with the Recreate strategy). Then, every
+one: its Deployment runs one replica with the Recreate strategy), before it reads the
+plan, so a bad plan never keeps leftovers in place. Then, every
 ``controller_interval_seconds``: sweep expired faults, re-read the plan, and run the
 highest-ranked experiment whose window is open and still long enough for it. Each
 (experiment, window) runs once; its report goes to ``reports_dir``.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment, load_experiments
+from chaos.metrics import PLAN_ERRORS, PLAN_VALID, RUNS
 from chaos.monitor import Monitor
 from chaos.record import RunRecord
 from chaos.report import write_report
@@ -51,32 +53,69 @@ async def run_controller(
     make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
     clock: Clock = SYSTEM_CLOCK,
 ) -> list[RunRecord]:
+    """Sweep first (no plan needed for that), then rehearse from the plan until stopped. Nothing
+    a cycle meets ends the controller: a bad plan is reported and read again next cycle, a
+    failed sweep is retried, a rehearsal that fails (Prometheus gone, the apiserver refusing)
+    is rolled back and reported like any other."""
     stop = stop or asyncio.Event()
     with stop_on_signals(stop):
-        swept = await sweep(True)
+        swept = await _sweep(sweep, everything=True)
         if swept:
             log.warning("swept %d fault(s) left by a previous controller", swept)
         done: set[tuple[str, datetime]] = set()
         records: list[RunRecord] = []
         experiments: list[Experiment] = []
         while not stop.is_set():
-            await sweep(False)
-            try:
-                experiments = load_experiments(plan)
-            except InvalidInput as exc:
-                log.error("keeping the previous plan: %s", exc)
+            await _sweep(sweep, everything=False)
+            experiments = _read_plan(plan, experiments)
             experiment = due(experiments, clock.now(), done, config)
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
-                log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
-                record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
-                                              abort=stop, handle_signals=False, clock=clock)
-                analysis = write_report(record, reports_dir / record.run_id)
-                log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
-                records.append(record)
+                record = await _rehearse(experiment, config, reports_dir, make_backend, make_monitor, stop, clock)
+                if record is not None:
+                    records.append(record)
                 continue
             if once:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
     return records
+
+
+async def _sweep(sweep: Sweep, *, everything: bool) -> int:
+    try:
+        return await sweep(everything)
+    except Exception as exc:  # the apiserver away for a moment: the next cycle sweeps again
+        log.error("sweep failed (retried next cycle): %s: %s", type(exc).__name__, exc)
+        return 0
+
+
+def _read_plan(plan: Path, previous: list[Experiment]) -> list[Experiment]:
+    """The plan's experiments; on a bad plan, the previous ones (none at start), reported."""
+    try:
+        experiments = load_experiments(plan)
+    except InvalidInput as exc:
+        PLAN_ERRORS.inc()
+        PLAN_VALID.set(0)
+        log.error("the rehearsal plan is invalid (read again next cycle; %s): %s",
+                  "keeping the previous plan" if previous else "nothing runs until it is fixed", exc)
+        return previous
+    PLAN_VALID.set(1)
+    return experiments
+
+
+async def _rehearse(experiment: Experiment, config: RunConfig, reports_dir: Path, make_backend: BackendFactory,
+                    make_monitor: Callable[[Experiment], Monitor], stop: asyncio.Event,
+                    clock: Clock) -> RunRecord | None:
+    log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
+    try:
+        record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
+                                      abort=stop, handle_signals=False, clock=clock)
+        analysis = write_report(record, reports_dir / record.run_id)
+    except Exception as exc:  # run_experiment rolls back and records its own failures; this is the rest
+        RUNS.labels(status="error").inc()
+        log.error("rehearsal %s could not run: %s: %s", experiment.name, type(exc).__name__, exc)
+        return None
+    RUNS.labels(status=record.status.value).inc()
+    log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
+    return record

@@ -25,39 +25,60 @@ from harbinger.clock import format_time, parse_time, parse_timestamp
 from harbinger.errors import InvalidInput
 from harbinger.quantity import parse_nonnegative
 
-#: Ceilings that hold whatever an annotation asks: stress never takes the node down.
+#: Ceilings that hold whatever an annotation asks: stress never takes the node down. The
+#: sidecar holds tighter, platform-set ones (:class:`harbinger.sidecar.SidecarLimits`).
 MAX_CPU_CORES = 8.0
 MAX_DELAY_MS = 120_000.0
+#: Quantities above these are refused before they become numbers: ``1e999999999`` must not
+#: turn into a billion-digit integer.
+MAX_MEMORY_BYTES = 2**40
+MAX_BANDWIDTH_BPS = 1e15
+#: An annotation longer than this is not a fault Harbinger wrote (its own are ~100 bytes).
+MAX_FAULT_TEXT = 4096
+
+
+def _quantity(value: str, *, what: str, ceiling: float) -> float:
+    """A quantity string, ASCII only (a regex digit class takes Arabic-Indic digits too), at
+    most ``ceiling``."""
+    if not value.isascii():
+        raise ValueError(f"{what}: {value!r} has non-ASCII characters")
+    try:
+        parsed = parse_nonnegative(value, what=what)
+    except ArithmeticError as exc:  # decimal.Overflow: an exponent past what Decimal holds
+        raise ValueError(f"{what}: {value!r} is out of range") from exc
+    if parsed > ceiling:
+        raise ValueError(f"{what}: {value!r} is above {ceiling:g}")
+    return float(parsed)
 
 
 class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: Added latency, on ``delay_percent`` % of requests.
-    delay_ms: float | None = Field(None, gt=0, le=MAX_DELAY_MS)
-    delay_percent: float = Field(100.0, gt=0, le=100)
+    delay_ms: float | None = Field(None, gt=0, le=MAX_DELAY_MS, allow_inf_nan=False)
+    delay_percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
     #: Answer ``abort_status`` instead of forwarding, on ``abort_percent`` % of requests.
     abort_status: int | None = Field(None, ge=400, le=599)
-    abort_percent: float = Field(100.0, gt=0, le=100)
+    abort_percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
     #: Response bandwidth limit in bits/s; a quantity (``1M``) or a number.
-    bandwidth_bps: float | None = Field(None, gt=0)
+    bandwidth_bps: float | None = Field(None, gt=0, le=MAX_BANDWIDTH_BPS, allow_inf_nan=False)
     #: Busy CPU cores to burn next to the application.
-    cpu_cores: float | None = Field(None, gt=0, le=MAX_CPU_CORES)
+    cpu_cores: float | None = Field(None, gt=0, le=MAX_CPU_CORES, allow_inf_nan=False)
     #: Memory to hold; a quantity (``64Mi``) or a number of bytes.
-    memory_bytes: int | None = Field(None, gt=0)
+    memory_bytes: int | None = Field(None, gt=0, le=MAX_MEMORY_BYTES)
 
     @field_validator("bandwidth_bps", mode="before")
     @classmethod
     def _bandwidth_quantity(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return float(parse_nonnegative(value, what="bandwidth_bps"))
+            return _quantity(value, what="bandwidth_bps", ceiling=MAX_BANDWIDTH_BPS)
         return value
 
     @field_validator("memory_bytes", mode="before")
     @classmethod
     def _memory_quantity(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return int(parse_nonnegative(value, what="memory_bytes"))
+            return int(_quantity(value, what="memory_bytes", ceiling=MAX_MEMORY_BYTES))
         return value
 
     @model_validator(mode="after")
@@ -125,10 +146,17 @@ FAULT_KEYS = (contract.CHAOS_FAULT, contract.CHAOS_EXPIRES, contract.CHAOS_EXPER
 
 
 def parse_fault(text: str, *, source: str) -> Fault:
+    """The fault an annotation declares; :class:`InvalidInput` for anything else, whatever the
+    text (a tenant can write it): too long, not JSON, nested too deep, numbers too long."""
+    if len(text) > MAX_FAULT_TEXT:
+        raise InvalidInput(f"{contract.CHAOS_FAULT} is {len(text)} characters long, more than {MAX_FAULT_TEXT}",
+                           source=source)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{contract.CHAOS_FAULT} is not JSON: {exc.msg}", source=source) from exc
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit; nesting past the stack
+        raise InvalidInput(f"{contract.CHAOS_FAULT} is not a JSON fault: {type(exc).__name__}", source=source) from exc
     if not isinstance(data, dict):
         raise InvalidInput(f"{contract.CHAOS_FAULT} must be a JSON object", source=source)
     try:
@@ -147,8 +175,12 @@ def fault_from_annotations(annotations: dict[str, str], *, source: str) -> Activ
     if not expires_text:
         raise InvalidInput(f"{contract.CHAOS_FAULT} is set without {contract.CHAOS_EXPIRES}; "
                            "a fault must carry its expiry", source=source)
-    expires = parse_time(expires_text, what=contract.CHAOS_EXPIRES)
-    return ActiveFault(fault, expires, annotations.get(contract.CHAOS_EXPERIMENT, ""))
+    try:
+        expires = parse_time(expires_text, what=contract.CHAOS_EXPIRES)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-23:59 is past the last representable instant
+        raise InvalidInput(f"{expires_text!r} is out of range", source=contract.CHAOS_EXPIRES) from exc
+    # The experiment's name is only shown; a tenant's megabyte of it is not.
+    return ActiveFault(fault, expires, annotations.get(contract.CHAOS_EXPERIMENT, "")[:253])
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -194,8 +194,14 @@ async def run_experiment(
             else:
                 injected = True
                 await run.ramp(baselines)
+        except Exception as exc:
+            # Prometheus unreachable, the apiserver refusing: the run ends here, its faults come
+            # off below, and the record (so the report) says why; the caller goes on.
+            run.record.status = RunStatus.FAILED
+            run.record.notes.append(f"ended by {type(exc).__name__}: {exc}")
+            log.error("%s: ended by %s: %s", experiment.name, type(exc).__name__, exc)
         except BaseException as exc:
-            run.record.status = RunStatus.ABORTED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
+            run.record.status = RunStatus.ABORTED
             run.record.notes.append(f"ended by {type(exc).__name__}: {exc}")
             raise
         finally:
@@ -204,7 +210,10 @@ async def run_experiment(
                           RunStatus.ABORTED: "aborted"}.get(run.record.status, "error")
                 await asyncio.shield(run.rollback(reason))
             run.record.targets = backend.describe_targets()
-        if injected and run.record.status is not RunStatus.ABORTED:
-            await run.recovery()
+        if injected and run.record.status not in (RunStatus.ABORTED, RunStatus.FAILED):
+            try:
+                await run.recovery()
+            except Exception as exc:  # the faults are off already; only the recovery curve is lost
+                run.record.notes.append(f"recovery not sampled: {type(exc).__name__}: {exc}")
     run.record.finished = clock.now()
     return run.record

@@ -21,6 +21,7 @@ from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY
 from harbinger.prometheus import PrometheusConnection
+from harbinger.sidecar import SidecarLimits
 
 
 class KubeSettings(BaseModel):
@@ -149,6 +150,25 @@ class ChaosSettings(BaseModel):
     query_selector: str | None = None
     #: Controller: how often it looks for due rehearsals and sweeps expired faults.
     controller_interval_seconds: float = Field(30.0, gt=0)
+    #: Controller: ``/metrics``, ``/healthz``, ``/readyz`` on this port (unset: not served).
+    controller_metrics_port: int | None = Field(None, ge=1, le=65535)
+    controller_metrics_host: str = "0.0.0.0"
+    # What the chaos sidecar lets any fault do in one pod, whatever the pod's annotations
+    # ask (a pod's author can write them): the webhook passes these as the sidecar's flags.
+    #: A fault ends at most this long after the sidecar reads it (above the TTL, which is renewed).
+    sidecar_max_fault_seconds: float = Field(900.0, ge=1, le=86_400)
+    sidecar_max_delay_ms: float = Field(30_000.0, ge=0, le=120_000)
+    sidecar_max_cpu_cores: float = Field(2.0, ge=0, le=8)
+    #: Keep below the sidecar container's memory limit (128Mi).
+    sidecar_max_memory_bytes: int = Field(64 * 2**20, ge=0, le=2**30)
+    #: The lowest bandwidth limit (bits/s) a fault may set.
+    sidecar_min_bandwidth_bps: float = Field(64_000.0, ge=1, le=1e12)
+
+    def sidecar_limits(self) -> SidecarLimits:
+        return SidecarLimits(
+            max_fault_seconds=self.sidecar_max_fault_seconds, max_delay_ms=self.sidecar_max_delay_ms,
+            max_cpu_cores=self.sidecar_max_cpu_cores, max_memory_bytes=self.sidecar_max_memory_bytes,
+            min_bandwidth_bps=self.sidecar_min_bandwidth_bps)
 
 
 class Settings(BaseSettings):

@@ -18,11 +18,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from chaos.backends.base import ORIGINAL_ANNOTATION, OWNED_PATCHED, FaultBackend
 from chaos.backends.optin import chaos_allowed, require_namespace
+from chaos.backends.sweeping import Sweep
 from chaos.experiment import Experiment
 from chaos.faults import FAULT_KEYS, ActiveFault, Fault, fault_expired
 from harbinger import contract
 from harbinger.clock import SYSTEM_CLOCK, Clock
-from harbinger.errors import HarbingerError
+from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.kube import read_json
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ class PodAnnotationBackend(FaultBackend):
                 raise
             annotations = pod["metadata"].get("annotations") or {}
             patch_annotations: dict[str, str | None] = dict(active.annotations())
-            if ORIGINAL_ANNOTATION not in annotations:
+            if not _valid_stash(annotations.get(ORIGINAL_ANNOTATION)):
+                # No stash yet, or one chaos did not write (a pod's author can write any
+                # annotation): what the pod carries now is what goes back.
                 original = {key: annotations.get(key) for key in FAULT_KEYS}
                 patch_annotations[ORIGINAL_ANNOTATION] = json.dumps(original, sort_keys=True)
             await self.core.patch_namespaced_pod(name, self.experiment.namespace, {"metadata": {
@@ -82,19 +85,53 @@ class PodAnnotationBackend(FaultBackend):
     async def remove_all(self) -> int:
         restored = 0
         for name in self.pods:
-            if await restore_pod(self.core, self.experiment.namespace, name):
+            # force: this run's own fault comes off even if someone broke the stash meanwhile.
+            if await restore_pod(self.core, self.experiment.namespace, name, force=True):
                 restored += 1
         return restored
 
 
-async def restore_pod(core: client.CoreV1Api, namespace: str, name: str) -> bool:
-    """Put a pod's fault keys back as they were; False when the pod is gone."""
+def _valid_stash(text: str | None) -> bool:
+    if text is None:
+        return False
+    try:
+        parse_pod_stash(text)
+    except InvalidInput:
+        return False
+    return True
+
+
+def parse_pod_stash(text: str | None) -> dict[str, str | None]:
+    """The values the fault keys had before chaos patched the pod; InvalidInput when the
+    stash is not what chaos writes (a JSON object of those keys to strings or null)."""
+    if text is None:
+        return {}  # labelled but never stashed: nothing to put back, the fault keys just go
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{ORIGINAL_ANNOTATION} is not JSON", source="pod") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{ORIGINAL_ANNOTATION} is a JSON {type(data).__name__}, not an object", source="pod")
+    unknown = set(data) - set(FAULT_KEYS)
+    if unknown:
+        raise InvalidInput(f"{ORIGINAL_ANNOTATION} has keys chaos never stashes: {sorted(unknown)[:5]}", source="pod")
+    if not all(v is None or isinstance(v, str) for v in data.values()):
+        raise InvalidInput(f"{ORIGINAL_ANNOTATION} has values that are not strings", source="pod")
+    return data
+
+
+async def restore_pod(core: client.CoreV1Api, namespace: str, name: str, *, force: bool = False) -> bool:
+    """Put a pod's fault keys back as they were; False when the pod is gone. When its stash
+    cannot be read: InvalidInput and nothing changed, or with ``force`` the fault keys removed."""
     try:
         pod = await read_json(core.read_namespaced_pod(name, namespace, _preload_content=False))
         annotations = pod["metadata"].get("annotations") or {}
         try:
-            original: dict[str, str | None] = json.loads(annotations.get(ORIGINAL_ANNOTATION) or "{}")
-        except json.JSONDecodeError:
+            original = parse_pod_stash(annotations.get(ORIGINAL_ANNOTATION))
+        except InvalidInput as exc:
+            if not force:
+                raise
+            log.warning("pod %s/%s: %s; removing the fault keys", namespace, name, exc.message)
             original = {}
         patch: dict[str, str | None] = {key: original.get(key) for key in FAULT_KEYS}
         patch[ORIGINAL_ANNOTATION] = None
@@ -108,16 +145,26 @@ async def restore_pod(core: client.CoreV1Api, namespace: str, name: str) -> bool
 
 
 async def sweep_pods(api: client.ApiClient, *, everything: bool, clock: Clock = SYSTEM_CLOCK) -> int:
-    """Restore pods the chaos controller left patched: expired ones, or all of them."""
+    """Restore pods the chaos controller left patched: expired ones, or all of them. Only in
+    opted-in namespaces; a pod that cannot be restored is skipped and reported, the rest
+    are still swept."""
     core = client.CoreV1Api(api)
+    sweep = Sweep(api, clock)
     now = clock.now()
     listed = await read_json(core.list_pod_for_all_namespaces(
         label_selector=contract.CHAOS_OWNED_LABEL, _preload_content=False))
-    swept = 0
     for pod in listed.get("items") or []:
-        meta = pod["metadata"]
-        expired = fault_expired(meta.get("annotations"), now)
-        if (everything or expired) and await restore_pod(core, meta["namespace"], meta["name"]):
-            log.info("swept chaos fault from pod %s/%s", meta["namespace"], meta["name"])
-            swept += 1
-    return swept
+        meta = pod.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        try:
+            if not await sweep.may_touch(namespace):
+                continue
+            if not (everything or fault_expired(meta.get("annotations"), now)):
+                continue
+            if await restore_pod(core, namespace, name):
+                sweep.restored("Pod", namespace, name)
+        except InvalidInput as exc:
+            await sweep.skip(pod, "Pod", "v1", "bad-stash", exc.message)
+        except Exception as exc:  # one object's failure never ends the sweep of the others
+            await sweep.skip(pod, "Pod", "v1", "error", f"{type(exc).__name__}: {exc}"[:300])
+    return sweep.swept

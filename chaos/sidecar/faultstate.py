@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from chaos.faults import ActiveFault, fault_from_annotations
+from chaos.sidecar.limits import bound
 from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.podinfo import read_annotations
 from chaos.sidecar.stress import Stress
 from harbinger.clock import SYSTEM_CLOCK, Clock, format_time
 from harbinger.errors import InvalidInput
+from harbinger.sidecar import SidecarLimits
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,21 @@ EFFECTS = ("delay", "abort", "bandwidth", "cpu", "memory")
 
 class FaultState:
     def __init__(self, annotations_file: Path, stress: Stress, metrics: SidecarMetrics,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, limits: SidecarLimits | None = None) -> None:
         self.clock = clock
         self.annotations_file = annotations_file
         self.stress = stress
         self.metrics = metrics
+        self.limits = limits or SidecarLimits()
+        #: The fault in force: what the annotations declare, held within ``limits``.
         self._declared: ActiveFault | None = None
+        #: What the annotations declared, as read, and when it was first read: the same
+        #: declaration read again keeps its first reading's expiry cap.
+        self._raw: ActiveFault | None = None
+        self._first_seen: datetime | None = None
         self._last_text: str | None = None
         self.error: str | None = None
+        self.clamped: list[str] = []
 
     def current(self, now: datetime | None = None) -> ActiveFault | None:
         """The fault in force now: declared, valid and not expired."""
@@ -59,17 +68,32 @@ class FaultState:
         self._last_text = text
         try:
             annotations = read_annotations(self.annotations_file)
-            declared = fault_from_annotations(annotations, source=str(self.annotations_file))
+            raw = fault_from_annotations(annotations, source=str(self.annotations_file))
             self.error = None
-        except InvalidInput as exc:
-            declared = None
-            self.error = str(exc)
+        except Exception as exc:  # InvalidInput, or anything else a tenant's text provokes: no fault
+            raw = None
+            self.error = str(exc) if isinstance(exc, InvalidInput) else f"unreadable: {type(exc).__name__}"
             self.metrics.annotation_errors.inc()
-            log.warning("ignoring the chaos annotations: %s", exc)
+            log.warning("ignoring the chaos annotations: %s", self.error)
+        declared = self._bounded(raw)
         if declared != self._declared:
             log.info("fault now: %s", f"{declared.fault.describe()} until {format_time(declared.expires)}"
                      if declared else "none")
         self._declared = declared
+
+    def _bounded(self, raw: ActiveFault | None) -> ActiveFault | None:
+        if raw is None:
+            self._raw, self._first_seen, self.clamped = None, None, []
+            return None
+        if raw != self._raw or self._first_seen is None:
+            self._raw, self._first_seen = raw, self.clock.now()
+        declared, clamped = bound(raw, self.limits, self._first_seen)
+        for field in set(clamped) - set(self.clamped):
+            self.metrics.fault_clamped.labels(field=field).inc()
+        if clamped and clamped != self.clamped:
+            log.warning("fault held within the platform's limits: %s", ", ".join(clamped))
+        self.clamped = clamped
+        return declared
 
     async def sync(self) -> None:
         """Bring stress and gauges in line with the fault in force now."""
@@ -101,8 +125,11 @@ class FaultState:
     async def run(self, poll_seconds: float) -> None:
         try:
             while True:
-                self.reload()
-                await self.sync()
+                try:
+                    self.reload()
+                    await self.sync()
+                except Exception:  # the loop that ends faults at their expiry must outlive any one error
+                    log.exception("fault state loop: keeping on")
                 await asyncio.sleep(self._next_wake(poll_seconds))
         finally:
             with contextlib.suppress(Exception):
@@ -116,6 +143,7 @@ class FaultState:
             "expires": format_time(active.expires) if active else None,
             "experiment": active.experiment if active else None,
             "error": self.error,
+            "clamped": self.clamped,
             "stress": {"cpu_cores": self.stress.cpu_cores, "memory_bytes": self.stress.memory_bytes,
                        "burners": len(self.stress.burner_pids())},
             "now": format_time(self.clock.now()),

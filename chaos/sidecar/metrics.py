@@ -29,5 +29,8 @@ class SidecarMetrics:
         self.annotation_errors = Counter(
             "harbinger_chaos_annotation_errors", "Annotation files refused as invalid (no fault applied)",
             registry=self.registry)
+        self.fault_clamped = Counter(
+            "harbinger_chaos_fault_clamped", "Faults held within the platform's limits, by the field cut",
+            ["field"], registry=self.registry)
         self.stress_cpu = Gauge("harbinger_chaos_stress_cpu_cores", "CPU cores being burnt", registry=self.registry)
         self.stress_memory = Gauge("harbinger_chaos_stress_memory_bytes", "Memory being held", registry=self.registry)

@@ -1,15 +1,20 @@
-"""The fault-injecting reverse proxy in front of the application, and the sidecar's admin
-port (``/healthz``, ``/readyz``, ``/metrics``, ``/fault``).
+"""The fault-injecting reverse proxy in front of the application, the sidecar's metrics
+port (``/metrics``, ``/healthz``, ``/readyz``) and its admin port (``/fault``, loopback only).
 
 One request's path, top to bottom: look up the fault in force, maybe delay, maybe abort
 with the fault's status, otherwise forward to the application and stream its answer
 back, paced to the bandwidth limit if there is one. Every request is counted and timed,
 faults included, because that is what the callers see.
+
+Bodies stream both ways in chunks, never read whole: the sidecar's memory does not grow
+with the size or the number of uploads in flight (its container has a 128Mi limit, the
+application behind it may take far larger bodies).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +28,7 @@ from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.stress import Stress
 from harbinger.errors import InvalidInput
 from harbinger.httpserver import add_standard_routes, serve
+from harbinger.sidecar import SidecarLimits
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +66,8 @@ def parse_hostport(text: str, *, flag: str) -> tuple[str, int]:
 
 
 def build_proxy_app(upstream: str, state: FaultState, metrics: SidecarMetrics, *, timeout: float) -> web.Application:
-    app = web.Application(client_max_size=64 * 2**20)
+    # client_max_size bounds only request.read(), which the proxy never calls: bodies stream.
+    app = web.Application()
     app[STATE] = state
     app[METRICS] = metrics
     app[PACER] = Pacer()
@@ -96,11 +103,13 @@ def _proxy(base: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
                 metrics.injected.labels(effect="abort").inc()
                 code = fault.abort_status
                 return web.Response(status=code, text="fault injected by harbinger chaos\n")
-            body = await request.read()
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            # The request's own stream: aiohttp reads it as the upstream takes it (flow control
+            # both ways), with the caller's Content-Length when it sent one, chunked otherwise.
+            body = request.content if request.body_exists else None
             try:
                 async with request.app[SESSION].request(
-                    request.method, base + request.path_qs, headers=headers, data=body or None,
+                    request.method, base + request.path_qs, headers=headers, data=body,
                     allow_redirects=False,
                 ) as upstream:
                     response = web.StreamResponse(status=upstream.status, headers={
@@ -125,41 +134,75 @@ def _proxy(base: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     return handle
 
 
-def build_admin_app(state: FaultState, metrics: SidecarMetrics) -> web.Application:
+def build_metrics_app(metrics: SidecarMetrics, state: FaultState | None = None) -> web.Application:
+    """``/metrics``, ``/healthz``, ``/readyz``; ``/fault`` too when ``state`` is given (only
+    for a listener on a loopback address)."""
     app = web.Application()
     add_standard_routes(app, registry=metrics.registry)
+    if state is not None:
+        _add_fault_route(app, state)
+    return app
 
+
+def build_admin_app(state: FaultState) -> web.Application:
+    """``/fault`` and ``/healthz``, for the admin port on 127.0.0.1."""
+    app = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/healthz", healthz)
+    _add_fault_route(app, state)
+    return app
+
+
+def _add_fault_route(app: web.Application, state: FaultState) -> None:
     async def fault(_: web.Request) -> web.Response:
         return web.json_response(state.describe())
 
     app.router.add_get("/fault", fault)
-    return app
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 async def run_sidecar(
-    *, listen: str, upstream: str, annotations_file: Path, metrics_port: int, poll_seconds: float = 0.2,
-    max_cpu_cores: float = 2.0, max_memory_bytes: int = 64 * 2**20, upstream_timeout: float = 30.0,
+    *, listen: str, upstream: str, annotations_file: Path, metrics_port: int, admin_port: int | None = None,
+    poll_seconds: float = 0.2, limits: SidecarLimits | None = None, upstream_timeout: float = 30.0,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the proxy on ``listen`` and the admin port on the same host until SIGTERM or ``stop``."""
+    """Serve the proxy on ``listen``, metrics on the same host at ``metrics_port``, and the fault
+    state on 127.0.0.1 at ``admin_port``, until SIGTERM or ``stop``. Without ``admin_port`` the
+    fault state is served on the metrics port only when that is bound to a loopback address:
+    it is never exposed beyond the pod."""
     host, port = parse_hostport(listen, flag="--listen")
     parse_hostport(upstream, flag="--upstream")
-    if not 0 < metrics_port < 65536:
-        raise InvalidInput(f"{metrics_port} is not a port", source="--metrics-port")
+    for flag, number in (("--metrics-port", metrics_port), ("--admin-port", admin_port)):
+        if number is not None and not 0 < number < 65536:
+            raise InvalidInput(f"{number} is not a port", source=flag)
+    limits = limits or SidecarLimits()
     metrics = SidecarMetrics()
-    state = FaultState(annotations_file, Stress(max_cpu_cores=max_cpu_cores, max_memory_bytes=max_memory_bytes),
-                       metrics)
+    state = FaultState(annotations_file, Stress(max_cpu_cores=limits.max_cpu_cores,
+                                                max_memory_bytes=limits.max_memory_bytes), metrics, limits=limits)
     state.reload()
     stop = stop or asyncio.Event()
     watcher = asyncio.create_task(state.run(poll_seconds), name="chaos-fault-state")
+    fault_on_metrics = admin_port is None and is_loopback(host)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(serve(build_proxy_app(upstream, state, metrics, timeout=upstream_timeout),
                                     host=host, port=port, stop=stop, shutdown_grace_seconds=5.0))
-            group.create_task(serve(build_admin_app(state, metrics), host=host, port=metrics_port, stop=stop,
-                                    shutdown_grace_seconds=1.0))
+            group.create_task(serve(build_metrics_app(metrics, state if fault_on_metrics else None),
+                                    host=host, port=metrics_port, stop=stop, shutdown_grace_seconds=1.0))
+            if admin_port is not None:
+                group.create_task(serve(build_admin_app(state), host="127.0.0.1", port=admin_port, stop=stop,
+                                        shutdown_grace_seconds=1.0))
     except* InvalidInput as group_error:
-        # One port could not be bound: the TaskGroup has stopped the other server; report the cause.
+        # One port could not be bound: the TaskGroup has stopped the others; report the cause.
         raise group_error.exceptions[0] from None
     finally:
         stop.set()

@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from kubernetes_asyncio import client
 
 from chaos.experiment import SLO, Experiment, FaultKind
 from chaos.faults import Fault
 from chaos.monitor import Queries
 from chaos.runner import RunConfig
 from harbinger_dev.chaosdemo import Topology, local_topology
-from harbinger_dev.localcluster import LocalPrometheus
+from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: Seconds-scale timings against a 1 s scrape interval: rate windows of 4 s see 3-4 scrapes.
 FAST = RunConfig(dwell_seconds=4.0, baseline_seconds=3.0, sample_interval_seconds=0.5, fault_ttl_seconds=20.0,
@@ -74,3 +77,16 @@ def window_seconds() -> float:
 def annotation_paths(topology: Topology) -> dict[str, list[Path]]:
     """Each local service's sidecar annotations file, as the file backend takes them."""
     return {s: [p.annotations_file] for s, p in topology.sidecars.items()}
+
+
+@pytest.fixture(scope="module")
+def virtual_service_crd(cluster: LocalCluster) -> None:
+    """Istio's VirtualService CRD (as manifests/crds ships it) on the real apiserver."""
+    cluster.kubectl("apply", "-k", str(REPO / "manifests" / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/virtualservices.networking.istio.io")
+
+
+@pytest.fixture
+async def custom(kube: client.ApiClient, virtual_service_crd: None) -> AsyncIterator[client.CustomObjectsApi]:
+    yield client.CustomObjectsApi(kube)

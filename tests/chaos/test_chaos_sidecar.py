@@ -21,6 +21,7 @@ from chaos.sidecar.metrics import SidecarMetrics
 from chaos.sidecar.podinfo import write_annotations
 from chaos.sidecar.proxy import run_sidecar
 from chaos.sidecar.stress import Stress
+from harbinger.sidecar import SidecarLimits
 from harbinger_dev.localcluster.cluster import free_port
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
@@ -70,7 +71,8 @@ async def sidecar(tmp_path: Path, upstream: str) -> AsyncIterator[Running]:
     stop = asyncio.Event()
     task = asyncio.create_task(run_sidecar(
         listen=f"127.0.0.1:{listen}", upstream=upstream, annotations_file=annotations,
-        metrics_port=admin, poll_seconds=0.05, max_cpu_cores=1.0, max_memory_bytes=8 * 2**20, stop=stop))
+        metrics_port=admin, poll_seconds=0.05, limits=SidecarLimits(max_cpu_cores=1.0, max_memory_bytes=8 * 2**20),
+        stop=stop))
     running = Running(f"http://127.0.0.1:{listen}/", f"http://127.0.0.1:{admin}", annotations)
     deadline = time.monotonic() + 10
     while True:
