@@ -77,6 +77,7 @@ class Mutator:
         *,
         bounds: Bounds | None = None,
         sidecar_image: str = WebhookSettings().chaos_sidecar_image,
+        sidecar_limits: sidecar.SidecarLimits | None = None,
         scheduler_name: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -85,6 +86,9 @@ class Mutator:
         self.forecasts = forecasts
         self.bounds = bounds or Bounds.of(WebhookSettings())
         self.sidecar_image = sidecar_image
+        #: The platform's limits on any fault, handed to every sidecar as flags (the sidecar
+        #: holds its built-in caps without them).
+        self.sidecar_limits = sidecar_limits
         self.clock = clock
 
     async def review(self, body: bytes) -> bytes:
@@ -193,7 +197,7 @@ class Mutator:
 
     def _stamp_chaos(self, decision: Decision, pod: Pod, own: dict[str, str], where: str) -> None:
         port = _upstream_port(pod, own, decision, where)
-        decision.sidecar = sidecar.sidecar_container(self.sidecar_image, port)
+        decision.sidecar = sidecar.sidecar_container(self.sidecar_image, port, self.sidecar_limits)
         decision.annotations[contract.CHAOS_SIDECAR_IMAGE] = self.sidecar_image
         # The chaos controller's pod backend reads the opt-in from the pod itself.
         decision.annotations[contract.CHAOS] = contract.CHAOS_ENABLED

@@ -138,6 +138,7 @@ async def run_webhook(settings: Settings, *, stop: asyncio.Event | None = None) 
         cluster.view, forecasts,
         bounds=Bounds.of(config),
         sidecar_image=config.chaos_sidecar_image,
+        sidecar_limits=settings.chaos.sidecar_limits(),
         scheduler_name=config.scheduler_name,
         clock=clock.now,
     )

@@ -1,4 +1,4 @@
-"""The independent sweeper (manifests/chaos/sweeper-cronjob.yaml): with the controller down and
+"""The independent sweeper (manifests/base/chaos/sweeper-cronjob.yaml): with the controller down and
 no plan anywhere, it takes expired Istio faults off, leaves running ones, gets past objects it
 cannot restore, and does so with nothing but its own ServiceAccount's rights, as the real
 apiserver's RBAC enforces them."""
@@ -27,7 +27,7 @@ from harbinger_dev.localcluster import LocalCluster
 from tests.chaos.test_chaos_istio import ORIGINAL_SPEC, _create, _get, custom_api
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFEST = REPO / "manifests" / "chaos" / "sweeper-cronjob.yaml"
+MANIFEST = REPO / "manifests" / "base" / "chaos" / "sweeper-cronjob.yaml"
 CHAOS_ON = {contract.CHAOS: contract.CHAOS_ENABLED}
 
 

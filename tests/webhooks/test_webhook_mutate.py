@@ -256,3 +256,12 @@ async def test_a_pod_review_with_a_broken_pod_names_the_field(world: World) -> N
         await world.review(pod)
     with pytest.raises(InvalidInput, match=r"request\.object"):
         await world.review(None)
+
+
+async def test_the_sidecar_gets_the_platforms_fault_limits_as_flags(world: World) -> None:
+    world.mutator.sidecar_limits = sidecar.SidecarLimits(max_cpu_cores=1.0, max_fault_seconds=300.0)
+    world.namespace(chaos=True)
+    pod = world.pod(annotations={})
+    containers = world.apply(pod, await world.review(pod))["spec"]["containers"]
+    args = containers[1]["args"]
+    assert "--max-cpu=1" in args and "--max-fault-seconds=300" in args
