@@ -32,6 +32,9 @@ PODINFO_DIR: Final = "/etc/harbinger/podinfo"
 ANNOTATIONS_FILE: Final = PODINFO_DIR + "/annotations"
 #: Application port the proxy forwards to, when the pod does not say (annotation below).
 DEFAULT_UPSTREAM_PORT: Final = 8080
+#: What the proxy itself needs beside a fault's stress (its bodies stream: memory stays flat).
+PROXY_CPU_CORES: Final = 0.25
+PROXY_MEMORY_BYTES: Final = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,12 @@ def sidecar_args(upstream_port: int, limits: SidecarLimits | None = None) -> lis
 
 def sidecar_container(image: str, upstream_port: int = DEFAULT_UPSTREAM_PORT,
                       limits: SidecarLimits | None = None) -> dict[str, Any]:
-    """The container spec (camelCase, as in a Pod) of the chaos sidecar."""
+    """The container spec (camelCase, as in a Pod) of the chaos sidecar. Its CPU and memory
+    limits cover the most stress its limits allow a fault (plus the proxy's own share), so a
+    rehearsal never gets the sidecar throttled into a different experiment, or killed."""
+    bounds = limits or SidecarLimits()
+    cpu_limit = f"{math.ceil((bounds.max_cpu_cores + PROXY_CPU_CORES) * 1000)}m"
+    memory_limit = f"{math.ceil((bounds.max_memory_bytes + PROXY_MEMORY_BYTES) / 2**20)}Mi"
     return {
         "name": contract.CHAOS_SIDECAR_NAME,
         "image": image,
@@ -88,7 +96,8 @@ def sidecar_container(image: str, upstream_port: int = DEFAULT_UPSTREAM_PORT,
             {"name": "chaos-proxy", "containerPort": PROXY_PORT, "protocol": "TCP"},
             {"name": "chaos-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"cpu": cpu_limit, "memory": memory_limit}},
         "securityContext": {
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},

@@ -265,3 +265,10 @@ async def test_the_sidecar_gets_the_platforms_fault_limits_as_flags(world: World
     containers = world.apply(pod, await world.review(pod))["spec"]["containers"]
     args = containers[1]["args"]
     assert "--max-cpu=1" in args and "--max-fault-seconds=300" in args
+
+
+def test_the_sidecars_limits_cover_the_stress_a_fault_may_ask() -> None:
+    default = sidecar.sidecar_container("img")["resources"]["limits"]
+    assert default == {"cpu": "2250m", "memory": "128Mi"}  # 2 cores and 64 MiB of stress, plus the proxy
+    wider = sidecar.sidecar_container("img", limits=sidecar.SidecarLimits(max_cpu_cores=4, max_memory_bytes=2**30))
+    assert wider["resources"]["limits"] == {"cpu": "4250m", "memory": "1088Mi"}
