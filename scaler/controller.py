@@ -90,6 +90,9 @@ from scaler.tenancy import FloorCaps
 
 log = logging.getLogger(__name__)
 
+#: Listing HarbingerPolicies is tried this many times, a second apart, when the apiserver
+#: answers 429 (its storage for a just-installed CRD is still initializing).
+POLICY_LIST_ATTEMPTS = 5
 #: A write that meets a 409 is decided again on a fresh read this many times in one run.
 CONFLICT_ATTEMPTS = 3
 
@@ -336,16 +339,22 @@ class Planner:
         if not self._policies_installed:
             return []
         custom = client.CustomObjectsApi(self.api)
-        try:
-            return await _items(custom.list_cluster_custom_object(contract.API_GROUP, contract.API_VERSION, POLICIES,
-                                                                  _preload_content=False))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self._policies_installed = False
-            log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: profiles come "
-                        "from annotations and the profiles file; apply manifests/base/crds and restart")
-            return []
+        for attempt in range(POLICY_LIST_ATTEMPTS):
+            try:
+                return await _items(custom.list_cluster_custom_object(contract.API_GROUP, contract.API_VERSION,
+                                                                      POLICIES, _preload_content=False))
+            except ApiException as exc:
+                # 429 "storage is (re)initializing": the CRD was just installed or changed.
+                if exc.status == 429 and attempt + 1 < POLICY_LIST_ATTEMPTS:
+                    await asyncio.sleep(1.0)
+                    continue
+                if exc.status != 404:
+                    raise
+                break
+        self._policies_installed = False
+        log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: profiles come "
+                    "from annotations and the profiles file; apply manifests/base/crds and restart")
+        return []
 
     async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
         """The inputs of this run: the declared ones (the graph in service keys), with the calls

@@ -30,7 +30,8 @@ PROFILE = CapacityProfile(rps_per_replica=10, headroom=0.0, warmup_seconds=60, m
 @pytest.fixture(scope="module")
 def capacity_plan_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
+                    "crd/harbingerpolicies.harbinger.io")
 
 
 async def read_plan(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -26,7 +26,8 @@ T0 = datetime(2031, 3, 2, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def policy_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/harbingerpolicies.harbinger.io")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
+                    "crd/harbingerpolicies.harbinger.io")
 
 
 def policy(name: str, namespace: str, capacity: dict[str, Any], service: str | None = None) -> str:
