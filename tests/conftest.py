@@ -119,6 +119,28 @@ async def kube(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
         await api.close()
 
 
+#: ``async with as_account(namespace, name) as api``: an ApiClient holding only that
+#: ServiceAccount's token (ten minutes), to prove what its RBAC and admission policies allow.
+AsAccount = Callable[[str, str], contextlib.AbstractAsyncContextManager[client.ApiClient]]
+
+
+@pytest.fixture
+def as_account(cluster: LocalCluster, kube: client.ApiClient) -> AsAccount:
+    @contextlib.asynccontextmanager
+    async def account(namespace: str, name: str) -> AsyncIterator[client.ApiClient]:
+        token = await client.CoreV1Api(kube).create_namespaced_service_account_token(
+            name, namespace, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
+        configuration = client.Configuration(host=cluster.server)
+        configuration.ssl_ca_cert = str(cluster.ca_cert)
+        configuration.api_key = {"BearerToken": token.status.token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        async with client.ApiClient(configuration) as api:
+            yield api
+
+    return account
+
+
 MakeNamespace = Callable[..., Awaitable[str]]
 
 

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -20,6 +20,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from chaos.backends.istio import GROUP, PLURAL, VERSION
 from harbinger import contract
 from harbinger_dev.localcluster import LocalCluster
+
+if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
+    from tests.conftest import AsAccount
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = "harbinger-chaos-changes-faults-only"
@@ -61,7 +64,7 @@ def virtual_service(name: str, labels: dict[str, str] | None = None) -> dict[str
 
 
 async def test_the_chaos_controller_may_set_faults_and_nothing_else(
-    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any,
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, as_account: AsAccount,
 ) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io")
@@ -76,14 +79,7 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
         await core_admin.create_namespaced_pod(namespace, pod("payments-0"))
     await custom_admin.create_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, virtual_service("payments"))
     try:
-        token = await core_admin.create_namespaced_service_account_token(
-            f"harbinger-chaos-{suffix}", system, client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
-        configuration = client.Configuration(host=cluster.server)
-        configuration.ssl_ca_cert = str(cluster.ca_cert)
-        configuration.api_key = {"BearerToken": token.status.token}
-        configuration.api_key_prefix = {"BearerToken": "Bearer"}
-        async with client.ApiClient(configuration) as as_chaos:
+        async with as_account(system, f"harbinger-chaos-{suffix}") as as_chaos:
             core: Any = client.CoreV1Api(as_chaos)
             custom: Any = client.CustomObjectsApi(as_chaos)
             fault = {"metadata": {"annotations": {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 50})},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -19,6 +19,9 @@ from harbinger import contract
 from harbinger.clock import ManualClock
 from harbinger.profile import CapacityProfile
 from harbinger_dev.localcluster import LocalCluster
+
+if TYPE_CHECKING:  # the fixture's type; pytest loads the conftest itself
+    from tests.conftest import AsAccount
 from scaler.capacityplans import CapacityPlans
 from scaler.controller import Planner
 from scaler.leader import LeaderElector
@@ -47,7 +50,7 @@ async def test_the_kustomization_builds_and_the_apiserver_accepts_it(cluster: Lo
 
 async def test_the_planners_rbac_is_enough_and_no_more(
     cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, scaler_nodes: Any, new_service: Any,
-    forecast: Any, scripted: Any,
+    forecast: Any, scripted: Any, as_account: AsAccount,
 ) -> None:
     cluster.kubectl("apply", "-k", str(MANIFESTS.parent / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
@@ -79,15 +82,7 @@ async def test_the_planners_rbac_is_enough_and_no_more(
             assert cluster.kubectl("auth", "can-i", verb, resource, "-n", workloads, f"--as={who}",
                                    check=False).stdout.strip() == "no", (verb, resource)
 
-        core = client.CoreV1Api(kube)
-        token = await core.create_namespaced_service_account_token(
-            f"harbinger-planner-{system}", system, client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
-        configuration = client.Configuration(host=cluster.server)
-        configuration.ssl_ca_cert = str(cluster.ca_cert)
-        configuration.api_key = {"BearerToken": token.status.token}
-        configuration.api_key_prefix = {"BearerToken": "Bearer"}
-        async with client.ApiClient(configuration) as as_planner:
+        async with as_account(system, f"harbinger-planner-{system}") as as_planner:
             clock = ManualClock(T0)
             # The Role grants get/update on the Lease named harbinger-planner only.
             elector = LeaderElector(as_planner, name="harbinger-planner", namespace=system, identity="p-0",
