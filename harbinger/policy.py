@@ -111,6 +111,31 @@ class PolicyIndex:
         return {**(default.capacity if default else {}), **(own.capacity if own else {})}
 
 
+class PolicyCache:
+    """The policies of every namespace, kept current by watch events (the webhook's hot path
+    reads it; no API call per admission): ``on_event`` is a Reflector's handler."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, dict[str, Mapping[str, Any]]] = {}  # namespace -> name -> object
+        self._index: dict[str, PolicyIndex] = {}  # namespace -> index, rebuilt when it changes
+
+    def on_event(self, kind: str, obj: Mapping[str, Any], _old: Mapping[str, Any] | None = None) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        objects = self._objects.setdefault(namespace, {})
+        if kind == "DELETED":
+            objects.pop(name, None)
+        else:
+            objects[name] = obj
+        self._index.pop(namespace, None)
+
+    def fields_for(self, namespace: str, service: str) -> dict[str, Any] | None:
+        index = self._index.get(namespace)
+        if index is None:
+            index = self._index[namespace] = PolicyIndex.build(self._objects.get(namespace, {}).values())
+        return index.fields_for(namespace, service)
+
+
 # --- the CRD, generated from the model (hack/crds.py) ------------------------------------------
 def _comments() -> dict[str, str]:
     """Each CapacityProfile field's ``#:`` comment, as its description."""

@@ -9,14 +9,21 @@ apiserver and a test that fills the stores by hand.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
+from harbinger import contract
 from harbinger.kube import KubeObject, Reflector, new_api_client
+from harbinger.policy import POLICIES, PolicyCache
 from webhooks.review import Pod
+
+log = logging.getLogger(__name__)
 
 #: The label the ReplicaSet controller puts on a Deployment's pods; its value is the
 #: suffix of the ReplicaSet's name, ``<deployment>-<pod-template-hash>``.
@@ -58,9 +65,11 @@ def owning_deployment(pod: Pod) -> str | None:
 
 
 class ClusterView:
-    def __init__(self, namespaces: Store, deployments: Store) -> None:
+    def __init__(self, namespaces: Store, deployments: Store, policies: PolicyCache | None = None) -> None:
         self._namespaces = namespaces
         self._deployments = deployments
+        #: HarbingerPolicies, by namespace (empty when the CRD is not installed).
+        self.policies = policies or PolicyCache()
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         """The namespace's labels, or None when the cache has not seen it yet."""
@@ -99,9 +108,10 @@ class _ReflectorStore:
 
 
 class WatchedCluster:
-    """Two reflectors (namespaces, Deployments) over one API client. ``view`` can be handed
-    out before :meth:`start`; it reads empty until the first lists arrive. Given ``api``,
-    it uses that client (and leaves closing it to the caller); else it makes its own."""
+    """Reflectors over one API client: namespaces, Deployments, and HarbingerPolicies when
+    their CRD is installed (checked once at start). ``view`` can be handed out before
+    :meth:`start`; it reads empty until the first lists arrive. Given ``api``, it uses that
+    client (and leaves closing it to the caller); else it makes its own."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None, *,
                  api: client.ApiClient | None = None) -> None:
@@ -111,10 +121,11 @@ class WatchedCluster:
         self._api: client.ApiClient | None = None
         self._namespaces = _ReflectorStore()
         self._deployments = _ReflectorStore()
+        self._policies: Reflector | None = None
         self.view = ClusterView(self._namespaces, self._deployments)
 
     def _reflectors(self) -> list[Reflector]:
-        return [r for r in (self._namespaces.reflector, self._deployments.reflector) if r]
+        return [r for r in (self._namespaces.reflector, self._deployments.reflector, self._policies) if r]
 
     async def start(self) -> None:
         self._api = self._given_api or await new_api_client(self._kubeconfig, self._context)
@@ -122,19 +133,27 @@ class WatchedCluster:
         self._deployments.reflector = Reflector(
             client.AppsV1Api(self._api).list_deployment_for_all_namespaces, name="deployments"
         )
+        if await _serves_policies(self._api):
+            custom = client.CustomObjectsApi(self._api)
+            self._policies = Reflector(functools.partial(custom.list_cluster_custom_object, contract.API_GROUP,
+                                                         contract.API_VERSION, POLICIES),
+                                       name="harbingerpolicies", on_event=self.view.policies.on_event)
+        else:
+            log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: pods are "
+                        "sized from capacity-profile annotations; apply manifests/base/crds and restart")
         for reflector in self._reflectors():
             reflector.start()
 
     def synced(self) -> bool:
         reflectors = self._reflectors()
-        return len(reflectors) == 2 and all(r.synced.is_set() for r in reflectors)
+        return len(reflectors) >= 2 and all(r.synced.is_set() for r in reflectors)
 
     def fresh(self) -> bool:
         """Synced, and neither cache has lost the apiserver for longer than a watch may stay
         quiet: readiness. A stale webhook is better out of the Service (pods are then admitted
         unstamped, ``failurePolicy: Ignore``) than stamping from a picture of the past."""
         reflectors = self._reflectors()
-        return len(reflectors) == 2 and all(r.healthy() for r in reflectors)
+        return len(reflectors) >= 2 and all(r.healthy() for r in reflectors)
 
     async def wait_synced(self, timeout: float) -> None:
         for reflector in self._reflectors():
@@ -146,3 +165,14 @@ class WatchedCluster:
         if self._api and self._api is not self._given_api:
             await self._api.close()
         self._api = None
+
+
+async def _serves_policies(api: client.ApiClient) -> bool:
+    """Whether the apiserver serves harbingerpolicies (the CRD is installed)."""
+    try:
+        resources = await client.CustomObjectsApi(api).get_api_resources(contract.API_GROUP, contract.API_VERSION)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(r.name == POLICIES for r in resources.resources or [])

@@ -149,8 +149,8 @@ class Mutator:
 
         service = contract.service_of(pod.metadata.labels, workload)
         outlook = await self.forecasts.outlook(namespace, service, now) if service else None
-        if outlook:
-            self._stamp_forecast(decision, pod, deployment, workload, outlook, where)
+        if outlook and service:
+            self._stamp_forecast(decision, pod, deployment, workload, outlook, where, namespace, service)
         if _in_warmup_window(workload, now, decision, where):
             decision.annotations[contract.WARMUP] = "true"
             decision.stamps.add("warmup")
@@ -162,16 +162,28 @@ class Mutator:
             self._stamp_chaos(decision, pod, pod_annotations, where)
         return decision
 
+    def _profile(self, namespace: str, service: str, workload: dict[str, str], decision: Decision,
+                 where: str) -> CapacityProfile | None:
+        """The service's HarbingerPolicy over its namespace's; the capacity-profile annotation
+        (deprecated) only where no policy applies."""
+        fields = self.view.policies.fields_for(namespace, service)
+        if fields is None:
+            return _capacity_profile(workload, decision, where)
+        if contract.CAPACITY_PROFILE in workload:
+            decision.warnings.append(f"{where}: annotation {contract.CAPACITY_PROFILE} is ignored: a HarbingerPolicy "
+                                     "applies; remove the annotation")
+        return _policy_profile(tuple(sorted(fields.items())))
+
     def _stamp_forecast(
         self, decision: Decision, pod: Pod, deployment: dict[str, Any] | None, workload: dict[str, str],
-        outlook: Outlook, where: str,
+        outlook: Outlook, where: str, namespace: str, service: str,
     ) -> None:
         replicas = _planned_replicas(deployment, decision, where)
         tps = outlook.peak_p90_tps / replicas
         decision.annotations[contract.PREDICTED_TPS] = f"{tps:.2f}"
         decision.annotations[contract.MODEL_VERSION] = outlook.model_version
         decision.stamps.add("forecast")
-        profile = _capacity_profile(workload, decision, where)
+        profile = self._profile(namespace, service, workload, decision, where)
         if profile is None:
             return
 
@@ -224,6 +236,12 @@ def _profile(text: str) -> CapacityProfile | str:
         return profile_from_annotation(text, source=f"annotation {contract.CAPACITY_PROFILE}")
     except InvalidInput as exc:
         return str(exc)
+
+
+@lru_cache(maxsize=_CACHE)
+def _policy_profile(fields: tuple[tuple[str, Any], ...]) -> CapacityProfile:
+    """The profile of a policy's fields (checked by the apiserver, and again when indexed)."""
+    return CapacityProfile.model_validate(dict(fields))
 
 
 @lru_cache(maxsize=_CACHE)

@@ -272,3 +272,21 @@ def test_the_sidecars_limits_cover_the_stress_a_fault_may_ask() -> None:
     assert default == {"cpu": "2250m", "memory": "128Mi"}  # 2 cores and 64 MiB of stress, plus the proxy
     wider = sidecar.sidecar_container("img", limits=sidecar.SidecarLimits(max_cpu_cores=4, max_memory_bytes=2**30))
     assert wider["resources"]["limits"] == {"cpu": "4250m", "memory": "1088Mi"}
+
+
+async def test_a_harbingerpolicy_sizes_the_pod_over_the_old_annotation(world: World) -> None:
+    world.namespace("shop")
+    world.forecasts.put(world.forecast("web", [100]))
+    world.mutator.view.policies.on_event("ADDED", {"metadata": {"namespace": "shop", "name": "defaults"},
+                                                   "spec": {"capacity": {"cpuPerRps": 0.01, "cpuBaseCores": 0}}})
+    old = json.dumps({"cpu_per_rps": 0.5})
+    pod = world.pod(annotations={contract.RESOURCES: contract.RESOURCES_FORECAST, contract.CAPACITY_PROFILE: old})
+    answer = await world.review(pod)
+    requests = world.apply(pod, answer)["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["cpu"] == "1000m"  # 100 req/s x 0.01 cores: the policy's, not the annotation's 0.5
+    assert any("is ignored: a HarbingerPolicy applies" in w for w in world.response_of(answer)["warnings"])
+    # The policy goes: the annotation sizes the pod again (upgrade path).
+    world.mutator.view.policies.on_event("DELETED", {"metadata": {"namespace": "shop", "name": "defaults"}})
+    pod = world.pod(annotations={contract.RESOURCES: contract.RESOURCES_FORECAST, contract.CAPACITY_PROFILE: old})
+    requests = world.apply(pod, await world.review(pod))["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["cpu"] == "8000m"  # 0.05 + 100 x 0.5 = 50 cores, held at the webhook's 8-core bound
