@@ -24,6 +24,7 @@ from chaos.backends.files import AnnotationsFileBackend, parse_file_mapping, swe
 from chaos.backends.istio import IstioBackend, sweep_virtual_services
 from chaos.backends.pods import PodAnnotationBackend, sweep_pods
 from chaos.experiment import BackendKind, Experiment, FaultKind, Plan, dump, load_experiments
+from chaos.experiments_api import ExperimentRecords
 from chaos.monitor import Monitor, Queries
 from chaos.record import RunRecord, RunStatus
 from chaos.report import RUN_JSON, write_report
@@ -343,7 +344,8 @@ async def _controller(args: argparse.Namespace) -> int:
             records = await run_controller(
                 args.plan, config=_config(settings), reports_dir=settings.reports_dir,
                 interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
-                make_monitor=monitor_for, sweep=backends.sweep, stop=stop, once=args.once, clock=clock)
+                make_monitor=monitor_for, sweep=backends.sweep, stop=stop, once=args.once, clock=clock,
+                experiment_records=ExperimentRecords(backends.api) if backends.api is not None else None)
         finally:
             stop.set()
             if metrics is not None:

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment, load_experiments
+from chaos.experiments_api import ExperimentRecords
 from chaos.metrics import PLAN_ERRORS, PLAN_VALID, RUNS
 from chaos.monitor import Monitor
 from chaos.record import RunRecord
 from chaos.report import write_report
-from chaos.runner import RunConfig, run_experiment
+from chaos.runner import RunConfig, new_run_id, run_experiment
 from harbinger.clock import SYSTEM_CLOCK, Clock
 from harbinger.errors import InvalidInput
 from harbinger.lifecycle import stop_on_signals
@@ -51,7 +52,7 @@ def due(experiments: list[Experiment], now: datetime, done: set[tuple[str, datet
 async def run_controller(
     plan: Path, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
     make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock = SYSTEM_CLOCK, experiment_records: ExperimentRecords | None = None,
 ) -> list[RunRecord]:
     """Sweep first (no plan needed for that), then rehearse from the plan until stopped. Nothing
     a cycle meets ends the controller: a bad plan is reported and read again next cycle, a
@@ -62,6 +63,10 @@ async def run_controller(
         swept = await _sweep(sweep, everything=True)
         if swept:
             log.warning("swept %d fault(s) left by a previous controller", swept)
+        if experiment_records is not None:
+            interrupted = await experiment_records.mark_interrupted(clock.now())
+            if interrupted:
+                log.warning("%d rehearsal(s) a previous controller left running are marked Interrupted", interrupted)
         done: set[tuple[str, datetime]] = set()
         records: list[RunRecord] = []
         experiments: list[Experiment] = []
@@ -71,7 +76,8 @@ async def run_controller(
             experiment = due(experiments, clock.now(), done, config)
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
-                record = await _rehearse(experiment, config, reports_dir, make_backend, make_monitor, stop, clock)
+                record = await _rehearse(experiment, config, reports_dir, make_backend, make_monitor, stop, clock,
+                                         experiment_records)
                 if record is not None:
                     records.append(record)
                 continue
@@ -106,12 +112,17 @@ def _read_plan(plan: Path, previous: list[Experiment]) -> list[Experiment]:
 
 async def _rehearse(experiment: Experiment, config: RunConfig, reports_dir: Path, make_backend: BackendFactory,
                     make_monitor: Callable[[Experiment], Monitor], stop: asyncio.Event,
-                    clock: Clock) -> RunRecord | None:
+                    clock: Clock, experiment_records: ExperimentRecords | None = None) -> RunRecord | None:
     log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
+    run_id = new_run_id(experiment, clock.now())
+    if experiment_records is not None:
+        await experiment_records.started(experiment, run_id, clock.now())
     try:
         record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
-                                      abort=stop, handle_signals=False, clock=clock)
+                                      abort=stop, handle_signals=False, clock=clock, run_id=run_id)
         analysis = write_report(record, reports_dir / record.run_id)
+        if experiment_records is not None:
+            await experiment_records.finished(record, reports_dir / record.run_id / "report.html")
     except Exception as exc:  # run_experiment rolls back and records its own failures; this is the rest
         RUNS.labels(status="error").inc()
         log.error("rehearsal %s could not run: %s: %s", experiment.name, type(exc).__name__, exc)

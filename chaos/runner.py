@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment
@@ -53,7 +53,8 @@ class RunConfig:
 
 class _Run:
     def __init__(self, experiment: Experiment, backend: FaultBackend, monitor: Monitor, config: RunConfig,
-                 abort: asyncio.Event, on_step: Callable[[int, Fault], None] | None, clock: Clock) -> None:
+                 abort: asyncio.Event, on_step: Callable[[int, Fault], None] | None, clock: Clock,
+                 run_id: str | None = None) -> None:
         self.clock = clock
         self.experiment = experiment
         self.backend = backend
@@ -64,7 +65,7 @@ class _Run:
         self.dwell = experiment.dwell_seconds or config.dwell_seconds
         self.watched = experiment.watched()
         self.record = RunRecord(
-            run_id=f"{experiment.name}-{self.clock.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+            run_id=run_id or new_run_id(experiment, self.clock.now()),
             experiment=experiment, status=RunStatus.HELD, started=self.clock.now(), dwell_seconds=self.dwell)
         self.detected_monotonic: float | None = None
 
@@ -169,16 +170,21 @@ class _Run:
             self._keep(await self.monitor.sample(self.watched), "recovery", None)
 
 
+def new_run_id(experiment: Experiment, now: datetime) -> str:
+    """``<experiment>-<UTC time>-<random>``: unique, and sorted by time within an experiment."""
+    return f"{experiment.name}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
 async def run_experiment(
     experiment: Experiment, backend: FaultBackend, monitor: Monitor, config: RunConfig, *,
     abort: asyncio.Event | None = None, on_step: Callable[[int, Fault], None] | None = None,
-    handle_signals: bool = True, clock: Clock = SYSTEM_CLOCK,
+    handle_signals: bool = True, clock: Clock = SYSTEM_CLOCK, run_id: str | None = None,
 ) -> RunRecord:
     """Run ``experiment`` to its end or first breach; faults are always removed before this returns.
 
     With ``handle_signals``, SIGTERM and SIGINT end the ramp (and roll back) while it runs;
     a caller with its own handlers (the controller) passes False and sets ``abort`` itself."""
-    run = _Run(experiment, backend, monitor, config, abort or asyncio.Event(), on_step, clock)
+    run = _Run(experiment, backend, monitor, config, abort or asyncio.Event(), on_step, clock, run_id)
     with stop_on_signals(run.abort) if handle_signals else contextlib.nullcontext(run.abort):
         injected = False
         try:
