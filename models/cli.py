@@ -86,6 +86,8 @@ def add_forecast_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--now", type=_timestamp, help="forecast from this UTC time (default: after the history)")
     p.add_argument("--events", type=Path, help="YAML file of scheduled events")
     p.add_argument("--json", action="store_true", help="print the forecast as one JSON object")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="also draw the forecast's P50-P90 band after the recent traffic into this PNG")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -140,6 +142,10 @@ def _forecast(args: argparse.Namespace) -> int:
     if args.horizon is not None:
         horizon = _steps(args.horizon, forecaster.step_seconds, "--horizon")
     forecast = forecaster.forecast(history, now=args.now, horizon_steps=horizon, events=events)
+    if args.plot:
+        from models.plots import plot_forecast
+
+        print(f"plot: {plot_forecast(history, forecast, args.plot)}", file=sys.stderr)
     if args.json:
         print(json.dumps(forecast.to_json()))
         return 0

@@ -1,4 +1,5 @@
-"""A PNG per backtest: the actual traffic against each model's P50, Harbinger's P50-P90 band."""
+"""PNGs people read: a backtest (the actual traffic against each model's P50, Harbinger's
+P50-P90 band), and one forecast after the traffic it was made from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import HARBINGER, PROPHET, BacktestResult
+from models.forecast import Forecast
 
 _COLOURS = {HARBINGER: "tab:blue", PROPHET: "tab:orange", "seasonal-naive-daily": "tab:green",
             "seasonal-naive-weekly": "tab:olive"}
@@ -45,6 +47,38 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
     axes.set_ylabel("requests per second")
     axes.set_ylim(0, 1.15 * top)  # a baseline's wild miss should not flatten everything else
     axes.legend(loc="upper left", fontsize=8, ncol=3)
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_forecast(history: pd.Series, forecast: Forecast, path: Path, *, shown_steps: int | None = None) -> Path:
+    """The forecast's P50 and P50-P90 band after the recent actual traffic (the last
+    ``shown_steps`` of ``history``: by default as long as the forecast), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recent = history.iloc[-(shown_steps or 2 * forecast.horizon_steps):]
+    times = pd.DatetimeIndex(forecast.timestamps())
+    figure, axes = plt.subplots(figsize=(12, 4.5), dpi=110)
+    axes.plot(recent.index, recent.to_numpy(dtype=float), color="black", linewidth=1.0, label="actual")
+    axes.fill_between(times, forecast.p50, forecast.p90, color="tab:blue", alpha=0.2, linewidth=0,
+                      label="forecast P50-P90")
+    axes.plot(times, forecast.p50, color="tab:blue", linewidth=1.3, label="forecast P50")
+    peak = forecast.peak_time()
+    axes.axvline(peak, color="tab:red", linewidth=0.8, alpha=0.6,  # type: ignore[arg-type]
+                 label=f"peak P90 {forecast.peak_p90():.1f} req/s")
+    axes.set_title(f"{forecast.service}: model {forecast.model_version}, {forecast.step_seconds // 60} min steps",
+                   fontsize=10)
+    axes.set_ylabel("requests per second")
+    axes.set_ylim(0, None)
+    axes.legend(loc="upper left", fontsize=8)
     axes.grid(alpha=0.3)
     figure.autofmt_xdate()
     figure.tight_layout()

@@ -56,6 +56,16 @@ def test_forecast_json(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert len(document["p50"]) == 24 and document["step_seconds"] == 900
 
 
+def test_forecast_plot_draws_the_band_after_the_traffic(model_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "forecast.png"
+    assert forecast(["--model", str(model_dir), "--horizon", "6h", "--json", "--plot", str(png)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["service"] == "checkout"  # --json still prints one object
+    assert f"plot: {png}" in captured.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_forecast_table(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert forecast(["--model", str(model_dir), "--horizon", "1h"]) == 0
     out = capsys.readouterr().out
