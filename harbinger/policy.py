@@ -149,7 +149,8 @@ def _comments() -> dict[str, str]:
             continue
         match = re.match(r"(\w+):", stripped)
         if match and match.group(1) in CapacityProfile.model_fields and pending:
-            found[match.group(1)] = re.sub(r"``([^`]+)``", r"\1", " ".join(pending))
+            text = re.sub(r":\w+:`([^`]+)`", r"\1", " ".join(pending))  # Sphinx roles
+            found[match.group(1)] = re.sub(r"``([^`]+)``", r"\1", text)
         pending = []
     return found
 
@@ -225,3 +226,27 @@ def policy_crd() -> dict[str, Any]:
             }],
         },
     }
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def capacity_reference() -> str:
+    """The Markdown table of ``spec.capacity``'s fields, generated like the CRD (docs/api.md)."""
+    rows = ["| field | type | bounds | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    schema = capacity_schema()["properties"]
+    defaults = CapacityProfile.model_json_schema()["properties"]
+    for name, prop in schema.items():
+        low = prop.get("minimum")
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if prop.get('exclusiveMinimum') else '>='} {_number(low)}")
+        if "maximum" in prop:
+            bounds.append(f"<= {_number(prop['maximum'])}")
+        if "enum" in prop:
+            bounds.append(" or ".join(f"`{v}`" for v in prop["enum"]))
+        meaning = prop.get("description", "").split(" Default: ")[0]
+        default = defaults[SNAKE[name]].get("default")
+        rows.append(f"| `{name}` | {prop['type']} | {', '.join(bounds)} | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -38,15 +38,19 @@ class CapacityProfile(BaseModel):
     target_utilization: float = Field(0.8, gt=0, le=1)
     #: CPU cores a replica needs per request/s, on top of ``cpu_base_cores``.
     cpu_per_rps: float = Field(0.005, ge=0)
+    #: CPU cores a replica needs at no load.
     cpu_base_cores: float = Field(0.05, ge=0)
     #: Memory a replica needs per request/s, on top of ``memory_base_bytes``.
     memory_per_rps_bytes: float = Field(1_000_000, ge=0)
+    #: Memory a replica needs at no load, in bytes.
     memory_base_bytes: float = Field(64 * 2**20, ge=0)
     #: Average request + response size; sizes the bandwidth annotations.
     bytes_per_request: float = Field(20_000, ge=0)
     #: Seconds from pod creation to serving traffic.
     warmup_seconds: float = Field(60.0, ge=0)
+    #: The fewest replicas the planner plans (the HPA's own minReplicas is never lowered).
     min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    #: The most replicas the planner plans (also capped by the HPA's maxReplicas and the platform).
     max_replicas: int = Field(100, ge=1, le=MAX_REPLICAS)
     #: Extra capacity over the planned load, as a fraction (0.2 = 20 %).
     headroom: float = Field(0.2, ge=0, le=10)
