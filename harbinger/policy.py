@@ -16,8 +16,6 @@ applies, with a warning), the planner's ``--profiles`` file, the documented defa
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 from harbinger import contract
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
+from harbinger.reference import field_comments
 
 POLICY_KIND = "HarbingerPolicy"
 POLICIES = "harbingerpolicies"
@@ -139,20 +138,7 @@ class PolicyCache:
 # --- the CRD, generated from the model (hack/crds.py) ------------------------------------------
 def _comments() -> dict[str, str]:
     """Each CapacityProfile field's ``#:`` comment, as its description."""
-    source = inspect.getsource(CapacityProfile).splitlines()
-    found: dict[str, str] = {}
-    pending: list[str] = []
-    for line in source:
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-            continue
-        match = re.match(r"(\w+):", stripped)
-        if match and match.group(1) in CapacityProfile.model_fields and pending:
-            text = re.sub(r":\w+:`([^`]+)`", r"\1", " ".join(pending))  # Sphinx roles
-            found[match.group(1)] = re.sub(r"``([^`]+)``", r"\1", text)
-        pending = []
-    return found
+    return field_comments(CapacityProfile)
 
 
 def _openapi(schema: dict[str, Any], description: str | None) -> dict[str, Any]:

@@ -21,6 +21,12 @@ def test_the_policy_crd_matches_the_capacity_profile_model() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_settings_reference_matches_the_settings_model() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "hack" / "settings_docs.py"), "--check"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+
+
 def test_readme_gives_the_two_commands() -> None:
     readme = (REPO / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
