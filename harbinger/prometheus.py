@@ -21,13 +21,15 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from harbinger.errors import PrometheusQueryError, PrometheusUnavailable
 
 
 class PrometheusConnection(BaseModel):
     """How to talk to Prometheus, whatever URL a component reads (settings section ``prometheus``)."""
+
+    model_config = ConfigDict(extra="forbid")  # an unknown key is refused by name
 
     #: Every query gives up after this long.
     timeout_seconds: float = Field(10.0, gt=0)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from harbinger import contract
@@ -24,13 +24,20 @@ from harbinger.prometheus import PrometheusConnection
 from harbinger.sidecar import SidecarLimits
 
 
-class KubeSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: an unknown key is refused with its name (a misspelt or invented
+    variable such as ``HARBINGER_WEBHOOK__PROMETHEUS_URL`` would otherwise be dropped silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KubeSettings(_Section):
     #: Path to a kubeconfig; empty means ``$KUBECONFIG``, then ``~/.kube/config``, then in-cluster.
     kubeconfig: Path | None = None
     context: str | None = None
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     """What every Harbinger HTTP server shares."""
 
     host: str = "0.0.0.0"
@@ -83,7 +90,7 @@ class ExtenderSettings(ServerSettings):
     scheduler_name: str = contract.SCHEDULER_NAME
 
 
-class PlannerSettings(BaseModel):
+class PlannerSettings(_Section):
     interval_seconds: float = Field(60.0, gt=0)
     forecast_only: bool = False
     #: Scale-down is held this long after the plan last asked for more (the HPA's default).
@@ -114,7 +121,7 @@ class PlannerSettings(BaseModel):
     namespace_max_floor_replicas: dict[str, Annotated[int, Field(ge=1)]] = {}
 
 
-class HistorySettings(BaseModel):
+class HistorySettings(_Section):
     """Where a service's recent traffic comes from when its forecaster runs (the webhook's
     forecast cache and the planner read the same)."""
 
@@ -131,7 +138,7 @@ class HistorySettings(BaseModel):
     traces: list[str] = []
 
 
-class ChaosSettings(BaseModel):
+class ChaosSettings(_Section):
     prometheus_url: str = "http://127.0.0.1:9090"
     #: Every fault carries this expiry, so a dead controller cannot leave one behind.
     fault_ttl_seconds: float = Field(300.0, gt=0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,25 @@ def test_bad_settings_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HARBINGER_CONFIG", str(config))
     with pytest.raises(InvalidInput, match=r"bad\.yaml"):
         load_settings()
+
+
+def test_a_variable_that_names_no_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What manifests/ once set, and pydantic dropped without a word: the planner and webhook
+    # then read traffic from the default Prometheus URL.
+    monkeypatch.setenv("HARBINGER_WEBHOOK__PROMETHEUS_URL", "http://prometheus.monitoring.svc:9090")
+    with pytest.raises(InvalidInput, match=r"webhook\.prometheus_url: Extra inputs are not permitted"):
+        load_settings()
+
+
+def test_every_variable_the_manifests_set_names_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    names = set()
+    for path in manifests.rglob("*.yaml"):
+        names |= set(re.findall(r"name: (HARBINGER_[A-Z_]+)", path.read_text()))
+    assert "HARBINGER_HISTORY__PROMETHEUS_URL" in names
+    for name in sorted(names - {"HARBINGER_CONFIG"}):
+        monkeypatch.setenv(name, "1" if "SECONDS" in name or "PORT" in name else "x")
+        if name.endswith("_URL") or name.endswith("_DIR") or name.endswith("SCHEDULER_NAME"):
+            monkeypatch.setenv(name, "http://example.invalid:9090" if name.endswith("_URL") else "/tmp/x")
+        load_settings()  # a name that is no setting would be refused here
+        monkeypatch.delenv(name)
