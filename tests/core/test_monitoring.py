@@ -62,3 +62,23 @@ def test_every_dashboard_query_is_accepted_by_prometheus(prometheus: LocalPromet
         url = f"{prometheus.url}/api/v1/query?{urllib.parse.urlencode({'query': concrete})}"
         with urllib.request.urlopen(url, timeout=10) as response:
             assert json.loads(response.read())["status"] == "success", query
+
+
+def test_the_install_keeps_the_kube_system_binding_in_kube_system(cluster: LocalCluster) -> None:
+    # The scheduler's authentication reader binds a Role that only exists in kube-system;
+    # every other namespaced object goes to harbinger-system.
+    docs = [d for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(REPO / "manifests")).stdout) if d]
+    namespaces = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in docs}
+    assert namespaces[("RoleBinding", "harbinger-scheduler-authentication-reader")] == "kube-system"
+    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                      "MutatingWebhookConfiguration"}
+    # kustomize's schema predates ValidatingAdmissionPolicy and gives it a namespace, which
+    # kubectl drops for a cluster-scoped kind.
+    unknown_to_kustomize = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    for (kind, name), namespace in namespaces.items():
+        if kind in unknown_to_kustomize:
+            continue
+        if kind in cluster_scoped:
+            assert namespace is None, (kind, name)
+        elif (kind, name) != ("RoleBinding", "harbinger-scheduler-authentication-reader"):
+            assert namespace == "harbinger-system", (kind, name, namespace)
