@@ -4,6 +4,7 @@ P50-P90 band), and one forecast after the traffic it was made from."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,13 +48,7 @@ def plot_backtest(result: BacktestResult, path: Path) -> Path:
     axes.set_ylabel("requests per second")
     axes.set_ylim(0, 1.15 * top)  # a baseline's wild miss should not flatten everything else
     axes.legend(loc="upper left", fontsize=8, ncol=3)
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _finish(figure, axes, path)
 
 
 def plot_forecast(history: pd.Series, forecast: Forecast, path: Path, *, shown_steps: int | None = None) -> Path:
@@ -79,6 +74,14 @@ def plot_forecast(history: pd.Series, forecast: Forecast, path: Path, *, shown_s
     axes.set_ylabel("requests per second")
     axes.set_ylim(0, None)
     axes.legend(loc="upper left", fontsize=8)
+    return _finish(figure, axes, path)
+
+
+def _finish(figure: Any, axes: Any, path: Path) -> Path:
+    """Grid, dated x axis, tight layout; saved to ``path`` and closed (matplotlib keeps every
+    open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
     axes.grid(alpha=0.3)
     figure.autofmt_xdate()
     figure.tight_layout()
