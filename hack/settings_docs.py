@@ -51,7 +51,8 @@ def render() -> str:
     out = [HEADER]
     top = [name for name, info in Settings.model_fields.items()
            if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))]
-    out += ["## (top level)", "", "| field | type | default | environment | meaning |", "| --- | --- | --- | --- | --- |"]
+    table = ["| field | type | default | environment | meaning |", "| --- | --- | --- | --- | --- |"]
+    out += ["## (top level)", "", *table]
     out += [row for row in _rows(Settings, "HARBINGER_") if row.split("`")[1] in top]
     for name, info in Settings.model_fields.items():
         section = info.annotation
@@ -61,8 +62,7 @@ def render() -> str:
         out += ["", f"## `{name}`", ""]
         if doc and not doc.startswith(section.__name__ + "("):
             out += [doc, ""]
-        out += ["| field | type | default | environment | meaning |", "| --- | --- | --- | --- | --- |"]
-        out += _rows(section, f"HARBINGER_{name.upper()}__")
+        out += [*table, *_rows(section, f"HARBINGER_{name.upper()}__")]
     return "\n".join(out) + "\n"
 
 

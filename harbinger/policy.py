@@ -3,14 +3,16 @@ the apiserver checks when it is applied, instead of a JSON annotation checked on
 planner runs.
 
 One policy without ``spec.service`` sets the defaults of every service in its namespace; one
-with ``spec.service`` sets that service's, field by field over the namespace's defaults.
+with ``spec.service`` sets that service's, field by field over the namespace's defaults; a
+``ClusterHarbingerPolicy`` (the platform team's) sets the defaults under both, for every
+opted-in namespace.
 ``spec.capacity`` holds :class:`harbinger.profile.CapacityProfile`'s fields in camelCase; its
 schema in the CRD is generated from that model (``hack/crds.py``), so that what the apiserver
 accepts is exactly what the components accept. Two policies for the same service (or two
 namespace defaults) are a mistake the planner reports; the one whose name sorts first is used.
 
 What a service is planned with, first match wins field by field: its policy, its namespace's
-policy, the ``harbinger.io/capacity-profile`` annotation (deprecated: read only when no policy
+policy, the cluster's policy, the ``harbinger.io/capacity-profile`` annotation (deprecated: read only when no policy
 applies, with a warning), the planner's ``--profiles`` file, the documented defaults.
 """
 
@@ -27,6 +29,9 @@ from harbinger.reference import field_comments
 
 POLICY_KIND = "HarbingerPolicy"
 POLICIES = "harbingerpolicies"
+#: The platform team's defaults for every opted-in namespace (cluster-scoped, no service).
+CLUSTER_POLICY_KIND = "ClusterHarbingerPolicy"
+CLUSTER_POLICIES = "clusterharbingerpolicies"
 
 
 def camel(name: str) -> str:
@@ -93,21 +98,26 @@ class PolicyIndex:
         for policy in sorted(parsed, key=lambda p: (p.namespace, p.name)):
             key = (policy.namespace, policy.service)
             if key in chosen:
-                what = f"service {policy.service}" if policy.service else "the namespace's defaults"
-                problems.append(f"HarbingerPolicy {policy.namespace}/{policy.name} is ignored: "
-                                f"{chosen[key].name} already sets {what}")
+                what = (f"service {policy.service}" if policy.service else
+                        "the namespace's defaults" if policy.namespace else "the cluster's defaults")
+                kind = POLICY_KIND if policy.namespace else CLUSTER_POLICY_KIND
+                problems.append(f"{kind} {policy.namespace + '/' if policy.namespace else ''}{policy.name} is "
+                                f"ignored: {chosen[key].name} already sets {what}")
                 continue
             chosen[key] = policy
         return cls(chosen, problems)
 
     def fields_for(self, namespace: str, service: str) -> dict[str, Any] | None:
-        """The fields set for the service (its policy over its namespace's); None when no
-        policy applies."""
-        default = self.by_target.get((namespace, None))
-        own = self.by_target.get((namespace, service))
-        if default is None and own is None:
+        """The fields set for the service (its policy over its namespace's over the cluster's,
+        which is keyed by the empty namespace); None when no policy applies."""
+        layers = [self.by_target.get(key) for key in (("", None), (namespace, None), (namespace, service))]
+        if not any(layers):
             return None
-        return {**(default.capacity if default else {}), **(own.capacity if own else {})}
+        fields: dict[str, Any] = {}
+        for layer in layers:
+            if layer is not None:
+                fields.update(layer.capacity)
+        return fields
 
 
 class PolicyCache:
@@ -126,12 +136,16 @@ class PolicyCache:
             objects.pop(name, None)
         else:
             objects[name] = obj
-        self._index.pop(namespace, None)
+        if namespace:
+            self._index.pop(namespace, None)
+        else:  # the cluster's policy is under every namespace's
+            self._index.clear()
 
     def fields_for(self, namespace: str, service: str) -> dict[str, Any] | None:
         index = self._index.get(namespace)
         if index is None:
-            index = self._index[namespace] = PolicyIndex.build(self._objects.get(namespace, {}).values())
+            objects = [*self._objects.get("", {}).values(), *self._objects.get(namespace, {}).values()]
+            index = self._index[namespace] = PolicyIndex.build(objects)
         return index.fields_for(namespace, service)
 
 
@@ -173,40 +187,40 @@ def capacity_schema() -> dict[str, Any]:
     }
 
 
-def policy_crd() -> dict[str, Any]:
+def policy_crd(*, cluster: bool = False) -> dict[str, Any]:
+    kind, plural = (CLUSTER_POLICY_KIND, CLUSTER_POLICIES) if cluster else (POLICY_KIND, POLICIES)
+    spec: dict[str, Any] = {"capacity": capacity_schema()}
+    if not cluster:
+        spec = {"service": {"type": "string", "minLength": 1, "maxLength": 253,
+                            "description": "The service (harbinger.io/service, else app.kubernetes.io/name, else "
+                                           "app) this policy is for; left out: every service of the namespace."},
+                **spec}
+    columns = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+    if not cluster:
+        columns.insert(0, {"name": "Service", "type": "string", "jsonPath": ".spec.service",
+                           "description": "the service it is for (empty: every service of the namespace)"})
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{POLICIES}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
+        "metadata": {"name": f"{plural}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
         "spec": {
             "group": contract.API_GROUP,
-            "names": {"kind": POLICY_KIND, "listKind": f"{POLICY_KIND}List", "plural": POLICIES,
-                      "singular": POLICY_KIND.lower(), "shortNames": ["hpol"], "categories": ["harbinger"]},
-            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": ["chpol" if cluster else "hpol"], "categories": ["harbinger"]},
+            "scope": "Cluster" if cluster else "Namespaced",
             "versions": [{
                 "name": contract.API_VERSION, "served": True, "storage": True,
-                "additionalPrinterColumns": [
-                    {"name": "Service", "type": "string", "jsonPath": ".spec.service",
-                     "description": "the service it is for (empty: every service of the namespace)"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
+                "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": "Capacity settings for a namespace, or one service of it, checked when applied.",
+                    "description": ("The platform's capacity defaults for every opted-in namespace, checked when "
+                                    "applied." if cluster else
+                                    "Capacity settings for a namespace, or one service of it, checked when applied."),
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
-                        "spec": {
-                            "type": "object",
-                            "properties": {
-                                "service": {"type": "string", "minLength": 1, "maxLength": 253,
-                                            "description": "The service (harbinger.io/service, else "
-                                                           "app.kubernetes.io/name, else app) this policy is for; "
-                                                           "left out: every service of the namespace."},
-                                "capacity": capacity_schema(),
-                            },
-                        },
+                        "spec": {"type": "object", "properties": spec},
                     },
                 }},
             }],

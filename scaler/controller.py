@@ -44,7 +44,7 @@ from harbinger.clock import Clock, format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, get_or_none, read_json
-from harbinger.policy import POLICIES, PolicyIndex
+from harbinger.policy import CLUSTER_POLICIES, POLICIES, PolicyIndex
 from harbinger.profile import CapacityProfile
 from harbinger.quantity import parse_nonnegative
 from models.traffic import HistorySource
@@ -170,7 +170,7 @@ class Planner:
         #: Reasons already recorded as an Event, by Deployment uid: one Event per new problem.
         self._told: dict[str, str] = {}
         self._noticed: set[str] = set()
-        self._policies_installed = True
+        self._policies_missing: set[str] = set()
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
@@ -326,7 +326,9 @@ class Planner:
         hpas = [h for h in await _items(
             autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(_preload_content=False))
             if h["metadata"]["namespace"] in opted]
-        policies = PolicyIndex.build(p for p in await self._policies() if p["metadata"]["namespace"] in opted)
+        # The cluster's policy has no namespace; a namespace's counts only where it opted in.
+        policies = PolicyIndex.build(p for p in await self._policies()
+                                     if p["metadata"].get("namespace", "") in opted | {""})
         found = build_targets(deployments, hpas, self.inputs.profiles, policies)
         for notice in [*policies.problems, *found.notices]:
             if notice not in self._noticed:  # once per process: a notice is not news every minute
@@ -335,14 +337,28 @@ class Planner:
         return found, frozenset(opted)
 
     async def _policies(self) -> list[KubeObject]:
-        """Every HarbingerPolicy; none when the CRD is not installed (said once)."""
-        if not self._policies_installed:
-            return []
+        """Every ClusterHarbingerPolicy and HarbingerPolicy; none of a kind whose CRD is not
+        installed (said once)."""
+        found: list[KubeObject] = []
+        for plural in (CLUSTER_POLICIES, POLICIES):
+            if plural in self._policies_missing:
+                continue
+            items = await self._list_policies(plural)
+            if items is None:
+                self._policies_missing.add(plural)
+                log.warning("the %s.%s CRD is not installed: those policies are not read; apply "
+                            "manifests/base/crds and restart", plural, contract.API_GROUP)
+                continue
+            found += items
+        return found
+
+    async def _list_policies(self, plural: str) -> list[KubeObject] | None:
+        """One kind of policy; None when its CRD is not installed."""
         custom = client.CustomObjectsApi(self.api)
         for attempt in range(POLICY_LIST_ATTEMPTS):
             try:
                 return await _items(custom.list_cluster_custom_object(contract.API_GROUP, contract.API_VERSION,
-                                                                      POLICIES, _preload_content=False))
+                                                                      plural, _preload_content=False))
             except ApiException as exc:
                 # 429 "storage is (re)initializing": the CRD was just installed or changed.
                 if exc.status == 429 and attempt + 1 < POLICY_LIST_ATTEMPTS:
@@ -350,11 +366,8 @@ class Planner:
                     continue
                 if exc.status != 404:
                     raise
-                break
-        self._policies_installed = False
-        log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: profiles come "
-                    "from annotations and the profiles file; apply manifests/base/crds and restart")
-        return []
+                return None
+        return None
 
     async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
         """The inputs of this run: the declared ones (the graph in service keys), with the calls

@@ -20,7 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger.kube import KubeObject, Reflector, new_api_client
-from harbinger.policy import POLICIES, PolicyCache
+from harbinger.policy import CLUSTER_POLICIES, POLICIES, PolicyCache
 from webhooks.review import Pod
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ class WatchedCluster:
         self._api: client.ApiClient | None = None
         self._namespaces = _ReflectorStore()
         self._deployments = _ReflectorStore()
-        self._policies: Reflector | None = None
+        self._policies: list[Reflector] = []
         self.view = ClusterView(self._namespaces, self._deployments)
 
     def _reflectors(self) -> list[Reflector]:
-        return [r for r in (self._namespaces.reflector, self._deployments.reflector, self._policies) if r]
+        return [r for r in (self._namespaces.reflector, self._deployments.reflector, *self._policies) if r]
 
     async def start(self) -> None:
         self._api = self._given_api or await new_api_client(self._kubeconfig, self._context)
@@ -133,14 +133,16 @@ class WatchedCluster:
         self._deployments.reflector = Reflector(
             client.AppsV1Api(self._api).list_deployment_for_all_namespaces, name="deployments"
         )
-        if await _serves_policies(self._api):
-            custom = client.CustomObjectsApi(self._api)
-            self._policies = Reflector(functools.partial(custom.list_cluster_custom_object, contract.API_GROUP,
-                                                         contract.API_VERSION, POLICIES),
-                                       name="harbingerpolicies", on_event=self.view.policies.on_event)
-        else:
-            log.warning("the HarbingerPolicy CRD (harbingerpolicies.harbinger.io) is not installed: pods are "
-                        "sized from capacity-profile annotations; apply manifests/base/crds and restart")
+        served = await _served_policies(self._api)
+        custom = client.CustomObjectsApi(self._api)
+        for plural in (CLUSTER_POLICIES, POLICIES):
+            if plural not in served:
+                log.warning("the %s.%s CRD is not installed: those policies are not read; apply "
+                            "manifests/base/crds and restart", plural, contract.API_GROUP)
+                continue
+            self._policies.append(Reflector(functools.partial(custom.list_cluster_custom_object, contract.API_GROUP,
+                                                              contract.API_VERSION, plural),
+                                            name=plural, on_event=self.view.policies.on_event))
         for reflector in self._reflectors():
             reflector.start()
 
@@ -167,12 +169,12 @@ class WatchedCluster:
         self._api = None
 
 
-async def _serves_policies(api: client.ApiClient) -> bool:
-    """Whether the apiserver serves harbingerpolicies (the CRD is installed)."""
+async def _served_policies(api: client.ApiClient) -> set[str]:
+    """Which policy resources the apiserver serves (whose CRDs are installed)."""
     try:
         resources = await client.CustomObjectsApi(api).get_api_resources(contract.API_GROUP, contract.API_VERSION)
     except ApiException as exc:
         if exc.status == 404:
-            return False
+            return set()
         raise
-    return any(r.name == POLICIES for r in resources.resources or [])
+    return {r.name for r in resources.resources or []} & {POLICIES, CLUSTER_POLICIES}

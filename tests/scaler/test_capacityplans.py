@@ -31,7 +31,7 @@ PROFILE = CapacityProfile(rps_per_replica=10, headroom=0.0, warmup_seconds=60, m
 def capacity_plan_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
-                    "crd/harbingerpolicies.harbinger.io")
+                    "crd/harbingerpolicies.harbinger.io", "crd/clusterharbingerpolicies.harbinger.io")
 
 
 async def read_plan(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -54,7 +54,7 @@ async def test_the_planners_rbac_is_enough_and_no_more(
 ) -> None:
     cluster.kubectl("apply", "-k", str(MANIFESTS.parent / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
-                    "crd/harbingerpolicies.harbinger.io")
+                    "crd/harbingerpolicies.harbinger.io", "crd/clusterharbingerpolicies.harbinger.io")
     system = await make_namespace()  # stands in for harbinger-system
     workloads = await make_namespace(opted_in=True)
     await scaler_nodes(1)

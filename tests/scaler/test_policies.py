@@ -27,7 +27,7 @@ T0 = datetime(2031, 3, 2, 12, 0, tzinfo=UTC)
 def policy_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
-                    "crd/harbingerpolicies.harbinger.io")
+                    "crd/harbingerpolicies.harbinger.io", "crd/clusterharbingerpolicies.harbinger.io")
 
 
 def policy(name: str, namespace: str, capacity: dict[str, Any], service: str | None = None) -> str:
@@ -75,6 +75,27 @@ async def test_the_planner_plans_with_policies_and_still_with_the_old_annotation
     # (10 req/s); search: a policy for the namespace exists, so its annotation no longer applies either.
     assert floors == {"checkout": 16, "catalog": 8, "search": 8}
     assert f"Deployment {namespace}/checkout: annotation {contract.CAPACITY_PROFILE} is ignored" in caplog.text
+
+    # The platform's defaults sit under the namespace's: catalog's rate is the namespace's 10,
+    # and the cluster's headroom applies where the namespace sets none.
+    cluster_policy = {"apiVersion": "harbinger.io/v1alpha1", "kind": "ClusterHarbingerPolicy",
+                      "metadata": {"name": f"platform-{namespace}"},
+                      "spec": {"capacity": {"rpsPerReplica": 1, "minReplicas": 3}}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(cluster_policy))
+    try:
+        fresh = Planner(kube, forecasts=source, clock=ManualClock(T0), namespaces=frozenset({namespace}),
+                        forecast_only=True)
+        report = await fresh.run_once()
+        floors = {key.partition("/")[2]: floor for key, floor in report.floors.items()}
+        assert floors == {"checkout": 16, "catalog": 8, "search": 8}  # the namespace's fields win
+        cluster.kubectl("delete", "harbingerpolicies", "defaults", "-n", namespace)
+        report = await Planner(kube, forecasts=source, clock=ManualClock(T0), namespaces=frozenset({namespace}),
+                               forecast_only=True).run_once()
+        floors = {key.partition("/")[2]: floor for key, floor in report.floors.items()}
+        # Without the namespace's defaults: the cluster's 1 req/s (x 1.2 headroom, the default).
+        assert floors["catalog"] == 96 and floors["search"] == 96
+    finally:
+        cluster.kubectl("delete", "clusterharbingerpolicies", f"platform-{namespace}")
 
     # Before any policy (an upgrade from annotations): the annotation still plans the service.
     cluster.kubectl("delete", "harbingerpolicies", "--all", "-n", namespace)

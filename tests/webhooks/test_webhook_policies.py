@@ -19,7 +19,8 @@ async def test_policies_reach_the_webhooks_cache_by_watch(
     cluster: LocalCluster, make_namespace: Any, eventually: Any,
 ) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/harbingerpolicies.harbinger.io")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/harbingerpolicies.harbinger.io",
+                    "crd/clusterharbingerpolicies.harbinger.io")
     namespace = await make_namespace(opted_in=True)
     watched = WatchedCluster(cluster.kubeconfig)
     await watched.start()
@@ -38,5 +39,17 @@ async def test_policies_reach_the_webhooks_cache_by_watch(
         policy["spec"] = {"capacity": {"rpsPerReplica": 30}, "service": "web"}
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
         await eventually(lambda: fields(30), timeout=30, what="the changed policy in the webhook's cache")
+        # The platform's defaults reach it too, under the namespace's.
+        platform = {"apiVersion": "harbinger.io/v1alpha1", "kind": "ClusterHarbingerPolicy",
+                    "metadata": {"name": f"platform-{namespace}"}, "spec": {"capacity": {"headroom": 0.5}}}
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(platform))
+        try:
+            async def layered() -> bool:
+                return watched.view.policies.fields_for(namespace, "web") == {"rps_per_replica": 30,
+                                                                              "headroom": 0.5}
+
+            await eventually(layered, timeout=30, what="the cluster's policy under the namespace's")
+        finally:
+            cluster.kubectl("delete", "clusterharbingerpolicies", f"platform-{namespace}")
     finally:
         await watched.stop()

@@ -100,7 +100,7 @@ def start_components(cluster: LocalCluster, prometheus: LocalPrometheus, work: P
     # Harbinger's own API objects (CapacityPlan), as `kubectl apply -k manifests/` installs them.
     cluster.kubectl("apply", "-k", str(CRDS))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/capacityplans.harbinger.io",
-                    "crd/harbingerpolicies.harbinger.io")
+                    "crd/harbingerpolicies.harbinger.io", "crd/clusterharbingerpolicies.harbinger.io")
 
     certs = work / "certs"
     components.run("certs", ["certs", f"--out={certs}", "--hosts=127.0.0.1,localhost"], timeout=60)
