@@ -23,7 +23,7 @@ from chaos.experiment import Experiment
 from chaos.record import RunRecord, RunStatus
 from harbinger import contract
 from harbinger.clock import format_time
-from harbinger.kube import read_json
+from harbinger.kube import MERGE_PATCH, read_json
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ PLURAL = "chaosexperiments"
 KIND = "ChaosExperiment"
 PHASES = {RunStatus.HELD: "Held", RunStatus.BREACHED: "Breached", RunStatus.ABORTED: "Aborted",
           RunStatus.NOT_STEADY: "NotSteady", RunStatus.FAILED: "Failed"}
-MERGE_PATCH = "application/merge-patch+json"  # custom objects take no strategic merge
 
 
 def object_name(run_id: str) -> str:

@@ -39,6 +39,9 @@ EVENT_ERRORS = Counter("harbinger_reflector_event_errors_total",
 #: request). kubernetes-asyncio's default is no timeout at all, so a half-open connection to
 #: the apiserver would hang a planner run or a cache forever.
 REQUEST_TIMEOUT_SECONDS = 30.0
+#: Content type for a JSON merge patch given as a dict. kubernetes-asyncio picks a JSON patch
+#: for custom objects (they take no strategic merge), which a dict body is not.
+MERGE_PATCH = "application/merge-patch+json"
 #: A watch may stay quiet for its whole server-side timeout; it is cut this long after it.
 WATCH_GRACE_SECONDS = 30.0
 

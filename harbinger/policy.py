@@ -150,11 +150,6 @@ class PolicyCache:
 
 
 # --- the CRD, generated from the model (hack/crds.py) ------------------------------------------
-def _comments() -> dict[str, str]:
-    """Each CapacityProfile field's ``#:`` comment, as its description."""
-    return field_comments(CapacityProfile)
-
-
 def _openapi(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
     """A pydantic JSON Schema property as OpenAPI v3 (structural, as a CRD wants it)."""
     out: dict[str, Any] = {"type": schema["type"]}
@@ -173,7 +168,7 @@ def _openapi(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
 
 def capacity_schema() -> dict[str, Any]:
     properties = CapacityProfile.model_json_schema()["properties"]
-    comments = _comments()
+    comments = field_comments(CapacityProfile)
     return {
         "type": "object",
         "description": "Capacity-profile fields (docs/configuration.md); a field left out keeps the namespace's "

@@ -36,13 +36,20 @@ def find(models_dir: Path, namespace: str, service: str) -> Path | None:
         return None
     for directory in (namespaced(models_dir, namespace, service), models_dir / service):
         if (directory / GRAPH_FILE).is_file():
-            if directory.parent == models_dir and service not in _warned:
-                _warned.add(service)
-                log.warning("%s/%s: model read from the flat layout %s; move it to %s (the flat layout will "
-                            "not be read in the next release)", namespace, service, directory,
-                            namespaced(models_dir, namespace, service))
+            if directory.parent == models_dir:
+                warn_flat(models_dir, namespace, service)
             return directory
     return None
+
+
+def warn_flat(models_dir: Path, namespace: str, service: str) -> None:
+    """Say once per service that its model is read from the deprecated flat layout."""
+    if service in _warned:
+        return
+    _warned.add(service)
+    log.warning("%s/%s: model read from the flat layout %s; move it to %s (the flat layout will not be read "
+                "in the next release)", namespace, service, models_dir / service,
+                namespaced(models_dir, namespace, service))
 
 
 def scan(models_dir: Path) -> dict[str, float]:

@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger.clock import format_time
-from harbinger.kube import KubeObject
+from harbinger.kube import MERGE_PATCH, KubeObject
 from scaler.apply import Change
 from scaler.inputs import Skipped, Target
 from scaler.metrics import ERRORS
@@ -134,9 +134,7 @@ class CapacityPlans:
         await self._ensure(record)
         await self.custom.patch_namespaced_custom_object_status(
             contract.API_GROUP, contract.API_VERSION, meta["namespace"], contract.CAPACITY_PLANS, meta["name"],
-            {"status": status}, field_manager=contract.FIELD_MANAGER,
-            # Custom objects take no strategic merge; a dict would otherwise go out as a JSON patch.
-            _content_type="application/merge-patch+json")
+            {"status": status}, field_manager=contract.FIELD_MANAGER, _content_type=MERGE_PATCH)
         self._written[uid] = (digest, time.monotonic(), state)
         return 1
 

@@ -276,7 +276,7 @@ class ModelForecasts(ForecastCache):
             if directory is None:
                 return
             if directory == service:
-                layout.find(self.models_dir, namespace, service)  # says, once, that the flat layout is deprecated
+                layout.warn_flat(self.models_dir, namespace, service)
             mtime = self._available[directory]
             loaded = self._models.get(directory)
             if loaded is None or loaded[0] != mtime:  # new or retrained model

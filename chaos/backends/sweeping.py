@@ -18,7 +18,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from chaos.metrics import SWEEP_SKIPPED, SWEPT
 from harbinger import contract
-from harbinger.clock import SYSTEM_CLOCK, Clock, format_time
+from harbinger.clock import SYSTEM_CLOCK, Clock
+from harbinger.events import record_event
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Sweep:
     namespace per sweep), and where it reports what it skipped."""
 
     def __init__(self, api: client.ApiClient, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.clock = clock
         self._opted_in: dict[str, bool] = {}
@@ -63,24 +65,10 @@ class Sweep:
         SWEEP_SKIPPED.labels(kind=kind, reason=reason).inc()
         self.skipped.append(f"{where}: {message}")
         log.error("sweep skipped %s: %s", where, message)
-        stamp = format_time(self.clock.now())
-        body = {
-            "metadata": {"generateName": f"{meta.get('name')}.harbinger-chaos-", "namespace": meta.get("namespace")},
-            "involvedObject": {"apiVersion": api_version, "kind": kind, "name": meta.get("name"),
-                               "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-            "reason": SKIPPED_REASON,
-            "message": f"Harbinger chaos did not restore this object: {message}"[:1024],
-            "type": "Warning",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "action": "Sweep",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        core: Any = self.core  # the body is the Event's JSON, not a model object
+        involved = {"apiVersion": api_version, "kind": kind, "metadata": meta}
         try:
-            await core.create_namespaced_event(meta.get("namespace"), body)
+            await record_event(self.api, involved, SKIPPED_REASON,
+                               f"Harbinger chaos did not restore this object: {message}", self.clock.now(),
+                               component=COMPONENT, instance=COMPONENT, action="Sweep", warning=True)
         except ApiException as exc:  # an Event is a courtesy: the log and the metric already say it
             log.warning("could not record an Event on %s: HTTP %s", where, exc.status)
