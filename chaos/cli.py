@@ -74,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("run", type=Path, help="a run directory or its run.json")
     report.add_argument("--out", type=Path, help="directory for the report (default: the run's)")
 
-    ctl = sub.add_parser("controller", help="run scheduled rehearsals from a plan, sweeping leftover faults")
-    ctl.add_argument("--plan", type=Path, required=True, help="plan file from 'chaos generate' (re-read each cycle)")
+    ctl = sub.add_parser("controller", help="run declared ChaosExperiments and scheduled rehearsals from a plan, "
+                                            "sweeping leftover faults")
+    ctl.add_argument("--plan", type=Path, help="plan file from 'chaos generate' (re-read each cycle); without it, "
+                                               "only the ChaosExperiments teams declare run")
     ctl.add_argument("--once", action="store_true", help="run what is due now, then exit")
     ctl.add_argument("--cycle", type=float, help="seconds between controller cycles")
     ctl.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on this port")

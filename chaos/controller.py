@@ -1,12 +1,14 @@
-"""Scheduled rehearsals: run each planned experiment in its window, one at a time, and
-keep the cluster clean.
+"""Scheduled rehearsals: run each declared ChaosExperiment when its schedule says, and each
+planned experiment in its window, one at a time, and keep the cluster clean.
 
 On start the controller sweeps every fault a previous controller left (it is the only
 one: its Deployment runs one replica with the Recreate strategy), before it reads the
 plan, so a bad plan never keeps leftovers in place. Then, every
-``controller_interval_seconds``: sweep expired faults, re-read the plan, and run the
-highest-ranked experiment whose window is open and still long enough for it. Each
-(experiment, window) runs once; its report goes to ``reports_dir``.
+``controller_interval_seconds``: sweep expired faults, then run the oldest declared
+experiment that is due (a team asked for it), else the highest-ranked planned experiment
+whose window is open and still long enough for it. Each (experiment, window) of the plan
+runs once, each declared object once; reports go to ``reports_dir`` and, with the API
+record, to a ConfigMap the experiment's object owns.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from chaos.backends.base import FaultBackend
 from chaos.experiment import Experiment, load_experiments
-from chaos.experiments_api import ExperimentRecords
+from chaos.experiments_api import ExperimentRecords, ObjectRef
 from chaos.metrics import PLAN_ERRORS, PLAN_VALID, RUNS
 from chaos.monitor import Monitor
 from chaos.record import RunRecord
@@ -50,7 +52,7 @@ def due(experiments: list[Experiment], now: datetime, done: set[tuple[str, datet
 
 
 async def run_controller(
-    plan: Path, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
+    plan: Path | None, *, config: RunConfig, reports_dir: Path, interval_seconds: float, make_backend: BackendFactory,
     make_monitor: Callable[[Experiment], Monitor], sweep: Sweep, stop: asyncio.Event | None = None, once: bool = False,
     clock: Clock = SYSTEM_CLOCK, experiment_records: ExperimentRecords | None = None,
 ) -> list[RunRecord]:
@@ -70,9 +72,19 @@ async def run_controller(
         done: set[tuple[str, datetime]] = set()
         records: list[RunRecord] = []
         experiments: list[Experiment] = []
+        def needed(experiment: Experiment) -> float:
+            return experiment.total_seconds(config.dwell_seconds, config.baseline_seconds)
+
         while not stop.is_set():
             await _sweep(sweep, everything=False)
-            experiments = _read_plan(plan, experiments)
+            declared = await experiment_records.due(clock.now(), needed) if experiment_records is not None else []
+            if declared:
+                record = await _rehearse(declared[0].experiment, config, reports_dir, make_backend, make_monitor,
+                                         stop, clock, experiment_records, declared[0].ref)
+                if record is not None:
+                    records.append(record)
+                continue
+            experiments = _read_plan(plan, experiments) if plan is not None else []
             experiment = due(experiments, clock.now(), done, config)
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
@@ -112,21 +124,26 @@ def _read_plan(plan: Path, previous: list[Experiment]) -> list[Experiment]:
 
 async def _rehearse(experiment: Experiment, config: RunConfig, reports_dir: Path, make_backend: BackendFactory,
                     make_monitor: Callable[[Experiment], Monitor], stop: asyncio.Event,
-                    clock: Clock, experiment_records: ExperimentRecords | None = None) -> RunRecord | None:
-    log.info("rehearsal: %s (risk %.3f)", experiment.name, experiment.risk)
+                    clock: Clock, experiment_records: ExperimentRecords | None = None,
+                    declared: ObjectRef | None = None) -> RunRecord | None:
+    log.info("rehearsal: %s/%s (%s)", experiment.namespace, experiment.name,
+             "declared" if declared else f"planned, risk {experiment.risk:.3f}")
     run_id = new_run_id(experiment, clock.now())
+    ref = None
     if experiment_records is not None:
-        await experiment_records.started(experiment, run_id, clock.now())
+        ref = await experiment_records.started(experiment, run_id, clock.now(), declared)
     try:
         record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
                                       abort=stop, handle_signals=False, clock=clock, run_id=run_id)
         analysis = write_report(record, reports_dir / record.run_id)
-        if experiment_records is not None:
-            await experiment_records.finished(record, reports_dir / record.run_id / "report.html")
     except Exception as exc:  # run_experiment rolls back and records its own failures; this is the rest
         RUNS.labels(status="error").inc()
         log.error("rehearsal %s could not run: %s: %s", experiment.name, type(exc).__name__, exc)
+        if experiment_records is not None and ref is not None:
+            await experiment_records.failed(ref, run_id, f"{type(exc).__name__}: {exc}", clock.now())
         return None
+    if experiment_records is not None and ref is not None:
+        await experiment_records.finished(ref, record, reports_dir / record.run_id, clock.now())
     RUNS.labels(status=record.status.value).inc()
     log.info("%s: %s; report in %s", experiment.name, analysis["status"], reports_dir / record.run_id)
     return record

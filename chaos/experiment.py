@@ -57,7 +57,9 @@ class SLO(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The highest share of requests that may fail (5xx).
     max_error_rate: float = Field(0.01, ge=0, le=1)
+    #: The highest p99 latency, in seconds.
     max_p99_seconds: float = Field(1.0, gt=0)
     #: Throughput must stay above this share of the baseline's.
     min_throughput_ratio: float = Field(0.5, ge=0, le=1)

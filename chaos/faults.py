@@ -56,9 +56,11 @@ class Fault(BaseModel):
 
     #: Added latency, on ``delay_percent`` % of requests.
     delay_ms: float | None = Field(None, gt=0, le=MAX_DELAY_MS, allow_inf_nan=False)
+    #: The share of requests delayed, in percent.
     delay_percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
     #: Answer ``abort_status`` instead of forwarding, on ``abort_percent`` % of requests.
     abort_status: int | None = Field(None, ge=400, le=599)
+    #: The share of requests aborted, in percent.
     abort_percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
     #: Response bandwidth limit in bits/s; a quantity (``1M``) or a number.
     bandwidth_bps: float | None = Field(None, gt=0, le=MAX_BANDWIDTH_BPS, allow_inf_nan=False)

@@ -1,5 +1,6 @@
-"""Reading forecasts (as ``harbinger forecast`` writes them) and finding what chaos needs in
-them: the predicted peaks, the load in a window, the quietest window.
+"""Reading forecasts (as ``harbinger forecast`` writes them, or as the planner records them in
+a CapacityPlan's status) and finding what chaos needs in them: the predicted peaks, the
+rehearsal window before one, the load in a window, the quietest window.
 
 The forecaster itself lives in ``models/``; this module only reads its output.
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from chaos.experiment import Window
 from harbinger.clock import parse_time
 from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
@@ -41,6 +43,23 @@ def forecast_from_json(data: Any, *, source: str) -> Forecast:
     return Forecast(str(data["service"]), str(data.get("model_version", "")), start, step, p50, p90)
 
 
+def forecast_from_capacity_plan(obj: dict[str, Any]) -> Forecast | None:
+    """The forecast a CapacityPlan (harbinger.io/v1alpha1) records in its status, or None when
+    it records none (a Deployment the planner skipped) or one that cannot be read."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    recorded = status.get("forecast")
+    if not isinstance(recorded, dict) or not recorded.get("p90"):
+        return None
+    meta = obj.get("metadata") or {}
+    try:
+        return forecast_from_json({"service": spec.get("service"), "model_version": status.get("model", ""),
+                                   "start": recorded.get("start"), "step_seconds": recorded.get("stepSeconds"),
+                                   "p50": recorded.get("p50"), "p90": recorded.get("p90")},
+                                  source=f"CapacityPlan {meta.get('namespace')}/{meta.get('name')}")
+    except InvalidInput:
+        return None
+
+
 def load_forecasts(path: Path) -> dict[str, Forecast]:
     """A JSON file with one forecast object or a list of them; by service."""
     data = read_document(path, "forecasts", format="json")
@@ -68,6 +87,19 @@ def peak_times(forecast: Forecast, *, min_fraction: float = 0.8, min_gap_steps: 
         if local_max[i] and all(abs(int(i) - c) >= min_gap_steps for c in chosen):
             chosen.append(int(i))
     return [forecast.start + timedelta(seconds=forecast.step_seconds * i) for i in sorted(chosen)]
+
+
+def before_peak_window(forecast: Forecast, *, lead_seconds: float, window_seconds: float, now: datetime,
+                       needed_seconds: float = 0.0) -> Window | None:
+    """The rehearsal window before the next predicted peak: ``window_seconds`` long, ending
+    ``lead_seconds`` before the peak (the planner has provisioned for the peak by then), with at
+    least ``needed_seconds`` of it still ahead; None when no peak in the forecast leaves that."""
+    lead, length = timedelta(seconds=lead_seconds), timedelta(seconds=window_seconds)
+    for peak in peak_times(forecast):
+        end = peak - lead
+        if end - timedelta(seconds=needed_seconds) >= now and end > now:
+            return Window(start=max(end - length, now), end=end, reason="before-peak", peak=peak)
+    return None
 
 
 def max_load(forecast: Forecast, start: datetime, end: datetime) -> float:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaos.blast import Capacity, allowed_fraction, degraded_fraction
 from chaos.experiment import SLO, BackendKind, Experiment, FaultKind, Plan, Window
 from chaos.faults import Fault
-from chaos.forecasts import max_load, peak_times, quietest_window
+from chaos.forecasts import before_peak_window, max_load, quietest_window
 from chaos.incidents import FailureWeights, Incident
 from harbinger.graph import ServiceGraph
 from harbinger.profile import CapacityProfile
@@ -111,16 +111,11 @@ def _window(view: _ServiceView, options: GenerateOptions, now: datetime) -> Wind
     forecast = view.forecast
     if forecast is None:
         return None
-    length = timedelta(seconds=options.rehearsal_window_seconds)
     if options.schedule == "low-traffic":
         start, end = quietest_window(forecast, options.rehearsal_window_seconds, not_before=now)
         return Window(start=max(start, now), end=end, reason="low-traffic") if end > now else None
-    lead = timedelta(seconds=options.rehearsal_lead_seconds)
-    for peak in peak_times(forecast):
-        end = peak - lead
-        if end > now:
-            return Window(start=max(end - length, now), end=end, reason="before-peak", peak=peak)
-    return None
+    return before_peak_window(forecast, lead_seconds=options.rehearsal_lead_seconds,
+                              window_seconds=options.rehearsal_window_seconds, now=now)
 
 
 def _ramp(kind: FaultKind, options: GenerateOptions, allowed: float) -> list[Fault]:

@@ -54,6 +54,8 @@ CHAOS_SIDECAR_NAME: Final = "harbinger-chaos"
 CHAOS_SIDECAR_IMAGE: Final = CHAOS_PREFIX + "sidecar"
 #: Pod annotation: the application port the chaos sidecar forwards to (the webhook writes it).
 CHAOS_UPSTREAM_PORT: Final = CHAOS_PREFIX + "upstream-port"
+#: Label on the ConfigMap that keeps a rehearsal's report (owned by its ChaosExperiment).
+CHAOS_REPORT_LABEL: Final = CHAOS_PREFIX + "report"
 #: Label put on every object the chaos controller creates, so a sweep can find leftovers.
 CHAOS_OWNED_LABEL: Final = PREFIX + "chaos-owned"
 

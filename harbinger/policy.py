@@ -23,20 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harbinger import contract
+from harbinger.crd import camel, model_properties, number_text
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
-from harbinger.reference import field_comments
 
 POLICY_KIND = "HarbingerPolicy"
 POLICIES = "harbingerpolicies"
 #: The platform team's defaults for every opted-in namespace (cluster-scoped, no service).
 CLUSTER_POLICY_KIND = "ClusterHarbingerPolicy"
 CLUSTER_POLICIES = "clusterharbingerpolicies"
-
-
-def camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(part.title() for part in rest)
 
 
 #: ``spec.capacity`` key -> CapacityProfile field.
@@ -150,30 +145,12 @@ class PolicyCache:
 
 
 # --- the CRD, generated from the model (hack/crds.py) ------------------------------------------
-def _openapi(schema: dict[str, Any], description: str | None) -> dict[str, Any]:
-    """A pydantic JSON Schema property as OpenAPI v3 (structural, as a CRD wants it)."""
-    out: dict[str, Any] = {"type": schema["type"]}
-    if description:
-        out["description"] = description
-    for key in ("minimum", "maximum", "enum"):
-        if key in schema:
-            out[key] = schema[key]
-    if "exclusiveMinimum" in schema:
-        out["minimum"] = schema["exclusiveMinimum"]
-        out["exclusiveMinimum"] = True
-    if "default" in schema:
-        out["description"] = (out.get("description", "") + f" Default: {schema['default']}.").strip()
-    return out
-
-
 def capacity_schema() -> dict[str, Any]:
-    properties = CapacityProfile.model_json_schema()["properties"]
-    comments = field_comments(CapacityProfile)
     return {
         "type": "object",
         "description": "Capacity-profile fields (docs/configuration.md); a field left out keeps the namespace's "
                        "value, then the planner's profiles file, then the default.",
-        "properties": {camel(name): _openapi(schema, comments.get(name)) for name, schema in properties.items()},
+        "properties": model_properties(CapacityProfile),
         "x-kubernetes-validations": [{
             "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
             "message": "minReplicas must not be above maxReplicas",
@@ -223,10 +200,6 @@ def policy_crd(*, cluster: bool = False) -> dict[str, Any]:
     }
 
 
-def _number(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
-
-
 def capacity_reference() -> str:
     """The Markdown table of ``spec.capacity``'s fields, generated like the CRD (docs/api.md)."""
     rows = ["| field | type | bounds | default | meaning |", "| --- | --- | --- | --- | --- |"]
@@ -236,9 +209,9 @@ def capacity_reference() -> str:
         low = prop.get("minimum")
         bounds = []
         if low is not None:
-            bounds.append(f"{'>' if prop.get('exclusiveMinimum') else '>='} {_number(low)}")
+            bounds.append(f"{'>' if prop.get('exclusiveMinimum') else '>='} {number_text(low)}")
         if "maximum" in prop:
-            bounds.append(f"<= {_number(prop['maximum'])}")
+            bounds.append(f"<= {number_text(prop['maximum'])}")
         if "enum" in prop:
             bounds.append(" or ".join(f"`{v}`" for v in prop["enum"]))
         meaning = prop.get("description", "").split(" Default: ")[0]

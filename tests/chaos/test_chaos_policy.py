@@ -119,6 +119,20 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
             await refused(custom.delete_namespaced_custom_object(GROUP, VERSION, rehearsed, PLURAL, "teams"),
                           "deletes only VirtualServices it created")
 
+            # ConfigMaps: a report, labelled and owned by a ChaosExperiment, and nothing else.
+            owner = {"apiVersion": "harbinger.io/v1alpha1", "kind": "ChaosExperiment", "name": "e",
+                     "uid": str(uuid.uuid4())}
+            report = {"metadata": {"name": "e-report", "labels": {contract.CHAOS_REPORT_LABEL: "true"},
+                                   "ownerReferences": [owner]}, "data": {"report.json": "{}"}}
+            await core.create_namespaced_config_map(rehearsed, report)
+            await refused(core.create_namespaced_config_map(rehearsed, {"metadata": {"name": "settings"},
+                                                                        "data": {"x": "y"}}),
+                          "creates only report ConfigMaps")
+            unowned_report = {"metadata": {"name": "f-report", "labels": {contract.CHAOS_REPORT_LABEL: "true"}}}
+            await refused(core.create_namespaced_config_map(rehearsed, unowned_report),
+                          "creates only report ConfigMaps")
+            await refused(core.create_namespaced_config_map(elsewhere, report), "only in namespaces labelled")
+
         # Nobody else may hand a pod a fault: not at creation (a template carrying one) ...
         faulty = pod("payments-1")
         faulty["metadata"]["annotations"] = {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 9})}
