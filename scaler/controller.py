@@ -169,6 +169,8 @@ class Planner:
         self.capacity_plans = capacity_plans
         #: Reasons already recorded as an Event, by Deployment uid: one Event per new problem.
         self._told: dict[str, str] = {}
+        #: Deployment uid -> the model version it was last planned with (a change is an Event).
+        self._models: dict[str, str] = {}
         self._noticed: set[str] = set()
         self._policies_missing: set[str] = set()
         self._last_edges: set[MeshEdge] | None = None
@@ -275,6 +277,7 @@ class Planner:
                                            learned.get(key) or {})
                 if change is not None and change.before != change.after:
                     report.changes.append(change)
+        await self._tell_models(targets, plans, now)
         for key, target in targets.items():
             if key not in plans and key in floors:
                 released = await self._release(target, floors[key], now, "no plan this run (no model or no "
@@ -288,6 +291,25 @@ class Planner:
             await self.capacity_plans.publish(records_of(targets, plans, allocation.granted, changed,
                                                          [*found.skipped, *unplanned], now))
         return report
+
+    async def _tell_models(self, targets: dict[str, Target], plans: dict[str, ServicePlan], now: datetime) -> None:
+        """A ``ModelUpdated`` Event when a Deployment's plan comes from a newly trained model:
+        the training's effect, on the object it concerns. The first model a planner process
+        sees is not news (a restart would otherwise tell every Deployment again)."""
+        for key, plan in plans.items():
+            target = targets[key]
+            uid = str(target.deployment["metadata"].get("uid") or key)
+            before = self._models.get(uid)
+            self._models[uid] = plan.model_version
+            if before is None or before == plan.model_version:
+                continue
+            try:
+                await record_event(self.api, target.deployment, "ModelUpdated",
+                                   f"planning {target.service} with model {plan.model_version} (was {before})", now,
+                                   self.identity, action="Plan")
+            except (ApiException, OSError, TimeoutError) as exc:
+                ERRORS.labels("event").inc()
+                log.warning("could not record an Event on %s/%s: %s", target.namespace, target.name, exc)
 
     async def _tell(self, problems: list[Skipped], now: datetime) -> None:
         """Count every skipped Deployment, log it and record a Warning Event on it: once per

@@ -134,3 +134,27 @@ class _MissingCrd:
 
     async def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
         raise ApiException(status=404, reason="Not Found")
+
+
+async def test_a_newly_trained_model_is_an_event_on_the_deployment(
+    kube: client.ApiClient, make_namespace: Any, new_service: Any, forecast: Any, scripted: Any,
+) -> None:
+    namespace = await make_namespace(opted_in=True)
+    await new_service(kube, namespace, "checkout", annotations={contract.CAPACITY_PROFILE: PROFILE.model_dump_json()})
+    source = scripted({"checkout": forecast("checkout", T0, [10.0] * 4)})
+    planner = Planner(kube, forecasts=source, clock=ManualClock(T0), namespaces=frozenset({namespace}))
+    core = client.CoreV1Api(kube)
+
+    async def model_events() -> list[str]:
+        listed = await core.list_namespaced_event(namespace)
+        return [e.message for e in listed.items if e.reason == "ModelUpdated" and e.involved_object.name == "checkout"]
+
+    await planner.run_once()
+    await planner.run_once()
+    assert await model_events() == []  # the first model a planner sees, and the same one again, are not news
+    retrained = forecast("checkout", T0, [10.0] * 4)
+    source.forecasts_by_service["checkout"] = type(retrained)(
+        service="checkout", model_version="m2", start=retrained.start, step_seconds=retrained.step_seconds,
+        p50=retrained.p50, p90=retrained.p90)
+    await planner.run_once()
+    assert await model_events() == ["planning checkout with model m2 (was scripted)"]
