@@ -77,7 +77,8 @@ async def run_controller(
 
         while not stop.is_set():
             await _sweep(sweep, everything=False)
-            declared = await experiment_records.due(clock.now(), needed) if experiment_records is not None else []
+            declared = (await experiment_records.due(clock.now(), needed, config.dwell_seconds)
+                        if experiment_records is not None else [])
             if declared:
                 record = await _rehearse(declared[0].experiment, config, reports_dir, make_backend, make_monitor,
                                          stop, clock, experiment_records, declared[0].ref)
@@ -88,6 +89,12 @@ async def run_controller(
             experiment = due(experiments, clock.now(), done, config)
             if experiment is not None and experiment.window is not None:
                 done.add((experiment.name, experiment.window.start))
+                refused = (await experiment_records.refused(experiment, config.dwell_seconds)
+                           if experiment_records is not None else None)
+                if refused:
+                    RUNS.labels(status="refused").inc()
+                    log.warning("planned rehearsal %s/%s skipped: %s", experiment.namespace, experiment.name, refused)
+                    continue
                 record = await _rehearse(experiment, config, reports_dir, make_backend, make_monitor, stop, clock,
                                          experiment_records)
                 if record is not None:

@@ -33,7 +33,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from chaos.declared import KIND, PLURAL, Decision, decide, declared_experiment, is_declared, record_spec
-from chaos.experiment import Experiment
+from chaos.experiment import Experiment, FaultKind
 from chaos.forecasts import forecast_from_capacity_plan
 from chaos.record import RunRecord, RunStatus
 from chaos.report import REPORT_HTML, REPORT_JSON
@@ -42,6 +42,7 @@ from harbinger.clock import format_time
 from harbinger.errors import InvalidInput
 from harbinger.events import record_event
 from harbinger.kube import MERGE_PATCH, read_json
+from harbinger.policy import CLUSTER_POLICIES, POLICIES, PolicyIndex
 from models.forecast import Forecast
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ class ExperimentRecords:
         self._ran: set[tuple[str, str, str]] = set()
 
     # --- declared experiments ------------------------------------------------------------------
-    async def due(self, now: datetime, needed_seconds: Callable[[Experiment], float]) -> list[DueExperiment]:
+    async def due(self, now: datetime, needed_seconds: Callable[[Experiment], float],
+                  default_dwell_seconds: float = 30.0) -> list[DueExperiment]:
         """The declared experiments whose schedule says run now, oldest first; every other
         declared one gets its status (Pending, Invalid, Expired) written when it changes."""
         if not self.enabled:
@@ -178,6 +180,7 @@ class ExperimentRecords:
         waiting.sort(key=lambda item: (item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"]))
         due: list[DueExperiment] = []
         forecasts: dict[str, dict[str, Forecast]] = {}  # namespace -> service -> forecast, read once a cycle
+        policies = await self.policies() if waiting else PolicyIndex({}, [])
         for item in waiting:
             meta = item["metadata"]
             ref = ObjectRef(meta["namespace"], meta["name"], meta.get("uid", ""))
@@ -186,6 +189,9 @@ class ExperimentRecords:
             try:
                 experiment, schedule = declared_experiment(item)
                 await self._require_opted_in(ref.namespace)
+                refused = refusal(experiment, policies, default_dwell_seconds)
+                if refused:
+                    raise InvalidInput(refused, source=f"{KIND} {ref.namespace}/{ref.name}")
             except InvalidInput as exc:
                 await self._invalid(ref, str(exc), now)
                 continue
@@ -206,6 +212,25 @@ class ExperimentRecords:
             else:
                 await self._pending(ref, decision, now)
         return due
+
+    async def policies(self) -> PolicyIndex:
+        """Every HarbingerPolicy and ClusterHarbingerPolicy, for their chaos limits. Unreadable
+        (the CRDs missing, the apiserver away): no limits beyond the built-in ones, said in the log."""
+        objects: list[dict[str, Any]] = []
+        for plural in (CLUSTER_POLICIES, POLICIES):
+            try:
+                listed = await read_json(self.custom.list_cluster_custom_object(
+                    contract.API_GROUP, contract.API_VERSION, plural, _preload_content=False))
+            except ApiException as exc:
+                log.warning("%s unreadable (%s %s): their chaos limits are not applied this cycle", plural,
+                            exc.status, exc.reason)
+                continue
+            objects.extend(listed.get("items") or [])
+        return PolicyIndex.build(objects)
+
+    async def refused(self, experiment: Experiment, default_dwell_seconds: float) -> str | None:
+        """Why the policies' chaos limits forbid a planned experiment, or None."""
+        return refusal(experiment, await self.policies(), default_dwell_seconds) if self.enabled else None
 
     async def forecasts(self, namespace: str) -> dict[str, Forecast]:
         """The forecasts the planner recorded in the namespace's CapacityPlans, by service."""
@@ -379,6 +404,22 @@ class ExperimentRecords:
             self.enabled = False
             log.warning("the ChaosExperiment CRD (chaosexperiments.harbinger.io) is not installed: rehearsals go on "
                         "without a record on the API; apply manifests/base/crds and restart")
+
+
+def refusal(experiment: Experiment, policies: PolicyIndex, default_dwell_seconds: float) -> str | None:
+    """Why the chaos limits of the policies in force forbid the experiment, or None."""
+    limits, sources = policies.chaos_for(experiment.namespace, experiment.target)
+    # A dependency failure aborts every request of the pods it picks: its bound is on pods.
+    dependency = experiment.kind is FaultKind.DEPENDENCY_FAILURE
+    percents = [] if dependency else [s.delay_percent for s in experiment.steps if s.delay_ms is not None]
+    percents += [] if dependency else [s.abort_percent for s in experiment.steps if s.abort_status is not None]
+    pod_faults = not experiment.kind.request_level or dependency
+    found = limits.refusals(kind=experiment.kind.value, request_percents=percents,
+                            dwell_seconds=experiment.dwell_seconds or default_dwell_seconds, pods=experiment.pods,
+                            pod_faults=pod_faults)
+    if not found:
+        return None
+    return f"beyond the chaos limits of {' and '.join(sources)}: {'; '.join(found)}"
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, str]:

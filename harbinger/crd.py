@@ -43,7 +43,9 @@ def openapi_property(schema: Mapping[str, Any], description: str | None) -> dict
     if base["type"] == "string" and base.get("format") == "date-time":
         out["format"] = "date-time"
     if schema.get("default") is not None:
-        out["description"] = (out.get("description", "") + f" Default: {schema['default']}.").strip()
+        default = schema["default"]
+        shown = str(default).lower() if isinstance(default, bool) else default  # as YAML writes it
+        out["description"] = (out.get("description", "") + f" Default: {shown}.").strip()
     return out
 
 
@@ -98,8 +100,8 @@ def reference_table(properties: Mapping[str, Any], *, prefix: str = "") -> str:
                 bounds.append(f"{'>' if prop.get('exclusiveMinimum') else '>='} {number_text(prop['minimum'])}")
             if "maximum" in prop:
                 bounds.append(f"{'<' if prop.get('exclusiveMaximum') else '<='} {number_text(prop['maximum'])}")
-            if "enum" in prop:
-                bounds.append(" or ".join(f"`{v}`" for v in prop["enum"]))
+            if "enum" in prop or "enum" in items:
+                bounds.append(" or ".join(f"`{v}`" for v in prop.get("enum") or items["enum"]))
             if "maxItems" in prop:
                 bounds.append(f"{prop.get('minItems', 0)} to {prop['maxItems']} items")
             meaning = " ".join(str(prop.get("description", "")).split()).replace("|", "\\|")

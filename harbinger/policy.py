@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from harbinger import contract
 from harbinger.crd import camel, model_properties, number_text
@@ -37,6 +39,65 @@ CLUSTER_POLICIES = "clusterharbingerpolicies"
 #: ``spec.capacity`` key -> CapacityProfile field.
 SNAKE = {camel(name): name for name in CapacityProfile.model_fields}
 
+#: The chaos fault kinds (chaos.experiment.FaultKind's values; a test keeps them equal).
+ChaosKind = Literal["latency", "error", "cpu", "memory", "bandwidth", "dependency-failure"]
+
+
+class ChaosLimits(BaseModel):
+    """What rehearsals may do to a namespace or one service. Every layer (the cluster's, the
+    namespace's, the service's) is a bound: the most restrictive value of each field wins, so
+    a team can tighten what the platform allows and never loosen it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: false: no rehearsal runs here, whatever the namespace's labels say.
+    enabled: bool = True
+    #: The fault kinds rehearsals may use; empty: every kind.
+    kinds: list[ChaosKind] = Field(default_factory=list, max_length=6)
+    #: The highest share of requests a step may delay or abort, in percent.
+    max_request_percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
+    #: The longest a step may be held, in seconds; empty: no bound beyond the controller's.
+    max_dwell_seconds: float | None = Field(None, gt=0, le=86400, allow_inf_nan=False)
+    #: The most pods a resource or dependency fault may touch; empty: no bound.
+    max_pods: int | None = Field(None, ge=1, le=10_000)
+
+    def tightened(self, other: ChaosLimits) -> ChaosLimits:
+        def least(a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        kinds = ([k for k in self.kinds if k in other.kinds] if self.kinds and other.kinds
+                 else list(self.kinds or other.kinds))
+        pods = least(self.max_pods, other.max_pods)
+        return ChaosLimits(enabled=self.enabled and other.enabled, kinds=kinds,
+                           max_request_percent=min(self.max_request_percent, other.max_request_percent),
+                           max_dwell_seconds=least(self.max_dwell_seconds, other.max_dwell_seconds),
+                           max_pods=None if pods is None else int(pods))
+
+    def refusals(self, *, kind: str, request_percents: Iterable[float], dwell_seconds: float,
+                 pods: int | None, pod_faults: bool) -> list[str]:
+        """What a rehearsal would do beyond these limits (empty: nothing). ``pods`` (None: every
+        pod of the target) counts only for faults on pods (``pod_faults``: resource and
+        dependency faults), not for faults on a share of requests."""
+        found = []
+        if not self.enabled:
+            return ["chaos is disabled here (spec.chaos.enabled: false)"]
+        if self.kinds and kind not in self.kinds:
+            found.append(f"{kind} faults are not allowed (spec.chaos.kinds: {', '.join(self.kinds)})")
+        highest = max(request_percents, default=0.0)
+        if highest > self.max_request_percent:
+            found.append(f"a step touches {highest:g}% of requests, above spec.chaos.maxRequestPercent "
+                         f"{self.max_request_percent:g}")
+        if self.max_dwell_seconds is not None and dwell_seconds > self.max_dwell_seconds:
+            found.append(f"steps are held {dwell_seconds:g} s, above spec.chaos.maxDwellSeconds "
+                         f"{self.max_dwell_seconds:g}")
+        if pod_faults and self.max_pods is not None and (pods is None or pods > self.max_pods):
+            found.append(f"{'every pod' if pods is None else f'{pods} pods'} of the target, above "
+                         f"spec.chaos.maxPods {self.max_pods}")
+        return found
+
+
+CHAOS_SNAKE = {camel(name): name for name in ChaosLimits.model_fields}
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -46,6 +107,8 @@ class Policy:
     service: str | None
     #: CapacityProfile fields (snake_case) the policy sets.
     capacity: dict[str, Any] = field(default_factory=dict)
+    #: Its chaos limits, if it sets any.
+    chaos: ChaosLimits | None = None
 
 
 def parse_policy(obj: Mapping[str, Any]) -> Policy:
@@ -70,7 +133,19 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
         CapacityProfile.model_validate(fields)
     except ValueError as exc:
         raise InvalidInput(f"spec.capacity: {exc}", source=where) from exc
-    return Policy(str(meta.get("namespace") or ""), str(meta.get("name") or ""), service, fields)
+    chaos = spec.get("chaos")
+    limits = None
+    if chaos is not None:
+        if not isinstance(chaos, dict):
+            raise InvalidInput("spec.chaos is not an object", source=where)
+        unknown = sorted(set(chaos) - set(CHAOS_SNAKE))
+        if unknown:
+            raise InvalidInput(f"spec.chaos has unknown fields {', '.join(unknown)}", source=where)
+        try:
+            limits = ChaosLimits.model_validate({CHAOS_SNAKE[k]: v for k, v in chaos.items()})
+        except ValueError as exc:
+            raise InvalidInput(f"spec.chaos: {exc}", source=where) from exc
+    return Policy(str(meta.get("namespace") or ""), str(meta.get("name") or ""), service, fields, limits)
 
 
 @dataclass(frozen=True)
@@ -102,10 +177,24 @@ class PolicyIndex:
             chosen[key] = policy
         return cls(chosen, problems)
 
+    def _layers(self, namespace: str, service: str) -> list[Policy | None]:
+        return [self.by_target.get(key) for key in (("", None), (namespace, None), (namespace, service))]
+
+    def chaos_for(self, namespace: str, service: str) -> tuple[ChaosLimits, list[str]]:
+        """The chaos limits in force for the service (every layer tightens), and the policies
+        they come from (``kind namespace/name``), to name in a refusal."""
+        limits, sources = ChaosLimits(), []
+        for layer in self._layers(namespace, service):
+            if layer is not None and layer.chaos is not None:
+                limits = limits.tightened(layer.chaos)
+                sources.append(f"{POLICY_KIND} {layer.namespace}/{layer.name}" if layer.namespace
+                               else f"{CLUSTER_POLICY_KIND} {layer.name}")
+        return limits, sources
+
     def fields_for(self, namespace: str, service: str) -> dict[str, Any] | None:
         """The fields set for the service (its policy over its namespace's over the cluster's,
         which is keyed by the empty namespace); None when no policy applies."""
-        layers = [self.by_target.get(key) for key in (("", None), (namespace, None), (namespace, service))]
+        layers = self._layers(namespace, service)
         if not any(layers):
             return None
         fields: dict[str, Any] = {}
@@ -159,9 +248,22 @@ def capacity_schema() -> dict[str, Any]:
     }
 
 
+def chaos_schema() -> dict[str, Any]:
+    kinds = list(get_args(ChaosKind))
+    return {
+        "type": "object",
+        "description": "Limits on chaos rehearsals here; every layer (cluster, namespace, service) is a bound and "
+                       "the most restrictive value wins.",
+        "properties": model_properties(ChaosLimits, overrides={
+            "kinds": {"type": "array", "maxItems": len(kinds), "items": {"type": "string", "enum": kinds},
+                      "description": "The fault kinds rehearsals may use; empty: every kind."},
+        }),
+    }
+
+
 def policy_crd(*, cluster: bool = False) -> dict[str, Any]:
     kind, plural = (CLUSTER_POLICY_KIND, CLUSTER_POLICIES) if cluster else (POLICY_KIND, POLICIES)
-    spec: dict[str, Any] = {"capacity": capacity_schema()}
+    spec: dict[str, Any] = {"capacity": capacity_schema(), "chaos": chaos_schema()}
     if not cluster:
         spec = {"service": {"type": "string", "minLength": 1, "maxLength": 253,
                             "description": "The service (harbinger.io/service, else app.kubernetes.io/name, else "

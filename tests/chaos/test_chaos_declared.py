@@ -4,15 +4,17 @@ the user wrote it, in camelCase), and when each schedule says it runs."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
 
 from chaos.declared import Schedule, ScheduleType, decide, declared_experiment, experiment_crd, record_spec
 from chaos.experiment import BackendKind, Experiment, FaultKind
+from chaos.experiments_api import refusal
 from chaos.faults import Fault
 from harbinger.errors import InvalidInput
+from harbinger.policy import ChaosKind, ChaosLimits, PolicyIndex
 from models.forecast import Forecast
 
 T0 = datetime(2031, 3, 2, 12, 0, tzinfo=UTC)
@@ -123,3 +125,44 @@ def test_the_crd_schema_is_generated_from_the_models() -> None:
     assert set(spec["properties"]["slo"]["properties"]) == {"maxErrorRate", "maxP99Seconds", "minThroughputRatio",
                                                             "breachSamples"}
     assert step["abortPercent"]["maximum"] == 100 and step["cpuCores"]["maximum"] == 8.0
+
+
+def test_the_policys_chaos_kinds_are_the_controllers_fault_kinds() -> None:
+    assert set(get_args(ChaosKind)) == {k.value for k in FaultKind}
+
+
+def test_chaos_limits_tighten_layer_by_layer_and_name_what_is_beyond_them() -> None:
+    platform = ChaosLimits(kinds=["latency", "error", "cpu"], max_request_percent=50, max_dwell_seconds=300)
+    team = ChaosLimits(kinds=["error", "memory"], max_request_percent=80, max_pods=2)
+    both = platform.tightened(team)
+    assert both == ChaosLimits(kinds=["error"], max_request_percent=50, max_dwell_seconds=300, max_pods=2)
+    assert ChaosLimits().tightened(ChaosLimits(enabled=False)).enabled is False
+    assert both.refusals(kind="error", request_percents=[5, 25], dwell_seconds=60, pods=None, pod_faults=False) == []
+    assert both.refusals(kind="cpu", request_percents=[], dwell_seconds=600, pods=None, pod_faults=True) == [
+        "cpu faults are not allowed (spec.chaos.kinds: error)",
+        "steps are held 600 s, above spec.chaos.maxDwellSeconds 300",
+        "every pod of the target, above spec.chaos.maxPods 2"]
+    assert both.refusals(kind="error", request_percents=[75], dwell_seconds=60, pods=None, pod_faults=False) == [
+        "a step touches 75% of requests, above spec.chaos.maxRequestPercent 50"]
+
+
+def test_a_refusal_names_every_policy_it_comes_from() -> None:
+    policies = PolicyIndex.build([
+        {"metadata": {"name": "platform"}, "spec": {"chaos": {"maxPods": 1}}},
+        {"metadata": {"name": "limits", "namespace": "shop"}, "spec": {"service": "payments",
+                                                                       "chaos": {"enabled": False}}},
+    ])
+    memory = Experiment(name="m", namespace="shop", kind=FaultKind.MEMORY, target="checkout", pods=2,
+                        steps=[Fault(memory_bytes=2**20)])
+    assert refusal(memory, policies, 30) == ("beyond the chaos limits of ClusterHarbingerPolicy platform: 2 pods of "
+                                             "the target, above spec.chaos.maxPods 1")
+    assert refusal(memory.model_copy(update={"pods": 1}), policies, 30) is None
+    off = memory.model_copy(update={"target": "payments", "pods": 1})
+    assert refusal(off, policies, 30) == ("beyond the chaos limits of ClusterHarbingerPolicy platform and "
+                                          "HarbingerPolicy shop/limits: chaos is disabled here (spec.chaos.enabled: "
+                                          "false)")
+    # A dependency failure always aborts every request of its pods: bounded by pods, not by percent.
+    down = Experiment(name="d", namespace="shop", kind=FaultKind.DEPENDENCY_FAILURE, target="checkout", pods=1,
+                      steps=[Fault(abort_status=503)])
+    strict = PolicyIndex.build([{"metadata": {"name": "p"}, "spec": {"chaos": {"maxRequestPercent": 10}}}])
+    assert refusal(down, strict, 30) is None

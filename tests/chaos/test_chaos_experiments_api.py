@@ -294,12 +294,22 @@ async def test_schedules_and_what_cannot_run_each_get_their_own_status(
                                                                    "end": "2031-03-02T11:00:00Z"}})
     await create(kube, namespace, "e-now", {"target": "payments", "kind": "error", "steps": ERROR_STEPS})
     await create(kube, closed, "f-closed-namespace", {"target": "payments", "kind": "error", "steps": ERROR_STEPS})
+    # The team's policy allows only latency, on at most 10 % of requests, for search.
+    policy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HarbingerPolicy",
+              "metadata": {"name": "limits", "namespace": namespace},
+              "spec": {"service": "search", "chaos": {"kinds": ["latency"], "maxRequestPercent": 10}}}
+    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "harbingerpolicies", policy)
+    await create(kube, namespace, "g-beyond-the-policy", {"target": "search", "kind": "latency",
+                                                          "steps": [{"delayMs": 100, "delayPercent": 50}]})
+    await create(kube, namespace, "h-within-the-policy", {"target": "search", "kind": "latency",
+                                                          "steps": [{"delayMs": 100, "delayPercent": 10}]})
+    await create(kube, namespace, "i-other-service", {"target": "checkout", "kind": "error", "steps": ERROR_STEPS})
 
     records = ExperimentRecords(kube)
     needed: Callable[[Experiment], float] = lambda _e: 120.0  # noqa: E731
     due = await records.due(T0, needed)
     ours = [d.ref for d in due if d.ref.namespace in (namespace, closed)]
-    assert [r.name for r in ours] == ["e-now"]
+    assert [r.name for r in ours] == ["e-now", "h-within-the-policy", "i-other-service"]
 
     async def phase(ns: str, name: str) -> tuple[str, dict[str, Any]]:
         found = (await read(kube, ns, name))["status"]
@@ -319,9 +329,15 @@ async def test_schedules_and_what_cannot_run_each_get_their_own_status(
     state, closed_status = await phase(closed, "f-closed-namespace")
     assert state == "Invalid" and "is not opted in" in closed_status["conditions"][0]["message"]
     assert ("Invalid", "Warning") in await events(kube, namespace, "c-not-a-quantity")
+    state, beyond = await phase(namespace, "g-beyond-the-policy")
+    assert state == "Invalid"
+    assert beyond["conditions"][0]["message"].endswith(
+        f"beyond the chaos limits of HarbingerPolicy {namespace}/limits: a step touches 50% of requests, above "
+        "spec.chaos.maxRequestPercent 10")
 
     # Inside the window before the peak, it is due (still with e-now, which nothing ran).
     due = await records.due(T0 + timedelta(hours=2), needed)
-    assert [d.ref.name for d in due if d.ref.namespace == namespace] == ["a-before-peak", "e-now"]
+    assert [d.ref.name for d in due if d.ref.namespace == namespace] == [
+        "a-before-peak", "e-now", "h-within-the-policy", "i-other-service"]
     assert all(isinstance(d.ref, ObjectRef) and d.ref.uid for d in due)
     await delete_all(kube, namespace, closed)

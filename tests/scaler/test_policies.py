@@ -54,6 +54,22 @@ async def test_a_bad_policy_is_refused_when_applied_naming_the_field(
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("chaos, message", [
+    ({"kinds": ["gremlins"]}, 'spec.chaos.kinds[0]: Unsupported value: "gremlins"'),
+    ({"maxRequestPercent": 150}, "spec.chaos.maxRequestPercent: Invalid value: 150"),
+    ({"maxPods": 0}, "spec.chaos.maxPods: Invalid value: 0"),
+    ({"enabled": "yes"}, "spec.chaos.enabled: Invalid value"),
+])
+async def test_bad_chaos_limits_are_refused_when_applied_naming_the_field(
+    cluster: LocalCluster, policy_crd: None, make_namespace: Any, chaos: dict[str, Any], message: str,
+) -> None:
+    namespace = await make_namespace(opted_in=True)
+    body = yaml.safe_dump({"apiVersion": "harbinger.io/v1alpha1", "kind": "HarbingerPolicy",
+                           "metadata": {"name": "bad", "namespace": namespace}, "spec": {"chaos": chaos}})
+    result = cluster.kubectl("apply", "-f", "-", input=body, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 async def test_the_planner_plans_with_policies_and_still_with_the_old_annotation(
     cluster: LocalCluster, policy_crd: None, kube: client.ApiClient, make_namespace: Any, new_service: Any,
     forecast: Any, scripted: Any, caplog: pytest.LogCaptureFixture,
