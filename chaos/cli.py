@@ -347,7 +347,8 @@ async def _controller(args: argparse.Namespace) -> int:
                 args.plan, config=_config(settings), reports_dir=settings.reports_dir,
                 interval_seconds=settings.controller_interval_seconds, make_backend=backends.make,
                 make_monitor=monitor_for, sweep=backends.sweep, stop=stop, once=args.once, clock=clock,
-                experiment_records=ExperimentRecords(backends.api) if backends.api is not None else None)
+                experiment_records=(ExperimentRecords(backends.api, history_limit=settings.records_history_limit)
+                                    if backends.api is not None else None))
         finally:
             stop.set()
             if metrics is not None:

@@ -151,8 +151,9 @@ def report_config_map(ref: ObjectRef, run_id: str, report_dir: Path) -> dict[str
 
 
 class ExperimentRecords:
-    def __init__(self, api: client.ApiClient, *, instance: str = "chaos-controller") -> None:
+    def __init__(self, api: client.ApiClient, *, instance: str = "chaos-controller", history_limit: int = 5) -> None:
         self.api = api
+        self.history_limit = history_limit
         self.custom: Any = client.CustomObjectsApi(api)  # bodies are the apiserver's JSON dicts
         self.core: Any = client.CoreV1Api(api)
         self.instance = instance
@@ -325,6 +326,33 @@ class ExperimentRecords:
         if await self._patch_status(ref, final_status(record, report)):
             reason, message, warning = _verdict_event(record)
             await self._event(ref, reason, message, now, warning=warning)
+        if (ref.namespace, ref.name, ref.uid) not in self._ran:  # a record of the plan's, not a team's object
+            await self._prune(ref.namespace, record.experiment.name)
+
+    async def _prune(self, namespace: str, experiment: str) -> int:
+        """Delete the oldest finished records of a planned experiment beyond ``history_limit``
+        (their reports go with them): one record per run would otherwise grow without end."""
+        try:
+            listed = await read_json(self.custom.list_namespaced_custom_object(
+                contract.API_GROUP, contract.API_VERSION, namespace, PLURAL, _preload_content=False))
+        except ApiException as exc:
+            log.warning("records in %s unreadable (%s %s): not pruned this time", namespace, exc.status, exc.reason)
+            return 0
+        finished = [item for item in listed.get("items") or []
+                    if (item.get("spec") or {}).get("experiment") == experiment and not is_declared(item)
+                    and (item.get("status") or {}).get("phase") not in (None, "Pending", "Running")]
+        finished.sort(key=lambda item: (item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"]))
+        deleted = 0
+        for item in finished[:max(0, len(finished) - self.history_limit)]:
+            try:
+                await self.custom.delete_namespaced_custom_object(contract.API_GROUP, contract.API_VERSION, namespace,
+                                                                  PLURAL, item["metadata"]["name"])
+                deleted += 1
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("record %s/%s not pruned: %s %s", namespace, item["metadata"]["name"], exc.status,
+                                exc.reason)
+        return deleted
 
     async def failed(self, ref: ObjectRef, run_id: str, message: str, now: datetime) -> None:
         """A run that could not even produce a record (its faults are rolled back by then)."""

@@ -160,6 +160,10 @@ class ChaosSettings(_Section):
     #: Controller: ``/metrics``, ``/healthz``, ``/readyz`` on this port (unset: not served).
     controller_metrics_port: int | None = Field(None, ge=1, le=65535)
     controller_metrics_host: str = "0.0.0.0"
+    #: Controller: the ChaosExperiment records (and their report ConfigMaps) kept per planned
+    #: experiment and namespace; older ones are deleted, as a CronJob keeps its last Jobs.
+    #: Declared experiments are their team's and are never deleted.
+    records_history_limit: int = Field(5, ge=1, le=1000)
     # What the chaos sidecar lets any fault do in one pod, whatever the pod's annotations
     # ask (a pod's author can write them): the webhook passes these as the sidecar's flags.
     #: A fault ends at most this long after the sidecar reads it (above the TTL, which is renewed).

@@ -341,3 +341,28 @@ async def test_schedules_and_what_cannot_run_each_get_their_own_status(
         "a-before-peak", "e-now", "h-within-the-policy", "i-other-service"]
     assert all(isinstance(d.ref, ObjectRef) and d.ref.uid for d in due)
     await delete_all(kube, namespace, closed)
+
+
+async def test_only_the_last_records_of_a_planned_experiment_are_kept(
+    experiment_crd: None, kube: client.ApiClient, make_namespace: Any, tmp_path: Path,
+) -> None:
+    namespace = await make_namespace(opted_in=True)
+    experiment = Experiment(name="error-payments", kind=FaultKind.ERROR, target="payments", namespace=namespace,
+                            steps=[Fault(abort_status=503, abort_percent=p) for p in (1.0, 25.0)])
+    records = ExperimentRecords(kube, history_limit=2)
+    later = {"type": "Window", "start": "2099-01-01T00:00:00Z", "end": "2099-01-02T00:00:00Z"}
+    declared = await create(kube, namespace, "teams-own", {"target": "payments", "kind": "error",
+                                                           "steps": ERROR_STEPS, "schedule": later})
+    names = []
+    for hour in range(3):
+        run_id = new_run_id(experiment, T0 + timedelta(hours=hour))
+        ref = await records.started(experiment, run_id, T0 + timedelta(hours=hour))
+        assert ref is not None
+        names.append(ref.name)
+        await asyncio.sleep(1.1)  # creationTimestamp has one-second resolution: keep the runs in order
+        await records.finished(ref, breached_run(experiment, run_id), None, T0 + timedelta(hours=hour, minutes=2))
+    listed = await read_json(client.CustomObjectsApi(kube).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _preload_content=False))
+    assert sorted(item["metadata"]["name"] for item in listed["items"]) == sorted([*names[1:], "teams-own"])
+    assert declared["metadata"]["name"] == "teams-own"
+    await delete_all(kube, namespace)

@@ -67,7 +67,9 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
     cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, as_account: AsAccount,
 ) -> None:
     cluster.kubectl("apply", "-k", str(REPO / "manifests" / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io")
+    cluster.kubectl("apply", "-k", str(REPO / "manifests" / "base" / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io",
+                    "crd/chaosexperiments.harbinger.io")
     system = await make_namespace()
     rehearsed = await make_namespace(opted_in=True, labels={contract.CHAOS: contract.CHAOS_ENABLED})
     elsewhere = await make_namespace()
@@ -132,6 +134,24 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
             await refused(core.create_namespaced_config_map(rehearsed, unowned_report),
                           "creates only report ConfigMaps")
             await refused(core.create_namespaced_config_map(elsewhere, report), "only in namespaces labelled")
+
+            # ChaosExperiments: its own records of planned runs may go; a team's declared one may not.
+            steps = [{"abortStatus": 503}]
+            for name, spec in (("record", {"runId": "r-1", "experiment": "e", "target": "payments", "kind": "error"}),
+                               ("declared", {"target": "payments", "kind": "error", "steps": steps,
+                                             "schedule": {"type": "Window", "start": "2099-01-01T00:00:00Z",
+                                                          "end": "2099-01-02T00:00:00Z"}})):
+                await custom_admin.create_namespaced_custom_object(
+                    "harbinger.io", "v1alpha1", rehearsed, "chaosexperiments",
+                    {"apiVersion": "harbinger.io/v1alpha1", "kind": "ChaosExperiment",
+                     "metadata": {"name": name}, "spec": spec})
+            await custom.delete_namespaced_custom_object("harbinger.io", "v1alpha1", rehearsed, "chaosexperiments",
+                                                         "record")
+            await refused(custom.delete_namespaced_custom_object("harbinger.io", "v1alpha1", rehearsed,
+                                                                 "chaosexperiments", "declared"),
+                          "never a ChaosExperiment a team declared")
+            await custom_admin.delete_namespaced_custom_object("harbinger.io", "v1alpha1", rehearsed,
+                                                               "chaosexperiments", "declared")
 
         # Nobody else may hand a pod a fault: not at creation (a template carrying one) ...
         faulty = pod("payments-1")
