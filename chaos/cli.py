@@ -24,7 +24,6 @@ from chaos.backends.files import AnnotationsFileBackend, parse_file_mapping, swe
 from chaos.backends.istio import IstioBackend, sweep_virtual_services
 from chaos.backends.pods import PodAnnotationBackend, sweep_pods
 from chaos.experiment import BackendKind, Experiment, FaultKind, Plan, dump, load_experiments
-from chaos.experiments_api import ExperimentRecords
 from chaos.monitor import Monitor, Queries
 from chaos.record import RunRecord, RunStatus
 from chaos.report import RUN_JSON, write_report
@@ -68,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="run one experiment: baseline, ramp, watch, roll back, report")
     run.add_argument("experiment", type=Path, help="experiment or plan file (YAML or JSON)")
     run.add_argument("--name", help="which experiment of a plan (default: the only, or the first)")
+    run.add_argument("--forecasts", type=Path, help="forecast JSON ('harbinger forecast --out'): the report shows "
+                                                    "each watched service's forecast band against its traffic")
     _run_flags(run)
 
     report = sub.add_parser("report", help="(re)write a run's report.json and report.html and print its summary")
@@ -279,7 +280,11 @@ def _pick(experiments: list[Experiment], name: str | None, source: str) -> Exper
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from chaos.bands import with_bands
+    from chaos.forecasts import load_forecasts
+
     experiment = _pick(load_experiments(args.experiment), args.name, str(args.experiment))
+    forecasts = load_forecasts(args.forecasts) if args.forecasts else {}  # a bad file fails before any fault
     everything = settings_from_flags(args, _RUN_FLAGS)
     settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)
     config = _config(settings)
@@ -290,6 +295,7 @@ async def _run(args: argparse.Namespace) -> int:
             monitor = Monitor(prometheus, namespace=experiment.namespace,
                               window_seconds=settings.query_window_seconds, queries=_queries(settings), clock=clock)
             record = await run_experiment(experiment, backend, monitor, config, clock=clock)
+    record = with_bands(record, forecasts)
     directory = settings.reports_dir / record.run_id
     analysis = write_report(record, directory)
     _print_summary(analysis, directory)
@@ -322,6 +328,7 @@ async def _report(args: argparse.Namespace) -> int:
 
 async def _controller(args: argparse.Namespace) -> int:
     from chaos.controller import run_controller
+    from chaos.experiments_api import ExperimentRecords
 
     everything = settings_from_flags(args, _RUN_FLAGS)
     settings, clock = everything.chaos, clock_from_spec(everything.replay_clock)

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from chaos.backends.base import FaultBackend
+from chaos.bands import with_bands
 from chaos.experiment import Experiment, load_experiments
 from chaos.experiments_api import ExperimentRecords, ObjectRef
 from chaos.metrics import PLAN_ERRORS, PLAN_VALID, RUNS
@@ -142,6 +143,8 @@ async def _rehearse(experiment: Experiment, config: RunConfig, reports_dir: Path
     try:
         record = await run_experiment(experiment, make_backend(experiment), make_monitor(experiment), config,
                                       abort=stop, handle_signals=False, clock=clock, run_id=run_id)
+        if experiment_records is not None:  # the planner's forecasts, for the report's band
+            record = with_bands(record, await experiment_records.forecasts(experiment.namespace))
         analysis = write_report(record, reports_dir / record.run_id)
     except Exception as exc:  # run_experiment rolls back and records its own failures; this is the rest
         RUNS.labels(status="error").inc()

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chaos.experiment import Experiment
 from chaos.faults import Fault, validation_message
@@ -74,6 +74,16 @@ class RollbackRecord(BaseModel):
     error: str | None = None
 
 
+class ForecastBand(BaseModel):
+    """One service's forecast over a run (``chaos.bands``): P50 and P90 per step from ``start``."""
+
+    start: datetime
+    step_seconds: int = Field(gt=0)
+    p50: list[float]
+    p90: list[float]
+    model_version: str = ""
+
+
 class RunRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +100,8 @@ class RunRecord(BaseModel):
     breach: BreachRecord | None = None
     rollback: RollbackRecord | None = None
     notes: list[str] = []
+    #: The forecast of each involved service over the run (none when no forecast was known).
+    forecasts: dict[str, ForecastBand] = {}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from chaos.bands import band_summary
 from chaos.experiment import FaultKind
 from chaos.record import RunRecord, RunStatus
 
@@ -46,6 +47,8 @@ def analyse(record: RunRecord) -> dict[str, Any]:
             "steps_held": steps_held,
             "score": round(steps_held / planned, 4) if judged and name in exp.watched() else None,
             "broke": None,
+            "forecast": None if name not in record.forecasts else band_summary(
+                record.forecasts[name], [s for s in record.samples if s.service == name]),
         }
         if broke and breach:
             step = exp.steps[breach.step_index]
@@ -155,6 +158,7 @@ def _plot(record: RunRecord) -> str:
             axes[0].annotate(f"step {step.index + 1}", ((step.started - origin).total_seconds(), 1),
                              xycoords=("data", "axes fraction"), fontsize=7, va="top", rotation=90)
         axes[0].legend(loc="upper left", fontsize=8)
+        _draw_bands(axes[-1], record)
         axes[-1].set_xlabel("seconds since the run started (dotted: steps, red: breach, green: faults removed)")
         figure.tight_layout()
         buffer = io.BytesIO()
@@ -162,6 +166,39 @@ def _plot(record: RunRecord) -> str:
     finally:
         plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _draw_bands(axis: Any, record: RunRecord) -> None:
+    """Each watched service's forecast as a P50 line and a shaded P50-P90 band, step by step,
+    behind its measured throughput."""
+    origin = record.started
+    colours = {line.get_label(): line.get_color() for line in axis.get_lines()}
+    for service in record.experiment.watched():
+        band = record.forecasts.get(service)
+        if band is None:
+            continue
+        edges = [(band.start - origin).total_seconds() + band.step_seconds * i for i in range(len(band.p50) + 1)]
+        colour = colours.get(service)
+        axis.stairs(band.p90, edges, baseline=band.p50, fill=True, alpha=0.15, color=colour,
+                    label=f"{service} forecast P50-P90")
+        axis.stairs(band.p50, edges, linestyle="--", linewidth=0.8, color=colour)
+    if record.forecasts:
+        span = [(s.time - origin).total_seconds() for s in record.samples]
+        if span:  # the band reaches a step either side: keep the run itself in view
+            axis.set_xlim(min(span) - 5, max(span) + 5)
+        axis.legend(loc="upper left", fontsize=7)
+
+
+def _forecast_table(analysis: dict[str, Any]) -> str:
+    rows = [[s["service"], f["model_version"] or "-", f"{f['p50_mean']:g}", f"{f['p90_max']:g}",
+             "-" if f["actual_mean"] is None else f"{f['actual_mean']:g}",
+             "-" if f["share_within_band"] is None else f"{f['share_within_band']:.0%}",
+             "-" if f["share_below_p90"] is None else f"{f['share_below_p90']:.0%}"]
+            for s in analysis["services"] if (f := s.get("forecast"))]
+    if not rows:
+        return "<p>No forecast was available for this run.</p>"
+    return _table(rows, ["service", "model", "forecast P50 mean (req/s)", "forecast P90 max (req/s)",
+                         "measured mean (req/s)", "samples within P50-P90", "samples at or below P90"])
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -213,6 +250,7 @@ Rollback: {esc(rollback_text)}.</p>
 <h2>Services</h2>{services}
 <h2>Weaknesses</h2><ul>{weak}</ul>
 {f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
+<h2>Forecast against actual</h2>{_forecast_table(analysis)}
 <h2>Metrics over time</h2>
 {f'<img alt="metrics over time" src="data:image/png;base64,{plot}">' if plot else '<p>no samples</p>'}
 <h2>Experiment</h2><pre>{esc(json.dumps(exp.model_dump(mode="json", exclude_none=True), indent=2))}</pre>

@@ -211,6 +211,12 @@ async def test_a_declared_experiment_goes_through_its_phases_and_a_restart_leave
         "target": "payments", "kind": "error", "watch": ["checkout", "frontend"],
         "steps": [{"abortStatus": 503, "abortPercent": 1}, {"abortStatus": 503, "abortPercent": 30}],
         "slo": {"maxErrorRate": 0.10, "maxP99Seconds": 2.0, "minThroughputRatio": 0.3, "breachSamples": 2}})
+    # The planner's forecast of frontend, around now: the report shows its band.
+    custom: Any = client.CustomObjectsApi(kube)
+    body, plan_status = capacity_plan(namespace, "frontend", datetime.now(UTC) - timedelta(minutes=5), [50.0] * 6)
+    await custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "capacityplans", body)
+    await custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "capacityplans", "frontend",
+                                                       plan_status, _content_type="application/merge-patch+json")
 
     async def controller(prom: PrometheusClient) -> list[RunRecord]:
         def monitor(experiment: Experiment) -> Monitor:
@@ -236,7 +242,12 @@ async def test_a_declared_experiment_goes_through_its_phases_and_a_restart_leave
         assert status["rollback"]["reason"] == "breach"
         assert not any(state["active"] for state in (await topology.fault_states()).values())
         kept = await client.CoreV1Api(kube).read_namespaced_config_map("error-payments-report", namespace)
-        assert json.loads(kept.data["report.json"])["breach"]["step"] == 2
+        report = json.loads(kept.data["report.json"])
+        assert report["breach"]["step"] == 2
+        bands = {s["service"]: s["forecast"] for s in report["services"]}
+        assert bands["frontend"]["p90_max"] == 50.0 and bands["frontend"]["actual_mean"] > 0
+        assert bands["checkout"] is None  # no CapacityPlan, no band
+        assert "Forecast against actual" in kept.data["report.html"]
         reasons = [r for r, _ in await events(kube, namespace, "error-payments")]
         assert "Started" in reasons and "Breached" in reasons
 
@@ -246,7 +257,6 @@ async def test_a_declared_experiment_goes_through_its_phases_and_a_restart_leave
     assert after["status"] == status
 
     # Deleting the experiment deletes its report (the garbage collector follows the owner).
-    custom: Any = client.CustomObjectsApi(kube)
     await custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "error-payments")
 
     async def report_gone() -> bool:
