@@ -20,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from chaos.experiment import SLO, BackendKind, Experiment, FaultKind, Window
 from chaos.faults import Fault
 from chaos.forecasts import before_peak_window
-from harbinger import contract
 from harbinger.clock import format_time
-from harbinger.crd import camel, model_properties, snake_fields
+from harbinger.crd import camel, custom_resource_definition, model_properties, snake_fields
 from harbinger.errors import InvalidInput
 from harbinger.reference import field_comments
 from models.forecast import Forecast
@@ -302,31 +301,12 @@ def experiment_crd() -> dict[str, Any]:
     columns = [("Target", "string", ".spec.target"), ("Kind", "string", ".spec.kind"),
                ("Phase", "string", ".status.phase"), ("Steps", "integer", ".status.stepsRun"),
                ("Started", "date", ".status.startedAt"), ("Age", "date", ".metadata.creationTimestamp")]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
-        "spec": {
-            "group": contract.API_GROUP,
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": KIND.lower(),
-                      "shortNames": ["hcx"], "categories": ["harbinger"]},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": contract.API_VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [{"name": n, "type": t, "jsonPath": p} for n, t, p in columns],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "required": ["spec"],
-                    "description": "One rehearsal: declared by a team (the controller runs it when its schedule "
-                                   "says), or the record of a run of the controller's plan.",
-                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                   "metadata": {"type": "object"}, "spec": spec_schema(),
-                                   "status": status_schema()},
-                }},
-            }],
-        },
-    }
-
+    return custom_resource_definition(
+        kind=KIND, plural=PLURAL, short_name="hcx", namespaced=True, spec_required=True,
+        columns=[{"name": n, "type": t, "jsonPath": p} for n, t, p in columns],
+        description="One rehearsal: declared by a team (the controller runs it when its schedule says), or the "
+                    "record of a run of the controller's plan.",
+        spec=spec_schema(), status=status_schema())
 
 
 # --- when a declared experiment runs -------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from harbinger import contract
 from harbinger.reference import field_comments
 
 
@@ -111,3 +112,30 @@ def reference_table(properties: Mapping[str, Any], *, prefix: str = "") -> str:
 
     walk(properties, prefix)
     return "\n".join(rows) + "\n"
+
+
+def custom_resource_definition(*, kind: str, plural: str, short_name: str, namespaced: bool, description: str,
+                               columns: list[dict[str, str]], spec: dict[str, Any],
+                               status: dict[str, Any] | None = None, spec_required: bool = False) -> dict[str, Any]:
+    """One harbinger.io CRD (one served version, status as a subresource when it has one)."""
+    properties: dict[str, Any] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                  "metadata": {"type": "object"}, "spec": spec}
+    version: dict[str, Any] = {"name": contract.API_VERSION, "served": True, "storage": True}
+    if status is not None:
+        properties["status"] = status
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = columns
+    version["schema"] = {"openAPIV3Schema": {"type": "object", **({"required": ["spec"]} if spec_required else {}),
+                                             "description": description, "properties": properties}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
+        "spec": {
+            "group": contract.API_GROUP,
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": [short_name], "categories": ["harbinger"]},
+            "scope": "Namespaced" if namespaced else "Cluster",
+            "versions": [version],
+        },
+    }

@@ -24,8 +24,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harbinger import contract
-from harbinger.crd import camel, model_properties, number_text
+from harbinger.crd import camel, custom_resource_definition, model_properties, number_text
 from harbinger.errors import InvalidInput
 from harbinger.profile import CapacityProfile
 
@@ -273,33 +272,11 @@ def policy_crd(*, cluster: bool = False) -> dict[str, Any]:
     if not cluster:
         columns.insert(0, {"name": "Service", "type": "string", "jsonPath": ".spec.service",
                            "description": "the service it is for (empty: every service of the namespace)"})
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{contract.API_GROUP}", "labels": {"app.kubernetes.io/part-of": "harbinger"}},
-        "spec": {
-            "group": contract.API_GROUP,
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
-                      "shortNames": ["chpol" if cluster else "hpol"], "categories": ["harbinger"]},
-            "scope": "Cluster" if cluster else "Namespaced",
-            "versions": [{
-                "name": contract.API_VERSION, "served": True, "storage": True,
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": ("The platform's capacity defaults for every opted-in namespace, checked when "
-                                    "applied." if cluster else
-                                    "Capacity settings for a namespace, or one service of it, checked when applied."),
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": {"type": "object", "properties": spec},
-                    },
-                }},
-            }],
-        },
-    }
+    return custom_resource_definition(
+        kind=kind, plural=plural, short_name="chpol" if cluster else "hpol", namespaced=not cluster, columns=columns,
+        description=("The platform's capacity defaults for every opted-in namespace, checked when applied."
+                     if cluster else "Capacity settings for a namespace, or one service of it, checked when applied."),
+        spec={"type": "object", "properties": spec})
 
 
 def capacity_reference() -> str:
