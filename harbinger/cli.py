@@ -58,6 +58,8 @@ COMMANDS: tuple[Command, ...] = (
             "models.cli", "add_evaluate_arguments", "run_evaluate"),
     Command("certs", "make the CA and serving certificates and inject the CA bundle",
             "certs.cli", "add_arguments", "run"),
+    Command("uninstall", "give back what Harbinger changed (webhook, floors, faults) before deleting it",
+            "harbinger.uninstall", "add_arguments", "run"),
 )
 
 Runner = Callable[[argparse.Namespace], int]

@@ -8,6 +8,7 @@ the defaults below. Each component reads only its own section plus ``kube``.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -264,8 +265,41 @@ def settings_from_flags(args: object, flags: Mapping[str, str]) -> Settings:
     return load_settings(**overrides)
 
 
+#: ``HARBINGER_`` variables that are not settings: the settings file, and the build and test
+#: harness's (``hack/build-controlplane.sh``, ``harbinger-dev``).
+NOT_SETTINGS = frozenset({"HARBINGER_CONFIG", "HARBINGER_BIN_DIR", "HARBINGER_TRACES_DIR"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Each ``HARBINGER_`` variable that names no setting, with the nearest that does. pydantic
+    reads only the variables it looks for, so a misspelled section or a top-level typo would be
+    dropped without a word and its component run on a default."""
+    problems = []
+    sections = {name: info.annotation for name, info in Settings.model_fields.items()}
+    known = sorted(f"HARBINGER_{name.upper()}" for name in sections) + sorted(
+        f"HARBINGER_{name.upper()}__{field.upper()}" for name, section in sections.items()
+        if isinstance(section, type) and issubclass(section, BaseModel) for field in section.model_fields)
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith("HARBINGER_") or upper in NOT_SETTINGS:
+            continue
+        head, _, rest = upper[len("HARBINGER_"):].partition("__")
+        if head.lower() in sections:
+            section = sections[head.lower()]
+            nested = isinstance(section, type) and issubclass(section, BaseModel)
+            if nested or not rest:
+                continue  # a section's own fields are checked by its model (extra="forbid"), naming the field
+        near = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        problems.append(f"{variable} names no setting" + (f" (did you mean {near[0]}?)" if near else ""))
+    return problems
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning validation errors into one readable InvalidInput."""
+    """Build the settings, turning validation errors into one readable InvalidInput; a
+    ``HARBINGER_`` variable that names no setting is one of them."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise InvalidInput(f"invalid settings: {'; '.join(unknown)}", source="environment")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

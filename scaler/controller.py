@@ -547,6 +547,11 @@ class Planner:
             await record_event(self.api, target.deployment, "FloorReleased", message, now, self.identity)
         return change
 
+    async def release_all(self, now: datetime) -> list[Change]:
+        """Give back every floor the planner holds raised (in its namespaces): ``harbinger
+        uninstall``."""
+        return await self._release_unmanaged({}, now)
+
     async def _release_unmanaged(self, targets: Mapping[str, Target], now: datetime) -> list[Change]:
         """Give back every floor the planner holds raised on an object it no longer manages
         (its namespace opted out, or its Deployment stopped being a service): found by

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from harbinger import contract
+from harbinger.cli import build_parser
 from harbinger.errors import InvalidInput
 from harbinger.settings import load_settings
 
@@ -76,3 +82,65 @@ def test_every_variable_the_manifests_set_names_a_setting(monkeypatch: pytest.Mo
             monkeypatch.setenv(name, "http://example.invalid:9090" if name.endswith("_URL") else "/tmp/x")
         load_settings()  # a name that is no setting would be refused here
         monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(("variable", "message"), [
+    ("HARBINGER_WEBHOKS__PORT", "HARBINGER_WEBHOKS__PORT names no setting"),
+    ("HARBINGER_LOGLEVEL", "HARBINGER_LOGLEVEL names no setting (did you mean HARBINGER_LOG_LEVEL?)"),
+    ("HARBINGER_LOG_LEVEL__X", "HARBINGER_LOG_LEVEL__X names no setting"),
+    ("HARBINGER_PLANER__STABILIZATION_SECONDS",
+     "(did you mean HARBINGER_PLANNER__STABILIZATION_SECONDS?)"),
+])
+def test_a_misspelled_variable_stops_the_settings_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str,
+) -> None:
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        load_settings()
+
+
+def test_a_misspelled_variable_stops_a_component_at_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARBINGER_")}
+    env["HARBINGER_WEBHOOK__PROT"] = "9443"
+    result = subprocess.run([sys.executable, "-m", "harbinger.cli", "webhook", "--cert-dir", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "webhook.prot: Extra inputs are not permitted" in result.stderr, result.stderr
+    env["HARBINGER_WEBHOOKS__PORT"] = env.pop("HARBINGER_WEBHOOK__PROT")
+    result = subprocess.run([sys.executable, "-m", "harbinger.cli", "webhook", "--cert-dir", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0 and "HARBINGER_WEBHOOKS__PORT names no setting" in result.stderr, result.stderr
+
+
+def test_every_flag_the_manifests_pass_is_one_the_command_takes() -> None:
+    """Each container's args in manifests/ parse with harbinger's own command line."""
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    checked = []
+    for path in manifests.rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for container in _containers(doc):
+                # The image's entrypoint is harbinger: a container of it without a command runs it.
+                default = ["harbinger"] if "harbinger" in str(container.get("image", "")) else []
+                command = [*(container.get("command") or default), *container.get("args", [])]
+                if command[:1] != ["harbinger"]:
+                    continue
+                name = next(a for a in command[1:] if not a.startswith("-"))
+                parser, _ = build_parser(name)
+                parser.parse_args(command[1:])  # exits (SystemExit) on a flag the command does not take
+                checked.append(f"{path.name}: {name}")
+    assert len(checked) >= 5, checked
+
+
+def _containers(doc: Any) -> list[dict[str, Any]]:
+    """Every container (and init container) of a workload, at any depth (CronJob, Job, Deployment)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                found.extend(c for c in value if isinstance(c, dict))
+            else:
+                found.extend(_containers(value))
+    elif isinstance(doc, list):
+        for item in doc:
+            found.extend(_containers(item))
+    return found

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harbinger_dev.localcluster import LocalCluster
+from harbinger_dev.localcluster.cluster import ensure_port_free
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
 from harbinger_dev.localcluster.errors import ClusterError
 
@@ -23,6 +24,23 @@ def test_a_port_in_use_is_named() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(ClusterError, match=rf"port {port} for kube-apiserver .* already in use"):
             LocalCluster(apiserver_port=port).start()
+
+
+def test_a_port_left_in_time_wait_is_free_again() -> None:
+    """``make cluster-down`` then at once ``make cluster-up``: the old apiserver's connections
+    wait in TIME-WAIT on its port, which must not count as in use."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client_side:
+            served, _ = listener.accept()
+            served.close()  # the server closes first: its end of the connection waits in TIME-WAIT
+            client_side.recv(1)
+    states = subprocess.run(["ss", "-tan", f"sport = :{port}"], capture_output=True, text=True).stdout
+    assert "TIME-WAIT" in states, states
+    ensure_port_free(port, "kube-apiserver")
 
 
 def test_a_component_that_dies_is_named_with_its_log(tmp_path: Path) -> None:

@@ -47,7 +47,10 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int, what: str) -> None:
+    """Whether a listener could bind the port. SO_REUSEADDR, as the apiserver's own listener
+    sets it: connections of a cluster just stopped, left in TIME-WAIT, do not make it busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
