@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harbinger_dev.localcluster import LocalCluster
-from harbinger_dev.localcluster.cluster import ensure_port_free
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
+from harbinger_dev.localcluster.cluster import ensure_port_free
 from harbinger_dev.localcluster.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[2]
