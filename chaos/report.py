@@ -18,6 +18,7 @@ from typing import Any
 from chaos.bands import band_summary
 from chaos.experiment import FaultKind
 from chaos.record import RunRecord, RunStatus
+from harbinger.extras import missing
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -232,7 +233,7 @@ def render_html(record: RunRecord, analysis: dict[str, Any]) -> str:
                          f"{since} ({rollback['reason']})"
                          + (f"; error: {rollback['error']}" if rollback.get("error") else ""))
     score = analysis["resilience_score"]
-    plot = _plot(record) if record.samples else ""
+    plot = _plot(record) if record.samples and not missing("plots") else ""
     notes = "".join(f"<li>{esc(n)}</li>" for n in analysis["notes"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Harbinger chaos: {esc(record.run_id)}</title>
@@ -252,7 +253,9 @@ Rollback: {esc(rollback_text)}.</p>
 {f'<h2>Notes</h2><ul>{notes}</ul>' if notes else ''}
 <h2>Forecast against actual</h2>{_forecast_table(analysis)}
 <h2>Metrics over time</h2>
-{f'<img alt="metrics over time" src="data:image/png;base64,{plot}">' if plot else '<p>no samples</p>'}
+{f'<img alt="metrics over time" src="data:image/png;base64,{plot}">' if plot else
+ '<p>no samples</p>' if not record.samples else
+ "<p>No plot: it needs Harbinger's 'plots' extra (pip install 'harbinger[plots]').</p>"}
 <h2>Experiment</h2><pre>{esc(json.dumps(exp.model_dump(mode="json", exclude_none=True), indent=2))}</pre>
 </body></html>
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs Harbinger with its dev and benchmark extras, and the
+# Creates .venv and installs Harbinger with its dev, benchmark, training and plotting extras, and the
 # development harness (dev/, the harbinger-dev distribution).
 set -euo pipefail
 venv=${VENV:-.venv}
@@ -11,7 +11,7 @@ command -v "$python" >/dev/null 2>&1 || { echo "setup: $python not found; Harbin
 
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -e '.[dev,bench]'
+"$venv/bin/python" -m pip install --quiet -e '.[dev,bench,train,plots]'
 # The development harness (local control plane, demo, traces) is its own distribution,
 # so that Harbinger's wheel and image carry none of it.
 "$venv/bin/python" -m pip install --quiet --no-deps -e ./dev

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from harbinger.extras import require
 from models.errors import BadRequest
 from models.events import Event, load_events
 from models.series import DEFAULT_MAX_ZERO_GAP_SECONDS, load_csv
@@ -112,6 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    require("train", "harbinger train")
     from models.evaluation import BacktestConfig, backtest
     from models.export import export_model
     from models.training import train
@@ -143,6 +145,7 @@ def _forecast(args: argparse.Namespace) -> int:
         horizon = _steps(args.horizon, forecaster.step_seconds, "--horizon")
     forecast = forecaster.forecast(history, now=args.now, horizon_steps=horizon, events=events)
     if args.plot:
+        require("plots", "--plot")
         from models.plots import plot_forecast
 
         print(f"plot: {plot_forecast(history, forecast, args.plot)}", file=sys.stderr)
@@ -158,6 +161,7 @@ def _forecast(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    require("train", "harbinger evaluate")  # each backtest fold trains a model
     from models.evaluation import BacktestConfig, backtest
     from models.progress import ProgressBar
 
@@ -169,6 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                       config=BacktestConfig(folds=args.folds, baselines=args.baselines),
                       progress=ProgressBar(f"evaluate {service}"))
     if args.plot_dir:
+        require("plots", "--plot-dir")
         from models.plots import plot_backtest
 
         path = plot_backtest(result, args.plot_dir / f"{service}.png")

@@ -93,6 +93,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from harbinger.extras import require
     from scaler.simulate import SimulationSetup, plot_curve, read_profile, simulate
 
     if args.replay_days is not None and args.replay_days <= 0:
@@ -104,6 +105,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                       setup=SimulationSetup(train_fraction=args.train_fraction, replay_days=args.replay_days,
                                             window_seconds=args.window))
     if args.plot:
+        require("plots", "--plot")
         plot_curve(result, args.plot)
     summary = result.summary()
     if not args.json:
