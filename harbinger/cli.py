@@ -52,6 +52,10 @@ COMMANDS: tuple[Command, ...] = (
             "chaos.cli", "add_arguments", "run"),
     Command("train", "train a service's traffic forecaster on a CSV trace and export it to ONNX",
             "models.cli", "add_train_arguments", "run_train"),
+    Command("train-cluster", "train every opted-in service's model from its history and keep it in the cluster",
+            "models.cli", "add_train_cluster_arguments", "run_train_cluster"),
+    Command("model-mirror", "mirror the cluster's models into a local directory (the webhook's and planner's "
+            "sidecar)", "models.cli", "add_model_mirror_arguments", "run_model_mirror"),
     Command("forecast", "print a trained forecaster's prediction for the next horizon",
             "models.cli", "add_forecast_arguments", "run_forecast"),
     Command("evaluate", "backtest the forecaster on a trace against seasonal-naive and Prophet",

@@ -56,6 +56,14 @@ CHAOS_SIDECAR_IMAGE: Final = CHAOS_PREFIX + "sidecar"
 CHAOS_UPSTREAM_PORT: Final = CHAOS_PREFIX + "upstream-port"
 #: Label on the ConfigMap that keeps a rehearsal's report (owned by its ChaosExperiment).
 CHAOS_REPORT_LABEL: Final = CHAOS_PREFIX + "report"
+# --- models on the Kubernetes API (trained in the cluster) -----------------------------
+#: Label on each ConfigMap that stores a trained model (in Harbinger's own namespace).
+MODEL_LABEL: Final = PREFIX + "model"
+#: On a model's ConfigMap: the service it serves (``namespace/service``), when it was trained,
+#: and the SHA-256 of its files (a model is rewritten, and reloaded, only when this changes).
+MODEL_FOR: Final = PREFIX + "model-for"
+MODEL_TRAINED_AT: Final = PREFIX + "model-trained-at"
+MODEL_SHA256: Final = PREFIX + "model-sha256"
 #: Label put on every object the chaos controller creates, so a sweep can find leftovers.
 CHAOS_OWNED_LABEL: Final = PREFIX + "chaos-owned"
 

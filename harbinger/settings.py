@@ -139,6 +139,22 @@ class HistorySettings(_Section):
     traces: list[str] = []
 
 
+class TrainingSettings(_Section):
+    """Models trained inside the cluster (``harbinger train-cluster``) and mirrored to the
+    webhook and the planner (``harbinger model-mirror``)."""
+
+    #: Where models are kept: Harbinger's own namespace, which teams cannot write to.
+    store_namespace: str = "harbinger-system"
+    #: The models' step (the history is read on it).
+    step_seconds: int = Field(300, ge=60, le=3600)
+    #: How much history a model is trained on (at least about two days; four weeks see the weekly cycle).
+    lookback_seconds: float = Field(28 * 86400.0, gt=0)
+    #: Same history, same seed: the same model (and nothing rewritten).
+    seed: int = 0
+    #: How often the mirror looks for new models.
+    mirror_interval_seconds: float = Field(30.0, gt=0)
+
+
 class ChaosSettings(_Section):
     prometheus_url: str = "http://127.0.0.1:9090"
     #: Every fault carries this expiry, so a dead controller cannot leave one behind.
@@ -200,6 +216,7 @@ class Settings(BaseSettings):
     extender: ExtenderSettings = ExtenderSettings()
     planner: PlannerSettings = PlannerSettings()
     history: HistorySettings = HistorySettings()
+    training: TrainingSettings = TrainingSettings()
     chaos: ChaosSettings = ChaosSettings()
 
     @field_validator("log_level", mode="before")

@@ -100,6 +100,88 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot-dir", type=Path, help="write <service>.png: actual vs forecasts, P50-P90 band")
 
 
+def add_train_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    from harbinger.flags import add_json_flag, add_kube_flags
+
+    add_kube_flags(p)
+    p.add_argument("--namespace", action="append", dest="namespaces", metavar="NAMESPACE",
+                   help="train only this opted-in namespace's services (repeatable; default: every one)")
+    p.add_argument("--prometheus-url", help="the Prometheus the history is read from (default: settings)")
+    p.add_argument("--history-trace", action="append", metavar="SERVICE=PATH[*SCALE]",
+                   help="read a service's history from a recorded trace instead (rehearsals)")
+    p.add_argument("--now", type=_timestamp, help="train on the history up to this UTC time (default: now)")
+    add_json_flag(p)
+
+
+def add_model_mirror_arguments(p: argparse.ArgumentParser) -> None:
+    from harbinger.flags import add_kube_flags
+
+    add_kube_flags(p)
+    p.add_argument("--dir", type=Path, required=True, help="the models directory the components read")
+    p.add_argument("--once", action="store_true", help="mirror once and exit (default: keep mirroring)")
+
+
+_CLUSTER_FLAGS = {"kubeconfig": "kube.kubeconfig", "context": "kube.context",
+                  "prometheus_url": "history.prometheus_url", "history_trace": "history.traces"}
+
+
+def run_train_cluster(args: argparse.Namespace) -> int:
+    require("train", "harbinger train-cluster")
+    from harbinger.kube import api_client
+    from harbinger.settings import settings_from_flags
+    from models.incluster import train_cluster
+    from models.store import ModelStore
+    from models.traffic import history_source
+
+    settings = settings_from_flags(args, _CLUSTER_FLAGS)
+    now = args.now or datetime.now(UTC)
+
+    async def main() -> list[dict[str, str | None]]:
+        async with api_client(settings.kube.kubeconfig, settings.kube.context) as api:
+            store = ModelStore(api, settings.training.store_namespace)
+            outcomes = await train_cluster(
+                api, history_source(settings.history, settings.prometheus), store, now=now,
+                namespaces=frozenset(args.namespaces) if args.namespaces else None,
+                step_seconds=settings.training.step_seconds,
+                lookback=timedelta(seconds=settings.training.lookback_seconds), seed=settings.training.seed)
+        return [o.as_dict() for o in outcomes]
+
+    outcomes = asyncio.run(main())
+    if args.json:
+        print(json.dumps({"services": outcomes}))
+    else:
+        for o in outcomes:
+            print(f"{o['service']}: {o['result']}" + (f" {o['version']}" if o["version"] else "") + f" ({o['detail']})")
+    # A service without enough history is not a failure of the job; one that failed is.
+    return 1 if any(o["result"] == "failed" for o in outcomes) else 0
+
+
+def run_model_mirror(args: argparse.Namespace) -> int:
+    from harbinger.kube import api_client
+    from harbinger.lifecycle import stop_on_signals
+    from harbinger.settings import settings_from_flags
+    from models.mirror import mirror_forever, mirror_once
+    from models.store import ModelStore
+
+    settings = settings_from_flags(args, {"kubeconfig": "kube.kubeconfig", "context": "kube.context"})
+
+    async def main() -> None:
+        async with api_client(settings.kube.kubeconfig, settings.kube.context) as api:
+            store = ModelStore(api, settings.training.store_namespace)
+            if args.once:
+                written, removed = await mirror_once(store, args.dir)
+                print(f"{written} model(s) written, {removed} removed in {args.dir}", file=sys.stderr)
+                return
+            stop = asyncio.Event()
+            with stop_on_signals(stop):
+                await mirror_forever(store, args.dir, interval_seconds=settings.training.mirror_interval_seconds,
+                                     stop=stop)
+
+    args.dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main())
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     return _train(args)
 

@@ -48,7 +48,9 @@ async def test_the_policy_the_issue_asks_for(cluster: LocalCluster) -> None:
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "harbinger"  # never its own webhook
-    (container,) = pod["spec"]["containers"]
+    container, mirror = pod["spec"]["containers"]
+    assert mirror["args"] == ["model-mirror", "--dir=/var/lib/harbinger/models"]  # models from the API, no RWX volume
+    assert {"name": "models", "emptyDir": {"sizeLimit": "256Mi"}} in pod["spec"]["volumes"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

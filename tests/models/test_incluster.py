@@ -1,0 +1,86 @@
+"""Models trained inside the cluster, on the real apiserver: ``harbinger train-cluster`` trains
+every service of an opted-in namespace from its history and keeps the model in a ConfigMap in
+Harbinger's namespace (nothing rewritten when retraining gives the same model); a service
+without history gets a Warning Event instead; ``harbinger model-mirror`` writes the models where
+the webhook and the planner read them, and removes a model whose ConfigMap is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from harbinger import contract
+from harbinger_dev.localcluster import LocalCluster
+from models.layout import find
+from models.serving import Forecaster
+from models.store import config_map_name, stored_model
+from tests.scaler.conftest import deployment_body
+
+NOW = "1995-08-15T00:00:00Z"
+
+
+def harbinger(cluster: LocalCluster, store: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HARBINGER_")},
+           "HARBINGER_TRAINING__STORE_NAMESPACE": store}
+    return subprocess.run([sys.executable, "-m", "harbinger.cli", *args, f"--kubeconfig={cluster.kubeconfig}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+async def test_models_are_trained_in_the_cluster_stored_and_mirrored(
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, traces_dir: Path, tmp_path: Path,
+) -> None:
+    namespace = await make_namespace(opted_in=True)
+    store = await make_namespace(prefix="store")
+    elsewhere = await make_namespace()  # not opted in: never trained
+    apps: Any = client.AppsV1Api(kube)
+    core: Any = client.CoreV1Api(kube)
+    for ns, name in ((namespace, "frontend"), (namespace, "newbie"), (elsewhere, "frontend")):
+        await apps.create_namespaced_deployment(ns, deployment_body(name, replicas=0))
+    train = ["train-cluster", f"--namespace={namespace}", f"--namespace={elsewhere}",
+             f"--history-trace=frontend={traces_dir / 'nasa.csv'}", f"--now={NOW}", "--json"]
+
+    first = await asyncio.to_thread(harbinger, cluster, store, *train)
+    assert first.returncode == 0, first.stderr
+    results = {s["service"]: s for s in json.loads(first.stdout.splitlines()[-1])["services"]}
+    assert set(results) == {f"{namespace}/frontend", f"{namespace}/newbie"}
+    trained, missing = results[f"{namespace}/frontend"], results[f"{namespace}/newbie"]
+    # The version names the last whole step before now, and the graph's content.
+    assert trained["result"] == "trained" and trained["version"].startswith("19950814T2355Z-")
+    assert missing["result"] == "no-history" and "no trace is configured for service 'newbie'" in missing["detail"]
+
+    kept = await core.read_namespaced_config_map(config_map_name(namespace, "frontend"), store)
+    model = stored_model(kept.to_dict() | {"binaryData": kept.binary_data,
+                                           "metadata": {"annotations": kept.metadata.annotations}})
+    assert model is not None and model.version == trained["version"]
+    assert kept.metadata.annotations[contract.MODEL_FOR] == f"{namespace}/frontend"
+    assert kept.metadata.labels[contract.MODEL_LABEL] == "true"
+
+    listed = await core.list_namespaced_event(namespace)
+    said = {(e.involved_object.name, e.reason, e.type) for e in listed.items}
+    assert ("frontend", "ModelTrained", "Normal") in said and ("newbie", "NotEnoughHistory", "Warning") in said
+
+    # Retraining on the same history gives the same model: nothing is rewritten.
+    again = await asyncio.to_thread(harbinger, cluster, store, *train)
+    assert json.loads(again.stdout.splitlines()[-1])["services"][0]["result"] == "unchanged", again.stdout
+    assert (await core.read_namespaced_config_map(config_map_name(namespace, "frontend"), store)
+            ).metadata.resource_version == kept.metadata.resource_version
+
+    # The mirror writes it where the components read models; a forecaster loads it.
+    models_dir = tmp_path / "models"
+    mirrored = await asyncio.to_thread(harbinger, cluster, store, "model-mirror", f"--dir={models_dir}", "--once")
+    assert mirrored.returncode == 0 and "1 model(s) written" in mirrored.stderr, mirrored.stderr
+    directory = find(models_dir, namespace, "frontend")
+    assert directory is not None
+    assert Forecaster.load(directory).model_version == trained["version"]
+    # A model the mirror did not write is not its to remove; one whose ConfigMap went is.
+    (models_dir / "by-hand" / "svc").mkdir(parents=True)
+    await core.delete_namespaced_config_map(config_map_name(namespace, "frontend"), store)
+    await asyncio.to_thread(harbinger, cluster, store, "model-mirror", f"--dir={models_dir}", "--once")
+    assert find(models_dir, namespace, "frontend") is None and (models_dir / "by-hand" / "svc").is_dir()
