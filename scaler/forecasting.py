@@ -2,7 +2,7 @@
 
 A :class:`ForecastSource` answers "the forecast for these services, now". The shipped
 one, :class:`ModelForecasts`, loads each service's trained forecaster from
-``<models_dir>/<namespace>/<service>/`` (:mod:`models.layout`) and feeds it the recent
+``<models_dir>/<namespace>/<service>/`` through the model registry (:mod:`models.registry`) and feeds it the recent
 request rate from a :mod:`models.traffic` source (Prometheus, or a recorded trace in
 rehearsals); tests inject their own source with scripted forecasts.
 """
@@ -19,8 +19,8 @@ from typing import Protocol
 import aiohttp
 
 from harbinger.errors import InvalidInput
-from models import layout
 from models.events import Event
+from models.registry import ModelRegistry
 from models.serving import Forecaster
 from models.traffic import HistorySource
 from scaler.plan import ForecastLike
@@ -42,24 +42,11 @@ class ModelForecasts:
         self.history = history
         self.lookback = timedelta(seconds=lookback_seconds)
         self.events = list(events)
-        self._loaded: dict[str, tuple[int, Forecaster]] = {}
-
-    def forecaster(self, service: str, namespace: str) -> Forecaster | None:
-        """The service's model, reloaded when its directory changes (a retrained model)."""
-        directory = layout.find(self.models_dir, namespace, service)
-        if directory is None:
-            return None
-        try:
-            stamp = max(p.stat().st_mtime_ns for p in [directory, *directory.iterdir()])
-        except (FileNotFoundError, ValueError):
-            return None
-        key = str(directory)
-        cached = self._loaded.get(key)
-        if cached is None or cached[0] != stamp:
-            self._loaded[key] = (stamp, Forecaster.load(directory))
-        return self._loaded[key][1]
+        #: The webhook's registry too: known by content, loaded off the loop, bounded.
+        self.registry = ModelRegistry(models_dir)
 
     async def forecasts(self, services: Mapping[str, str], now: datetime) -> dict[str, ForecastLike]:
+        await self.registry.rescan()  # new and retrained models, every run
         keys = list(services)
         results = await asyncio.gather(*(self._one(key, services[key], now) for key in keys))
         return {key: forecast for key, forecast in zip(keys, results, strict=True) if forecast is not None}
@@ -67,7 +54,7 @@ class ModelForecasts:
     async def _one(self, key: str, namespace: str, now: datetime) -> ForecastLike | None:
         service = key.partition("/")[2] or key
         try:
-            forecaster = self.forecaster(service, namespace)
+            forecaster: Forecaster | None = await self.registry.get(namespace, service)
         except InvalidInput as exc:
             log.warning("%s: cannot load its model: %s", key, exc)
             return None

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from harbinger import contract
-from models import layout
 from models.errors import BadEvents
 from models.events import Event, load_events
 from models.forecast import Forecast
+from models.registry import ModelRegistry
 from models.traffic import HistorySource
 from webhooks import metrics
 
@@ -177,16 +177,12 @@ class ModelForecasts(ForecastCache):
         self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._miss_budget = miss_budget_seconds
-        self._load_model = load_model
-        #: Model directory (``namespace/service``, or a flat ``service``) -> its newest file's
-        #: mtime at the last scan: a model rewritten in place is seen as new.
-        self._available: dict[str, float] = {}
-        self._models: dict[str, tuple[float, ServingModel]] = {}
+        #: Which model serves which service, known by content, loaded off the loop, bounded.
+        self.registry = ModelRegistry(models_dir, load=load_model)
         self._wanted: set[tuple[str, str]] = set()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._failed_at: dict[str, float] = {}
         self._refresher: asyncio.Task[None] | None = None
-        self._scanned = False
 
     # --- hot path ---------------------------------------------------------------------
     async def outlook(self, namespace: str, service: str, now: datetime) -> Outlook | None:
@@ -214,10 +210,7 @@ class ModelForecasts(ForecastCache):
 
     def _model_of(self, namespace: str, service: str) -> str | None:
         """The scanned model directory serving the service: namespaced, else the flat layout."""
-        key = contract.service_key(namespace, service)
-        if key in self._available:
-            return key
-        return service if service in self._available else None
+        return self.registry.key_of(namespace, service)
 
     # --- background -------------------------------------------------------------------
     async def start(self) -> None:
@@ -235,11 +228,10 @@ class ModelForecasts(ForecastCache):
                 await task
 
     def ready(self) -> bool:
-        return self._scanned
+        return self.registry.scanned
 
     def _scan(self) -> None:
-        self._available = layout.scan(self.models_dir)
-        self._scanned = True
+        self.registry.scan()
 
     def _load_events(self, *, strict: bool) -> None:
         """(Re)read ``events_file`` when it changed; ``strict`` raises :class:`BadEvents` on a bad file."""
@@ -272,17 +264,9 @@ class ModelForecasts(ForecastCache):
     async def _run_model(self, namespace: str, service: str) -> None:
         key = contract.service_key(namespace, service)
         try:
-            directory = self._model_of(namespace, service)
-            if directory is None:
+            model: ServingModel | None = await self.registry.get(namespace, service)
+            if model is None:
                 return
-            if directory == service:
-                layout.warn_flat(self.models_dir, namespace, service)
-            mtime = self._available[directory]
-            loaded = self._models.get(directory)
-            if loaded is None or loaded[0] != mtime:  # new or retrained model
-                model = await asyncio.to_thread(self._load_model, self.models_dir / directory)
-                self._models[directory] = (mtime, model)
-            model = self._models[directory][1]
             # This namespace's history, up to "now" (the replay clock's, in rehearsals): the
             # model forecasts from the end of what it is given.
             history = await self._history.history(service, namespace=namespace, end=self._clock(),
