@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=harbinger:dev
+sidecar=harbinger-sidecar:dev
 for tool in docker kind kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "kind: '$tool' is not installed; kind-up needs Docker, kind and kubectl" >&2; exit 1; }
 done
@@ -12,9 +13,10 @@ docker info >/dev/null 2>&1 || { echo "kind: no Docker engine is running; kind-u
 
 case "${1:-}" in
   up)
-    docker build -t "$image" .
+    docker build --target components -t "$image" .
+    docker build --target sidecar -t "$sidecar" .
     kind get clusters | grep -qx harbinger || kind create cluster --config hack/kind/config.yaml
-    kind load docker-image "$image" --name harbinger
+    kind load docker-image "$image" "$sidecar" --name harbinger
     kubectl --context kind-harbinger apply -k manifests/overlays/kind
     echo "Harbinger is installed. Opt a namespace in: kubectl label namespace NAME harbinger.io/enabled=true"
     ;;

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from harbinger import contract
+from harbinger import __version__, contract
 from harbinger.documents import read_document
 from harbinger.errors import InvalidInput
 from harbinger.graph import WORKLOAD_EDGES_QUERY
@@ -70,7 +70,8 @@ class WebhookSettings(ServerSettings):
     #: Scheduled events (the forecaster's YAML format) given to every forecast the webhook
     #: stamps, re-read when the file changes; unset: no events.
     events_file: Path | None = None
-    chaos_sidecar_image: str = "ghcr.io/harbinger-io/harbinger:latest"
+    #: The slim sidecar image (the Dockerfile's ``sidecar`` target), tagged with this release.
+    chaos_sidecar_image: str = f"ghcr.io/harbinger-io/harbinger-sidecar:{__version__}"
     #: When set (manifests/ set it to ``harbinger-scheduler``), warm-up pods are sent to
     #: the scheduler that asks the extender; other pods keep their scheduler.
     scheduler_name: str | None = None

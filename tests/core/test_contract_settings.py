@@ -144,3 +144,20 @@ def _containers(doc: Any) -> list[dict[str, Any]]:
         for item in doc:
             found.extend(_containers(item))
     return found
+
+
+def test_images_are_tagged_with_the_release_never_latest() -> None:
+    from harbinger import __version__
+    from harbinger.settings import WebhookSettings
+
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    images = set()
+    for path in manifests.rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            images |= {str(c.get("image")) for c in _containers(doc)}
+    # Harbinger's own, and the upstream scheduler its extender plugs into (pinned to its release).
+    assert images == {f"ghcr.io/harbinger-io/harbinger:{__version__}", "registry.k8s.io/kube-scheduler:v1.37.2"}
+    assert not [i for i in images if i.endswith(":latest") or ":" not in i]
+    assert WebhookSettings().chaos_sidecar_image == f"ghcr.io/harbinger-io/harbinger-sidecar:{__version__}"
+    project = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'version = "{__version__}"' in project
