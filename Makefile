@@ -40,8 +40,9 @@ bench: setup ## benchmarks; results in bench/results/
 demo: setup ## the Harbinger story on the local control plane
 	$(PY) -m harbinger_dev.demo
 
-cluster-up: setup ## start the local control plane in the background (.harbinger/kubeconfig)
-	$(VENV)/bin/harbinger cluster up --state-dir .harbinger
+REAL_NODES ?= 1
+cluster-up: setup ## start the local control plane and REAL_NODES (1) real nodes in the background (.harbinger/kubeconfig)
+	$(VENV)/bin/harbinger cluster up --state-dir .harbinger --real-nodes $(REAL_NODES)
 
 cluster-down: ## stop it
 	@if [ -x $(VENV)/bin/harbinger ]; then $(VENV)/bin/harbinger cluster down --state-dir .harbinger; fi

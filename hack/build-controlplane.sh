@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the local Kubernetes control plane that Harbinger's tests and demo run on:
-# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (one multi-call
-# binary from hack/controlplane), etcd (hack/etcd) and KWOK, into a cache outside the
-# work tree keyed by version. Builds only what is missing, so a warm run takes a second.
+# Builds the local Kubernetes cluster that Harbinger's tests and demo run on:
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy
+# (one multi-call binary from hack/controlplane), etcd (hack/etcd), KWOK, and for the real
+# nodes containerd with its runc shim and ctr, and the pause and hello images' programs
+# (hack/nodeimages), into a cache outside the work tree keyed by version. Builds only what
+# is missing, so a warm run takes a second.
 #
 #   hack/build-controlplane.sh            # build into $HARBINGER_BIN_DIR
 #   hack/build-controlplane.sh --print    # print the bin dir and exit
@@ -11,9 +13,10 @@ set -euo pipefail
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
+CONTAINERD_VERSION=v2.4.2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${HARBINGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/harbinger}
-bin_dir=${HARBINGER_BIN_DIR:-$cache_root/bin/$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION}
+bin_dir=${HARBINGER_BIN_DIR:-$cache_root/bin/$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION-containerd$CONTAINERD_VERSION}
 
 if [[ "${1:-}" == "--print" ]]; then echo "$bin_dir"; exit 0; fi
 
@@ -51,10 +54,10 @@ if [[ ! -x "$bin_dir/controlplane" ]]; then
   ldflags+=" -X k8s.io/component-base/version.gitMajor=$(echo "$K8S_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
   ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
   ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  build_step "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ($K8S_VERSION)" \
+  build_step "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy ($K8S_VERSION)" \
     bash -c "cd '$here/controlplane' && go build -trimpath -ldflags '$ldflags' -o '$bin_dir/controlplane.tmp' . && mv '$bin_dir/controlplane.tmp' '$bin_dir/controlplane'"
 fi
-for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for name in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   ln -sf controlplane "$bin_dir/$name"
 done
 
@@ -85,5 +88,19 @@ if [[ ! -s "$bin_dir/kwok-stages.yaml" ]]; then
   } > "$bin_dir/kwok-stages.yaml.tmp" || die "cannot read KWOK's stages from $stages"
   mv "$bin_dir/kwok-stages.yaml.tmp" "$bin_dir/kwok-stages.yaml"
 fi
+
+if [[ ! -x "$bin_dir/containerd" ]]; then
+  # Kubernetes 1.36+ needs containerd 2.x (Debian's is 1.6). No cgo, no btrfs/devmapper/zfs
+  # snapshotters: overlayfs is what the real nodes use.
+  build_step "containerd ($CONTAINERD_VERSION)" \
+    bash -c "GOBIN='$bin_dir/.containerd' go install -trimpath -ldflags '-s -w' -tags 'no_btrfs no_devmapper no_zfs' github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION && mv '$bin_dir/.containerd/'* '$bin_dir/' && rmdir '$bin_dir/.containerd'"
+fi
+
+for program in pause hello; do
+  if [[ ! -x "$bin_dir/$program" ]]; then
+    build_step "$program (the real nodes' $program image)" \
+      bash -c "cd '$here/nodeimages' && go build -trimpath -ldflags '-s -w' -o '$bin_dir/$program.tmp' ./$program && mv '$bin_dir/$program.tmp' '$bin_dir/$program'"
+  fi
+done
 
 echo "build-controlplane: binaries ready in $bin_dir"

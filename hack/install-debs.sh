@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Harbinger's tests and demo use: Prometheus (monitoring
-# for the chaos controller, the forecaster's Prometheus input, the tests) and wrk
-# (the webhook benchmark's load generator). Skips what is already installed.
+# for the chaos controller, the forecaster's Prometheus input, the tests), wrk (the webhook
+# benchmark's load generator), and for the local cluster's real nodes runc, the CNI plugins,
+# iptables and conntrack. Skips what is already installed.
 set -euo pipefail
-packages=(prometheus wrk)
+packages=(prometheus wrk runc containernetworking-plugins iptables conntrack)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -167,4 +167,8 @@ def _run(args: argparse.Namespace, runner: Runner) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m harbinger.cli` runs this file as __main__, a second copy of the module whose
+    # Command class plugins do not use: go through the imported module.
+    from harbinger.cli import main as _main
+
+    sys.exit(_main())

@@ -1,7 +1,7 @@
-// Command controlplane is one multi-call binary for the Kubernetes control plane
-// that Harbinger's tests and demo run on loopback. Linking kube-apiserver,
-// kube-controller-manager, kube-scheduler and kubectl into one binary shares the
-// (very large) common dependency graph, so the cold build links once, not four times.
+// Command controlplane is one multi-call binary for the Kubernetes control plane and the
+// node agents that Harbinger's tests and demo run. Linking kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy into one binary
+// shares the (very large) common dependency graph, so the cold build links once, not six times.
 //
 // Dispatch is on the name the binary is invoked as (symlinks) or on its first argument:
 //
@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,7 +25,9 @@ import (
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var commands = map[string]func() *cobra.Command{
@@ -32,6 +35,8 @@ var commands = map[string]func() *cobra.Command{
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
 	"kubectl":                 kubectlcmd.NewDefaultKubectlCommand,
+	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
+	"kube-proxy":              proxy.NewProxyCommand,
 }
 
 func main() {

@@ -6,9 +6,13 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harbinger_dev import REPO_ROOT
 from harbinger_dev.localcluster.errors import ClusterError
+
+if TYPE_CHECKING:
+    from harbinger_dev.localcluster.node import NodeBinaries
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-controlplane.sh"
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
@@ -24,6 +28,12 @@ class Binaries:
     @property
     def kwok_stages(self) -> Path:
         return self.dir / "kwok-stages.yaml"
+
+    def node(self) -> NodeBinaries:
+        """What a real node runs (kubelet, containerd, the pause and hello programs)."""
+        from harbinger_dev.localcluster.node import NodeBinaries
+
+        return NodeBinaries.find(self.dir)
 
 
 def find_binaries() -> Binaries:

@@ -33,15 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apiserver-port", type=int, default=6443,
                         help="kube-apiserver's port on 127.0.0.1 (default: 6443; 0 picks a free one)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument("--real-nodes", type=int, default=0, metavar="N",
+                        help="also start N real nodes (kubelet, containerd, runc; 0-9; needs root), next to KWOK's")
 
 
 def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir.resolve()
     action: str = args.action
     if action == "run":
-        return _run_foreground(state_dir, args.apiserver_port or None)
+        return _run_foreground(state_dir, args.apiserver_port or None, args.real_nodes)
     if action == "up":
-        return _up(state_dir, args.apiserver_port, args.timeout)
+        return _up(state_dir, args.apiserver_port, args.timeout, args.real_nodes)
     if action == "down":
         return _down(state_dir, args.timeout)
     return _status(state_dir)
@@ -56,13 +58,13 @@ def _pid(state_dir: Path) -> int | None:
         return None
 
 
-def _run_foreground(state_dir: Path, port: int | None) -> int:
+def _run_foreground(state_dir: Path, port: int | None, real_nodes: int = 0) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     workdir = state_dir / "cluster"
     shutil.rmtree(workdir, ignore_errors=True)
-    cluster = LocalCluster(workdir, apiserver_port=port)
+    cluster = LocalCluster(workdir, apiserver_port=port, real_nodes=real_nodes)
     try:
         cluster.start()
         shutil.copy(cluster.kubeconfig, state_dir / "kubeconfig")
@@ -78,7 +80,7 @@ def _run_foreground(state_dir: Path, port: int | None) -> int:
     return 0
 
 
-def _up(state_dir: Path, port: int, timeout: float) -> int:
+def _up(state_dir: Path, port: int, timeout: float, real_nodes: int = 0) -> int:
     if _pid(state_dir):
         print(f"the local cluster is already running (kubeconfig: {state_dir / 'kubeconfig'})")
         return 0
@@ -87,7 +89,7 @@ def _up(state_dir: Path, port: int, timeout: float) -> int:
     log = (state_dir / "cluster.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "harbinger.cli", "cluster", "run", "--state-dir", str(state_dir),
-         "--apiserver-port", str(port)],
+         "--apiserver-port", str(port), "--real-nodes", str(real_nodes)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     (state_dir / PID_FILE).write_text(str(process.pid))

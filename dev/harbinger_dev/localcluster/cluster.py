@@ -33,6 +33,7 @@ import yaml
 from certs.authority import CertificateAuthority, new_signing_key_pem
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
 from harbinger_dev.localcluster.errors import ClusterError
+from harbinger_dev.localcluster.node import RealNode
 from harbinger_dev.localcluster.process import ManagedProcess, StartsAndStops
 
 WORKDIR_PREFIX = "harbinger-cluster-"
@@ -89,6 +90,7 @@ class LocalCluster(StartsAndStops):
         hpa_sync_seconds: float = 15.0,
         binaries: Binaries | None = None,
         start_timeout: float = 120.0,
+        real_nodes: int = 0,
     ) -> None:
         self._owns_workdir = workdir is None
         self._workdir_arg = workdir
@@ -97,6 +99,11 @@ class LocalCluster(StartsAndStops):
         self.hpa_sync_seconds = hpa_sync_seconds
         self.binaries = binaries
         self.start_timeout = start_timeout
+        if not 0 <= real_nodes <= 9:
+            raise ClusterError(f"real_nodes must be 0 to 9, not {real_nodes}")
+        self.real_node_count = real_nodes
+        #: The real nodes (kubelet + containerd; harbinger_dev.localcluster.node), next to KWOK's.
+        self.real_nodes: list[RealNode] = []
         self.workdir = Path()
         self.processes: dict[str, ManagedProcess] = {}
         self.ports: dict[str, int] = {}
@@ -145,12 +152,20 @@ class LocalCluster(StartsAndStops):
             self._start_controller_manager()
             self._start_scheduler()
             self._start_kwok()
+            for index in range(self.real_node_count):
+                assert self.binaries is not None
+                node = RealNode(self, self.binaries.node(), index=index)
+                self.real_nodes.append(node)
+                node.start(timeout=self.start_timeout)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop every component (newest first) and remove the work directory."""
+        for node in reversed(self.real_nodes):
+            node.stop()
+        self.real_nodes.clear()
         for process in reversed(list(self.processes.values())):
             process.stop()
         self.processes.clear()
@@ -254,6 +269,8 @@ class LocalCluster(StartsAndStops):
             "--authorization-mode=RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            # Real nodes (node.py) are named, not resolvable: logs and exec go to their address.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             # The 'kubernetes' Service would point at a loopback address, which Endpoints refuse.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
@@ -324,7 +341,8 @@ class LocalCluster(StartsAndStops):
         process = self._launch("kwok", [
             self.binaries["kwok"], f"--kubeconfig={self.kubeconfig}",
             f"--config={self.binaries.kwok_stages}",
-            "--manage-all-nodes=true",
+            # Every node but the real ones (harbinger_dev.localcluster.node), which run a kubelet.
+            "--manage-nodes-with-label-selector=!harbinger.io/real-node",
             f"--server-address=127.0.0.1:{port}",
             "--node-lease-duration-seconds=40",
             "--cidr=10.244.0.0/16",

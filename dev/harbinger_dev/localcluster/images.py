@@ -1,0 +1,85 @@
+"""Container images made here, since none can be pulled: a one-layer OCI image archive (the
+OCI image layout, as a tar) from a few files, which ``ctr images import`` loads into a real
+node's containerd under the name its ``io.containerd.image.name`` annotation gives."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    data: bytes
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class Image:
+    #: The full reference, with a tag (never ``latest``): ``harbinger.local/pause:1``.
+    name: str
+    files: Mapping[str, ImageFile]
+    entrypoint: list[str]
+    env: list[str] = field(default_factory=list)
+    user: str = ""
+
+
+def _tar(files: Mapping[str, ImageFile]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        directories = sorted({str(Path(p).parent) for p in files} - {".", "/"})
+        for directory in directories:
+            info = tarfile.TarInfo(directory.lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, item in sorted(files.items()):
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(item.data), item.mode
+            tar.addfile(info, io.BytesIO(item.data))
+    return buffer.getvalue()
+
+
+def _blob(tar: tarfile.TarFile, data: bytes) -> dict[str, object]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest.split(':')[1]}")
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+    return {"digest": digest, "size": len(data)}
+
+
+def write_oci_archive(image: Image, path: Path) -> Path:
+    """The image as an OCI image layout tar at ``path``."""
+    if ":" not in image.name.rsplit("/", 1)[-1] or image.name.endswith(":latest"):
+        raise ValueError(f"image {image.name!r} needs a tag other than latest")
+    layer = _tar(image.files)
+    compressed = gzip.compress(layer, mtime=0)
+    config = {
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": image.entrypoint, "Env": image.env, **({"User": image.user} if image.user else {})},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+    }
+    with tarfile.open(path, "w") as tar:
+        config_blob = _blob(tar, json.dumps(config).encode())
+        layer_blob = _blob(tar, compressed)
+        manifest = {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_blob},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer_blob}],
+        }
+        manifest_blob = _blob(tar, json.dumps(manifest).encode())
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_blob,
+            "annotations": {"io.containerd.image.name": image.name,
+                            "org.opencontainers.image.ref.name": image.name.rsplit(":", 1)[1]}}]}
+        for name, data in (("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
+                           ("index.json", json.dumps(index).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -1,0 +1,3 @@
+module github.com/harbinger-io/harbinger/hack/nodeimages
+
+go 1.26.0
