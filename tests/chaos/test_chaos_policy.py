@@ -153,10 +153,20 @@ async def test_the_chaos_controller_may_set_faults_and_nothing_else(
             await custom_admin.delete_namespaced_custom_object("harbinger.io", "v1alpha1", rehearsed,
                                                                "chaosexperiments", "declared")
 
-        # Nobody else may hand a pod a fault: not at creation (a template carrying one) ...
-        faulty = pod("payments-1")
-        faulty["metadata"]["annotations"] = {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 9})}
-        await refused(core_admin.create_namespaced_pod(rehearsed, faulty), "only the chaos controller sets")
+        # Nobody else may hand a pod a fault: not at creation (a template carrying one) ... The
+        # fault-keys policy is a second policy, loaded on its own: wait until it refuses.
+        for attempt in range(100):
+            faulty = pod(f"payments-1-{attempt}")
+            faulty["metadata"]["annotations"] = {contract.CHAOS_FAULT: json.dumps({"kind": "delay", "delay_ms": 9})}
+            try:
+                await core_admin.create_namespaced_pod(rehearsed, faulty)
+            except ApiException as exc:
+                assert "only the chaos controller sets" in str(exc.body), exc.body
+                break
+            await core_admin.delete_namespaced_pod(f"payments-1-{attempt}", rehearsed)
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the fault-keys admission policy never took effect")
         # ... nor by editing one (the fault the chaos controller set stays its own).
         await refused(core_admin.patch_namespaced_pod("payments-0", rehearsed, {"metadata": {"annotations": {
             contract.CHAOS_FAULT: json.dumps({"kind": "cpu", "cpu_cores": 8})}}}), "only the chaos controller sets")
