@@ -54,7 +54,8 @@ def leftovers() -> dict[str, list[str]]:
 
 def run_hello(cluster: LocalCluster, node_name: str, name: str) -> str:
     """A pod of the hello image on the node; its IP once it runs."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                                           "labels": {"app": name}},
            "spec": {"nodeName": node_name, "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "hello", "image": HELLO_IMAGE, "imagePullPolicy": "Never",
                                     "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}]}}
@@ -85,6 +86,20 @@ def test_a_real_node_runs_real_pods_and_leaves_the_host_as_it_was(cluster: Local
                                              f"'http://{ip}:8080/', timeout=5).read().decode())"),
                                capture_output=True, text=True, timeout=30)
         assert reply.stdout.strip() == "hello from hello-real", reply.stderr
+        # A Service's ClusterIP leads there too (kube-proxy's rules, in the node's namespace only).
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-real", "namespace": "default"},
+                   "spec": {"selector": {"app": "hello-real"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(service))
+        cluster_ip = cluster.kubectl("get", "service", "hello-real", "-o", "jsonpath={.spec.clusterIP}").stdout
+        through = ""
+        for _ in range(60):  # until kube-proxy has synced the Service
+            through = subprocess.run(node.in_netns("python3", "-c", f"import urllib.request as u; print(u.urlopen("
+                                                   f"'http://{cluster_ip}/', timeout=2).read().decode())"),
+                                     capture_output=True, text=True, timeout=30).stdout.strip()
+            if through:
+                break
+            time.sleep(0.5)
+        assert through == "hello from hello-real"
         # The apiserver reaches the kubelet too (kubectl logs).
         assert cluster.kubectl("logs", "hello-real").returncode == 0
         # While it runs, the host is as it was (its address and veth are the node's own).
@@ -93,7 +108,7 @@ def test_a_real_node_runs_real_pods_and_leaves_the_host_as_it_was(cluster: Local
         assert during["iptables"] == before["iptables"]
         assert [m for m in during["mounts"] if node.netns not in m] == before["mounts"]  # its netns' handle only
     finally:
-        cluster.kubectl("delete", "pod", "hello-real", "--ignore-not-found", "--wait=false", check=False)
+        cluster.kubectl("delete", "pod,service", "hello-real", "--ignore-not-found", "--wait=false", check=False)
         node.stop()
         cluster.kubectl("delete", "node", node.name, "--ignore-not-found", check=False)
     assert host_state() == before

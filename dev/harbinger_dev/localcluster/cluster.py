@@ -33,12 +33,11 @@ import yaml
 from certs.authority import CertificateAuthority, new_signing_key_pem
 from harbinger_dev.localcluster.binaries import Binaries, find_binaries
 from harbinger_dev.localcluster.errors import ClusterError
-from harbinger_dev.localcluster.node import RealNode
+from harbinger_dev.localcluster.node import SERVICE_CIDR, RealNode
 from harbinger_dev.localcluster.process import ManagedProcess, StartsAndStops
 
 WORKDIR_PREFIX = "harbinger-cluster-"
 OWNER_FILE = "owner.pid"
-SERVICE_CIDR = "10.0.0.0/24"
 
 
 def free_port() -> int:

@@ -54,11 +54,14 @@ CGROUP_PREFIX = "harbinger-node-"
 #: private mount namespace, so the host's stay as they are.
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 CNI_BIN_DIR = Path("/usr/lib/cni")
+#: The cluster's Service range (the apiserver's --service-cluster-ip-range; cluster.py uses it).
+SERVICE_CIDR = "10.0.0.0/24"
 
 
 @dataclass(frozen=True)
 class NodeBinaries:
     kubelet: Path
+    kube_proxy: Path
     containerd: Path
     shim: Path
     ctr: Path
@@ -67,11 +70,11 @@ class NodeBinaries:
 
     @classmethod
     def find(cls, bin_dir: Path) -> NodeBinaries:
-        found = cls(kubelet=bin_dir / "kubelet", containerd=bin_dir / "containerd",
+        found = cls(kubelet=bin_dir / "kubelet", kube_proxy=bin_dir / "kube-proxy", containerd=bin_dir / "containerd",
                     shim=bin_dir / "containerd-shim-runc-v2", ctr=bin_dir / "ctr", pause=bin_dir / "pause",
                     hello=bin_dir / "hello")
         missing = [str(p) for p in vars(found).values() if not Path(p).exists()]
-        for tool in ("runc", "ip", "unshare", "nsenter", "iptables"):
+        for tool in ("runc", "ip", "unshare", "nsenter", "iptables", "conntrack"):
             if shutil.which(tool) is None:
                 missing.append(f"{tool} (Debian package; hack/install-debs.sh)")
         if not (CNI_BIN_DIR / "bridge").exists():
@@ -226,6 +229,7 @@ class RealNode:
             self._import(Image(HELLO_IMAGE, {"/hello": ImageFile(self.binaries.hello.read_bytes())}, ["/hello"]))
             self._start_kubelet()
             self._wait_ready(timeout)
+            self._start_kube_proxy()
         except BaseException:
             self.stop()
             raise
@@ -233,6 +237,9 @@ class RealNode:
     def stop(self) -> None:
         if not self._started:
             return
+        for binding in (f"harbinger-node-{self.name}", f"harbinger-node-proxier-{self.name}"):
+            with contextlib.suppress(ClusterError, OSError, subprocess.SubprocessError):
+                self.cluster.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", check=False)
         for process in reversed(list(self.processes.values())):
             process.stop()
         self.processes.clear()
@@ -269,6 +276,9 @@ class RealNode:
                      ["ip", "link", "add", "hbr0", "type", "bridge"],
                      ["ip", "addr", "add", f"{self.bridge_ip}/24", "dev", "hbr0"],
                      ["ip", "link", "set", "hbr0", "up"],
+                     # Service addresses must route somewhere for kube-proxy's DNAT to apply to
+                     # the node's own connections: the bridge, where the pods are.
+                     ["ip", "route", "add", SERVICE_CIDR, "dev", "hbr0"],
                      # This namespace's own setting: pods -> ClusterIP -> pods crosses the bridge.
                      ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]):
             run(*self.in_netns(*argv))
@@ -306,6 +316,10 @@ class RealNode:
                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                                  "name": f"system:node:{self.name}"}]}
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+        # kube-proxy runs with the same identity: it also watches Services and EndpointSlices.
+        proxier = {**binding, "metadata": {"name": f"harbinger-node-proxier-{self.name}"},
+                   "roleRef": {**binding["roleRef"], "name": "system:node-proxier"}}  # type: ignore[dict-item]
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(proxier))
 
     def _cgroups(self) -> None:
         for controller in cgroup_controllers():
@@ -320,7 +334,7 @@ class RealNode:
                 # No gateway (the bridge's address is set above) and no masquerade: nothing leaves.
                 {"type": "bridge", "bridge": "hbr0", "isGateway": False, "ipMasq": False, "hairpinMode": True,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_cidr, "gateway": self.bridge_ip}]],
-                          "routes": [{"dst": "10.0.0.0/16", "gw": self.bridge_ip},
+                          "routes": [{"dst": SERVICE_CIDR, "gw": self.bridge_ip},
                                      {"dst": f"{self.host_ip}/32", "gw": self.bridge_ip}],
                           "dataDir": str(self.workdir / "cni-state")}},
                 {"type": "loopback"},
@@ -450,6 +464,27 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
             f"--node-ip={self.node_ip}", f"--node-labels={REAL_NODE_LABEL}=true", "--v=1"),
             self.workdir / "logs" / "kubelet.log")
         self.processes["kubelet"] = process
+        process.start()
+
+    def _start_kube_proxy(self) -> None:
+        """Services (ClusterIPs) in the node, with iptables rules in the node's namespace only,
+        and none of the global settings kube-proxy would otherwise write (conntrack limits and
+        timeouts, route_localnet for localhost NodePorts)."""
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "mode": "iptables", "clientConnection": {"kubeconfig": str(self.workdir / "kubelet.kubeconfig")},
+            "hostnameOverride": self.name, "bindAddress": self.node_ip,
+            "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
+            "clusterCIDR": "10.245.0.0/16", "nodePortAddresses": [f"{self.node_ip}/32"],
+            "iptables": {"localhostNodePorts": False, "masqueradeAll": False, "syncPeriod": "10s"},
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s",
+                          "udpTimeout": "0s", "udpStreamTimeout": "0s"},
+        }
+        path = self.workdir / "kube-proxy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        process = ManagedProcess("kube-proxy", self.in_node(str(self.binaries.kube_proxy), f"--config={path}", "--v=1"),
+                                 self.workdir / "logs" / "kube-proxy.log")
+        self.processes["kube-proxy"] = process
         process.start()
 
     def _wait_ready(self, timeout: float) -> None:
