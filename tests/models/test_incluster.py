@@ -11,16 +11,23 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger_dev.localcluster import LocalCluster
+from models.incluster import train_cluster
 from models.layout import find
+from models.mirror import mirror_once
 from models.serving import Forecaster
-from models.store import config_map_name, stored_model
+from models.store import ModelStore, config_map_name, stored_model
+from models.traffic import TraceHistory
 from tests.scaler.conftest import deployment_body
 
 NOW = "1995-08-15T00:00:00Z"
@@ -84,3 +91,43 @@ async def test_models_are_trained_in_the_cluster_stored_and_mirrored(
     await core.delete_namespaced_config_map(config_map_name(namespace, "frontend"), store)
     await asyncio.to_thread(harbinger, cluster, store, "model-mirror", f"--dir={models_dir}", "--once")
     assert find(models_dir, namespace, "frontend") is None and (models_dir / "by-hand" / "svc").is_dir()
+
+
+async def test_the_shipped_rbac_is_enough_for_the_trainer_and_the_mirror(
+    cluster: LocalCluster, kube: client.ApiClient, make_namespace: Any, as_account: Any, traces_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """manifests/base/training's RBAC, installed into a namespace of this test's standing in for
+    harbinger-system: the trainer trains and stores as its own account, the webhook's account
+    mirrors, and neither may do more (the mirror cannot write a model)."""
+    system = await make_namespace(prefix="system")
+    namespace = await make_namespace(opted_in=True)
+    suffix = uuid.uuid4().hex[:6]
+    built = cluster.kubectl("kustomize", str(Path(__file__).resolve().parents[2] / "manifests" / "base" /
+                                             "training")).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d and d["kind"] != "CronJob"]
+    text = yaml.safe_dump_all(docs).replace("harbinger-system", system)
+    for name in ("harbinger-trainer", "harbinger-models-writer", "harbinger-models-reader"):
+        text = text.replace(f"name: {name}\n", f"name: {name}-{suffix}\n")
+    cluster.kubectl("create", "serviceaccount", "harbinger-webhook", "-n", system)
+    cluster.kubectl("apply", "-f", "-", input=text)
+    apps: Any = client.AppsV1Api(kube)
+    await apps.create_namespaced_deployment(namespace, deployment_body("frontend", replicas=0))
+    history = TraceHistory.parse([f"frontend={traces_dir / 'nasa.csv'}"])
+    now = datetime(1995, 8, 15, tzinfo=UTC)
+    try:
+        async with as_account(system, f"harbinger-trainer-{suffix}") as trainer:
+            outcomes = await train_cluster(trainer, history, ModelStore(trainer, system), now=now,
+                                           namespaces=frozenset({namespace}))
+        assert [(o.service, o.result) for o in outcomes] == [("frontend", "trained")], outcomes
+        async with as_account(system, "harbinger-webhook") as webhook:
+            assert await mirror_once(ModelStore(webhook, system), tmp_path / "models") == (1, 0)
+            try:
+                await ModelStore(webhook, system).put(namespace, "evil", {"model.onnx": b"x", "metadata.json": b"{}"},
+                                                      version="v", trained_at="now")
+            except ApiException as exc:
+                assert exc.status == 403
+            else:
+                raise AssertionError("the webhook's account could write a model")
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=text, check=False)
