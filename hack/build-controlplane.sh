@@ -97,9 +97,12 @@ if [[ ! -x "$bin_dir/containerd" ]]; then
 fi
 
 for program in pause hello; do
-  if [[ ! -x "$bin_dir/$program" ]]; then
+  # Small programs of this repository: rebuilt when their source changes.
+  source_sum=$(cat "$here/nodeimages/$program/"*.go | sha256sum | cut -d' ' -f1)
+  if [[ ! -x "$bin_dir/$program" || "$(cat "$bin_dir/$program.sha256" 2>/dev/null)" != "$source_sum" ]]; then
     build_step "$program (the real nodes' $program image)" \
       bash -c "cd '$here/nodeimages' && go build -trimpath -ldflags '-s -w' -o '$bin_dir/$program.tmp' ./$program && mv '$bin_dir/$program.tmp' '$bin_dir/$program'"
+    echo "$source_sum" > "$bin_dir/$program.sha256"
   fi
 done
 

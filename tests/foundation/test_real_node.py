@@ -100,6 +100,12 @@ def test_a_real_node_runs_real_pods_and_leaves_the_host_as_it_was(cluster: Local
                 break
             time.sleep(0.5)
         assert through == "hello from hello-real"
+        # And the pod reaches the apiserver as any in-cluster client does: the `kubernetes`
+        # Service, its service account's CA and token.
+        asked = subprocess.run(node.in_netns("python3", "-c", f"import urllib.request as u; print(u.urlopen("
+                                             f"'http://{ip}:8080/apiserver', timeout=10).read().decode())"),
+                               capture_output=True, text=True, timeout=30)
+        assert asked.stdout.startswith("200 ") and '"gitVersion": "v1.37.2"' in asked.stdout, asked.stderr
         # The apiserver reaches the kubelet too (kubectl logs).
         assert cluster.kubectl("logs", "hello-real").returncode == 0
         # While it runs, the host is as it was (its address and veth are the node's own).

@@ -54,6 +54,9 @@ CGROUP_PREFIX = "harbinger-node-"
 #: private mount namespace, so the host's stay as they are.
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 CNI_BIN_DIR = Path("/usr/lib/cni")
+#: In every real node's namespace, the address pods reach the apiserver at (the `kubernetes`
+#: Service's endpoint): a forwarder there leads to the host end of the node's veth.
+APISERVER_IN_NODE = "10.250.255.254"
 #: The cluster's Service range (the apiserver's --service-cluster-ip-range; cluster.py uses it).
 SERVICE_CIDR = "10.0.0.0/24"
 
@@ -230,6 +233,7 @@ class RealNode:
             self._start_kubelet()
             self._wait_ready(timeout)
             self._start_kube_proxy()
+            self._apiserver_for_pods()
         except BaseException:
             self.stop()
             raise
@@ -465,6 +469,29 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
             self.workdir / "logs" / "kubelet.log")
         self.processes["kubelet"] = process
         process.start()
+
+    def _apiserver_for_pods(self) -> None:
+        """Pods reach the apiserver as in any cluster, through the `kubernetes` Service: its
+        endpoint is an address every real node has in its own namespace, where a forwarder
+        leads to the host's (the local apiserver keeps listening on 127.0.0.1 only)."""
+        run(*self.in_netns("ip", "addr", "add", f"{APISERVER_IN_NODE}/32", "dev", "lo"))
+        forward = ManagedProcess("apiserver-in-node", self.in_netns(
+            "python3", "-m", "harbinger_dev.localcluster.forward", f"{APISERVER_IN_NODE}:6443",
+            f"{self.host_ip}:{self.apiserver_forward_port}"), self.workdir / "logs" / "apiserver-in-node.log",
+            env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                os.environ.get("PYTHONPATH", "")])})
+        self.processes["apiserver-in-node"] = forward
+        forward.start()
+        endpoints = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes-real-nodes", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "kubernetes",
+                                    "endpointslice.kubernetes.io/managed-by": "harbinger-dev"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [APISERVER_IN_NODE], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(endpoints))
 
     def _start_kube_proxy(self) -> None:
         """Services (ClusterIPs) in the node, with iptables rules in the node's namespace only,

@@ -1,12 +1,50 @@
-// Command hello is the smallest HTTP service for tests of the local cluster's real nodes:
-// it answers every request with the pod's name (HOSTNAME), on $PORT (default 8080).
+// Command hello is the smallest HTTP service for tests of the local cluster's real nodes: it
+// answers every request with the pod's name (HOSTNAME), on $PORT (default 8080). At
+// /apiserver it asks the apiserver for its version the way an in-cluster client does (the
+// `kubernetes` Service's address from the environment, the service account's CA and token),
+// and answers with what it got, so a test can see pods reach the control plane.
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
+	"time"
 )
+
+const serviceAccount = "/var/run/secrets/kubernetes.io/serviceaccount/"
+
+func apiserverVersion() (string, error) {
+	ca, err := os.ReadFile(serviceAccount + "ca.crt")
+	if err != nil {
+		return "", err
+	}
+	token, err := os.ReadFile(serviceAccount + "token")
+	if err != nil {
+		return "", err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	client := &http.Client{Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	address := net.JoinHostPort(os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"))
+	request, err := http.NewRequest("GET", "https://"+address+"/version", nil)
+	if err != nil {
+		return "", err
+	}
+	request.Header.Set("Authorization", "Bearer "+string(token))
+	response, err := client.Do(request)
+	if err != nil {
+		return "", err
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(response.Body)
+	return fmt.Sprintf("%d %s", response.StatusCode, body), err
+}
 
 func main() {
 	port := os.Getenv("PORT")
@@ -15,6 +53,14 @@ func main() {
 	}
 	http.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "hello from %s\n", os.Getenv("HOSTNAME"))
+	})
+	http.HandleFunc("/apiserver", func(w http.ResponseWriter, _ *http.Request) {
+		answer, err := apiserverVersion()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprint(w, answer)
 	})
 	if err := http.ListenAndServe(":"+port, nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)
