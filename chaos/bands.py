@@ -22,7 +22,10 @@ def forecast_bands(forecasts: Mapping[str, Forecast], services: Iterable[str], s
     bands: dict[str, ForecastBand] = {}
     for service in dict.fromkeys(services):
         forecast = forecasts.get(service)
-        if forecast is None or forecast.horizon_steps == 0:
+        # The step either side is context for a run the forecast covers, not a reason to show a
+        # band beside a run that falls wholly before or after the forecast ([start, end] is closed,
+        # the forecast's steps are half-open).
+        if forecast is None or forecast.horizon_steps == 0 or not (start < forecast.end and end >= forecast.start):
             continue
         step = forecast.step_seconds
         first = math.floor((start - forecast.start).total_seconds() / step) - 1

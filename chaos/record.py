@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from chaos.experiment import Experiment
 from chaos.faults import Fault, validation_message
@@ -79,9 +79,17 @@ class ForecastBand(BaseModel):
 
     start: datetime
     step_seconds: int = Field(gt=0)
-    p50: list[float]
-    p90: list[float]
+    # Finite and non-empty: JSON writes NaN as null, which would make the saved run.json
+    # unreadable, and the report's mean and maximum need at least one step.
+    p50: list[FiniteFloat] = Field(min_length=1)
+    p90: list[FiniteFloat] = Field(min_length=1)
     model_version: str = ""
+
+    @model_validator(mode="after")
+    def _one_p90_per_p50(self) -> ForecastBand:
+        if len(self.p50) != len(self.p90):
+            raise ValueError(f"p50 has {len(self.p50)} steps but p90 has {len(self.p90)}")
+        return self
 
 
 class RunRecord(BaseModel):
