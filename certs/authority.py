@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harbinger.documents import write_atomic
+
 #: Long enough that a local cluster or a demo never sees expiry; rotation is for the webhook.
 DEFAULT_CA_DAYS = 3650
 DEFAULT_LEAF_DAYS = 365
@@ -40,15 +42,9 @@ class KeyPair:
         """Write both files; the key readable by its owner only."""
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         # Write the key first and atomically, so a reader never pairs a new cert with an old key.
-        _atomic_write(key_path, self.key_pem, mode=0o600)
-        _atomic_write(cert_path, self.cert_pem, mode=0o644)
+        write_atomic(key_path, self.key_pem, mode=0o600)
+        write_atomic(cert_path, self.cert_pem, mode=0o644)
 
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    tmp.replace(path)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certs.authority import DEFAULT_LEAF_DAYS, CertificateAuthority
+from harbinger.documents import write_atomic
 from harbinger.errors import InvalidInput
 from harbinger.httpserver import CA_FILE, CERT_FILE, KEY_FILE
 
@@ -34,10 +35,7 @@ class ServingSet:
         directory.mkdir(parents=True, exist_ok=True)
         for name, data, mode in ((KEY_FILE, self.key_pem, 0o600), (CERT_FILE, self.cert_pem, 0o644),
                                  (CA_FILE, self.ca_pem, 0o644)):
-            tmp = directory / f".{name}.tmp"
-            tmp.write_bytes(data)
-            tmp.chmod(mode)
-            tmp.replace(directory / name)
+            write_atomic(directory / name, data, mode=mode)
 
 
 def parse_hosts(text: str, *, source: str = "--hosts") -> list[str]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 
 from chaos.experiment import Experiment
 from chaos.faults import Fault, validation_message
-from harbinger.documents import read_document
+from harbinger.documents import read_document, write_atomic
 from harbinger.errors import InvalidInput
 
 
@@ -113,9 +113,7 @@ class RunRecord(BaseModel):
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
-        tmp.replace(path)
+        write_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:

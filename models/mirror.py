@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
+from harbinger.documents import write_atomic
 from models.layout import SAFE_NAME, namespaced
 from models.metadata import GRAPH_FILE, METADATA_FILE
 from models.store import ModelStore, stored_model
@@ -28,12 +28,6 @@ from models.store import ModelStore, stored_model
 log = logging.getLogger(__name__)
 
 SHA_FILE = ".sha256"
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 async def mirror_once(store: ModelStore, models_dir: Path) -> tuple[int, int]:
@@ -58,8 +52,8 @@ async def mirror_once(store: ModelStore, models_dir: Path) -> tuple[int, int]:
         # The graph first, its metadata last: a reader between the two sees a graph its
         # metadata does not vouch for, refuses it and keeps the model it had.
         for name in (GRAPH_FILE, METADATA_FILE):
-            _write(directory / name, model.files[name])
-        _write(sha_file, model.sha256.encode())
+            write_atomic(directory / name, model.files[name])
+        write_atomic(sha_file, model.sha256)
         written += 1
         log.info("model %s for %s written to %s", model.version, contract.service_key(model.namespace,
                                                                                    model.service), directory)

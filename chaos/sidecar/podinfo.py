@@ -6,9 +6,9 @@ form and writes it back, so the local backend and tests produce exactly what a k
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from harbinger.documents import write_atomic
 from harbinger.errors import InvalidInput
 
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
@@ -105,6 +105,4 @@ def read_annotations(path: Path) -> dict[str, str]:
 
 def write_annotations(path: Path, annotations: dict[str, str]) -> None:
     """Replace the file atomically, as the kubelet does, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(format_annotations(annotations))
-    tmp.replace(path)
+    write_atomic(path, format_annotations(annotations))
