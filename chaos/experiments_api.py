@@ -32,7 +32,17 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from chaos.declared import KIND, PLURAL, Decision, decide, declared_experiment, is_declared, record_spec
+from chaos.backends.optin import require_namespace
+from chaos.declared import (
+    KIND,
+    PLURAL,
+    Decision,
+    ScheduleType,
+    decide,
+    declared_experiment,
+    is_declared,
+    record_spec,
+)
 from chaos.experiment import Experiment, FaultKind
 from chaos.forecasts import forecast_from_capacity_plan
 from chaos.record import RunRecord, RunStatus
@@ -189,7 +199,7 @@ class ExperimentRecords:
                 continue
             try:
                 experiment, schedule = declared_experiment(item)
-                await self._require_opted_in(ref.namespace)
+                await require_namespace(self.core, ref.namespace, allow_pod_opt_in=True)
                 refused = refusal(experiment, policies, default_dwell_seconds)
                 if refused:
                     raise InvalidInput(refused, source=f"{KIND} {ref.namespace}/{ref.name}")
@@ -200,7 +210,7 @@ class ExperimentRecords:
                 log.warning("%s %s/%s: %s %s", KIND, ref.namespace, ref.name, exc.status, exc.reason)
                 continue
             forecast = None
-            if schedule.type.value == "BeforePeak":
+            if schedule.type is ScheduleType.BEFORE_PEAK:
                 if ref.namespace not in forecasts:
                     forecasts[ref.namespace] = await self.forecasts(ref.namespace)
                 forecast = forecasts[ref.namespace].get(experiment.target)
@@ -248,13 +258,6 @@ class ExperimentRecords:
             if forecast is not None:
                 found.setdefault(forecast.service, forecast)
         return found
-
-    async def _require_opted_in(self, namespace: str) -> None:
-        found = await self.core.read_namespace(namespace)
-        if not contract.is_opted_in(namespace, dict(found.metadata.labels or {})):
-            raise InvalidInput(f"namespace {namespace} is not opted in ({contract.ENABLED_LABEL}="
-                               f"{contract.ENABLED_VALUE}) or is protected: chaos will not run here",
-                               source="namespace")
 
     async def _pending(self, ref: ObjectRef, decision: Decision, now: datetime) -> None:
         if self._told.get((ref.namespace, ref.name)) == (decision.reason, decision.message):

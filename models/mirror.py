@@ -36,17 +36,21 @@ async def mirror_once(store: ModelStore, models_dir: Path) -> tuple[int, int]:
     wanted: set[Path] = set()
     written = 0
     for item in items:
+        annotations = (item.get("metadata") or {}).get("annotations") or {}
+        namespace, _, service = str(annotations.get(contract.MODEL_FOR, "")).partition("/")
+        if not (SAFE_NAME.match(namespace) and SAFE_NAME.match(service)):
+            continue
+        directory = namespaced(models_dir, namespace, service)
+        wanted.add(directory)
+        sha_file = directory / SHA_FILE
+        # A model already mirrored is not decoded and hashed again every pass: its files were
+        # checked against this very hash when they were written.
+        if sha_file.is_file() and sha_file.read_text().strip() == annotations.get(contract.MODEL_SHA256):
+            continue
         model = stored_model(item)
         if model is None:
             log.warning("ConfigMap %s/%s is not a whole model (cut short, or edited by hand): skipped",
                         store.namespace, (item.get("metadata") or {}).get("name"))
-            continue
-        if not (SAFE_NAME.match(model.namespace) and SAFE_NAME.match(model.service)):
-            continue
-        directory = namespaced(models_dir, model.namespace, model.service)
-        wanted.add(directory)
-        sha_file = directory / SHA_FILE
-        if sha_file.is_file() and sha_file.read_text().strip() == model.sha256:
             continue
         directory.mkdir(parents=True, exist_ok=True)
         # The graph first, its metadata last: a reader between the two sees a graph its

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Loader = Callable[[Path], Any]
 
 
-def _load_forecaster(model_dir: Path) -> Any:
+def load_forecaster(model_dir: Path) -> Any:
     from models.serving import Forecaster  # onnxruntime only once some service has a model
 
     return Forecaster.load(model_dir)
@@ -46,7 +46,7 @@ def fingerprint(model_dir: Path) -> str | None:
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path, *, max_loaded: int = 2000, load: Loader = _load_forecaster) -> None:
+    def __init__(self, models_dir: Path, *, max_loaded: int = 2000, load: Loader = load_forecaster) -> None:
         self.models_dir = models_dir
         self.max_loaded = max_loaded
         self._load = load

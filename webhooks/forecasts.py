@@ -31,7 +31,7 @@ from harbinger import contract
 from models.errors import BadEvents
 from models.events import Event, load_events
 from models.forecast import Forecast
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, load_forecaster
 from models.traffic import HistorySource
 from webhooks import metrics
 
@@ -133,14 +133,6 @@ class StaticForecasts(ForecastCache):
 
 
 ModelLoader = Callable[[Path], ServingModel]
-
-
-def load_forecaster(model_dir: Path) -> ServingModel:
-    """``models.serving.Forecaster.load``, imported on first use: onnxruntime loads only
-    once some service actually has a model."""
-    from models.serving import Forecaster
-
-    return Forecaster.load(model_dir)
 
 
 class ModelForecasts(ForecastCache):
