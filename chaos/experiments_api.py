@@ -51,8 +51,8 @@ from harbinger import contract
 from harbinger.clock import format_time
 from harbinger.errors import InvalidInput
 from harbinger.events import record_event
-from harbinger.kube import MERGE_PATCH, read_json
-from harbinger.policy import CLUSTER_POLICIES, POLICIES, PolicyIndex
+from harbinger.kube import MERGE_PATCH, condition, read_json
+from harbinger.policy import PolicyIndex, PolicyLister
 from models.forecast import Forecast
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ class ExperimentRecords:
         self.history_limit = history_limit
         self.custom: Any = client.CustomObjectsApi(api)  # bodies are the apiserver's JSON dicts
         self.core: Any = client.CoreV1Api(api)
+        self._policy_lister = PolicyLister(api)
         self.instance = instance
         self.enabled = True
         #: (namespace, name) -> the decision last written, so a waiting object costs no writes.
@@ -225,19 +226,9 @@ class ExperimentRecords:
         return due
 
     async def policies(self) -> PolicyIndex:
-        """Every HarbingerPolicy and ClusterHarbingerPolicy, for their chaos limits. Unreadable
-        (the CRDs missing, the apiserver away): no limits beyond the built-in ones, said in the log."""
-        objects: list[dict[str, Any]] = []
-        for plural in (CLUSTER_POLICIES, POLICIES):
-            try:
-                listed = await read_json(self.custom.list_cluster_custom_object(
-                    contract.API_GROUP, contract.API_VERSION, plural, _preload_content=False))
-            except ApiException as exc:
-                log.warning("%s unreadable (%s %s): their chaos limits are not applied this cycle", plural,
-                            exc.status, exc.reason)
-                continue
-            objects.extend(listed.get("items") or [])
-        return PolicyIndex.build(objects)
+        """Every HarbingerPolicy and ClusterHarbingerPolicy, for their chaos limits; a kind that
+        cannot be read is left out this cycle (and said), the other still applies."""
+        return PolicyIndex.build(await self._policy_lister.fetch(tolerant=True))
 
     async def refused(self, experiment: Experiment, default_dwell_seconds: float) -> str | None:
         """Why the policies' chaos limits forbid a planned experiment, or None."""
@@ -263,7 +254,7 @@ class ExperimentRecords:
         if self._told.get((ref.namespace, ref.name)) == (decision.reason, decision.message):
             return
         status: dict[str, Any] = {"phase": "Pending", "conditions": [
-            _condition("Scheduled", decision.window is not None, decision.reason, decision.message, now)]}
+            condition("Scheduled", decision.window is not None, decision.reason, decision.message, now)]}
         if decision.window is not None:
             w = decision.window
             status["scheduledFor"] = {"start": format_time(w.start), "end": format_time(w.end), "reason": w.reason,
@@ -277,12 +268,12 @@ class ExperimentRecords:
     async def _invalid(self, ref: ObjectRef, message: str, now: datetime) -> None:
         log.warning("%s", message)
         if await self._patch_status(ref, {"phase": "Invalid", "finishedAt": format_time(now), "conditions": [
-                _condition("Accepted", False, "Invalid", message, now)]}):
+                condition("Accepted", False, "Invalid", message, now)]}):
             await self._event(ref, "Invalid", message, now, warning=True)
 
     async def _expired(self, ref: ObjectRef, decision: Decision, now: datetime) -> None:
         if await self._patch_status(ref, {"phase": "Expired", "finishedAt": format_time(now), "conditions": [
-                _condition("Scheduled", False, decision.reason, decision.message, now)]}):
+                condition("Scheduled", False, decision.reason, decision.message, now)]}):
             await self._event(ref, "Expired", decision.message, now, warning=True)
 
     # --- every run --------------------------------------------------------------------------------
@@ -451,9 +442,3 @@ def refusal(experiment: Experiment, policies: PolicyIndex, default_dwell_seconds
     if not found:
         return None
     return f"beyond the chaos limits of {' and '.join(sources)}: {'; '.join(found)}"
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, str]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason[:63], "message": message[:1024],
-            "lastTransitionTime": format_time(now)}
-

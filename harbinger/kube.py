@@ -18,6 +18,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter
 
+from harbinger.clock import format_time
 from harbinger.errors import Conflict, InvalidInput, KubeApiError, NotFound
 
 log = logging.getLogger(__name__)
@@ -285,3 +287,10 @@ class Reflector:
                 self._tell(kind, obj, old)
         finally:
             await stream.close()
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, str]:
+    """One entry of an object's ``status.conditions``, as Kubernetes writes them (reason at most
+    63 characters, message at most 1 KiB, as Harbinger's CRD schemas bound them)."""
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason[:63], "message": message[:1024],
+            "lastTransitionTime": format_time(now)}

@@ -18,15 +18,23 @@ applies, with a warning), the planner's ``--profiles`` file, the documented defa
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
+from harbinger import contract
 from harbinger.crd import camel, custom_resource_definition, model_properties, number_text
 from harbinger.errors import InvalidInput
+from harbinger.kube import read_json
 from harbinger.profile import CapacityProfile
+
+log = logging.getLogger(__name__)
 
 POLICY_KIND = "HarbingerPolicy"
 POLICIES = "harbingerpolicies"
@@ -230,6 +238,57 @@ class PolicyCache:
             objects = [*self._objects.get("", {}).values(), *self._objects.get(namespace, {}).values()]
             index = self._index[namespace] = PolicyIndex.build(objects)
         return index.fields_for(namespace, service)
+
+
+class PolicyLister:
+    """Lists every ClusterHarbingerPolicy and HarbingerPolicy for a component that reads them
+    each run (the planner; the chaos controller, for their chaos limits). A kind whose CRD is
+    not installed is said once and not asked for again; a 429 right after a CRD is installed
+    or changed ("storage is (re)initializing") is retried."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.custom: Any = client.CustomObjectsApi(api)  # bodies are the apiserver's JSON dicts
+        self._missing: set[str] = set()
+
+    async def fetch(self, *, tolerant: bool = False) -> list[dict[str, Any]]:
+        """Every policy of the kinds installed. ``tolerant``: a kind the apiserver refuses is
+        logged and left out (the other kind is still read) instead of raising."""
+        found: list[dict[str, Any]] = []
+        for plural in (CLUSTER_POLICIES, POLICIES):
+            if plural in self._missing:
+                continue
+            try:
+                items = await self._kind(plural)
+            except ApiException as exc:
+                if not tolerant:
+                    raise
+                log.warning("%s unreadable (%s %s): left out this time", plural, exc.status, exc.reason)
+                continue
+            if items is None:
+                self._missing.add(plural)
+                log.warning("the %s.%s CRD is not installed: those policies are not read; apply "
+                            "manifests/base/crds and restart", plural, contract.API_GROUP)
+                continue
+            found += items
+        return found
+
+    async def _kind(self, plural: str) -> list[dict[str, Any]] | None:
+        """One kind of policy; None when its CRD is not installed."""
+        for attempt in range(self.ATTEMPTS):
+            try:
+                listed = await read_json(self.custom.list_cluster_custom_object(
+                    contract.API_GROUP, contract.API_VERSION, plural, _preload_content=False))
+                return list(listed.get("items") or [])
+            except ApiException as exc:
+                if exc.status == 429 and attempt + 1 < self.ATTEMPTS:
+                    await asyncio.sleep(1.0)
+                    continue
+                if exc.status != 404:
+                    raise
+                return None
+        return None
 
 
 # --- the CRD, generated from the model (hack/crds.py) ------------------------------------------

@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger.clock import format_time
-from harbinger.kube import MERGE_PATCH, KubeObject
+from harbinger.kube import MERGE_PATCH, KubeObject, condition
 from scaler.apply import Change
 from scaler.inputs import Skipped, Target
 from scaler.metrics import ERRORS
@@ -49,11 +49,6 @@ class Record:
     status: dict[str, Any]
 
 
-def condition(planned: bool, reason: str, message: str, now: datetime) -> dict[str, str]:
-    return {"type": "Planned", "status": "True" if planned else "False", "reason": reason,
-            "message": message[:1024], "lastTransitionTime": format_time(now)}
-
-
 def planned_status(target: Target, plan: ServicePlan, granted: int, now: datetime,
                    change: Change | None, change_reason: str, change_message: str) -> dict[str, Any]:
     """The status of a Deployment planned this run (``granted``: its floor after sharing)."""
@@ -68,7 +63,8 @@ def planned_status(target: Target, plan: ServicePlan, granted: int, now: datetim
                      "p50": [round(s.p50_tps, 4) for s in steps], "p90": [round(s.p90_tps, 4) for s in steps]},
         "plannedReplicas": granted,
         "currentReplicas": int((target.deployment.get("status") or {}).get("replicas") or 0),
-        "conditions": [condition(True, "Planned", f"floor {granted} for service {target.service}", now)],
+        "conditions": [condition("Planned", True, "Planned", f"floor {granted} for service {target.service}",
+                                 now)],
     }
     if peak is not None:
         status["nextPeak"] = {"at": format_time(peak.start), "p90RequestsPerSecond": round(peak.p90_tps, 4),
@@ -84,7 +80,7 @@ def planned_status(target: Target, plan: ServicePlan, granted: int, now: datetim
 
 def skipped_status(problem: Skipped, now: datetime) -> dict[str, Any]:
     return {"observedAt": format_time(now),
-            "conditions": [condition(False, problem.reason, problem.message, now)]}
+            "conditions": [condition("Planned", False, problem.reason, problem.message, now)]}
 
 
 class CapacityPlans:

@@ -44,7 +44,7 @@ from harbinger.clock import Clock, format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.graph import MeshEdge
 from harbinger.kube import KubeObject, get_or_none, read_json
-from harbinger.policy import CLUSTER_POLICIES, POLICIES, PolicyIndex
+from harbinger.policy import PolicyIndex, PolicyLister
 from harbinger.profile import CapacityProfile
 from harbinger.quantity import parse_nonnegative
 from models.traffic import HistorySource
@@ -92,7 +92,6 @@ log = logging.getLogger(__name__)
 
 #: Listing HarbingerPolicies is tried this many times, a second apart, when the apiserver
 #: answers 429 (its storage for a just-installed CRD is still initializing).
-POLICY_LIST_ATTEMPTS = 5
 #: A write that meets a 409 is decided again on a fresh read this many times in one run.
 CONFLICT_ATTEMPTS = 3
 
@@ -172,7 +171,7 @@ class Planner:
         #: Deployment uid -> the model version it was last planned with (a change is an Event).
         self._models: dict[str, str] = {}
         self._noticed: set[str] = set()
-        self._policies_missing: set[str] = set()
+        self._policy_lister = PolicyLister(api)
         self._last_edges: set[MeshEdge] | None = None
         self.holds: dict[str, FloorHold] = {}
         self.runs = 0
@@ -349,7 +348,7 @@ class Planner:
             autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(_preload_content=False))
             if h["metadata"]["namespace"] in opted]
         # The cluster's policy has no namespace; a namespace's counts only where it opted in.
-        policies = PolicyIndex.build(p for p in await self._policies()
+        policies = PolicyIndex.build(p for p in await self._policy_lister.fetch()
                                      if p["metadata"].get("namespace", "") in opted | {""})
         found = build_targets(deployments, hpas, self.inputs.profiles, policies)
         for notice in [*policies.problems, *found.notices]:
@@ -357,39 +356,6 @@ class Planner:
                 self._noticed.add(notice)
                 log.warning("%s", notice)
         return found, frozenset(opted)
-
-    async def _policies(self) -> list[KubeObject]:
-        """Every ClusterHarbingerPolicy and HarbingerPolicy; none of a kind whose CRD is not
-        installed (said once)."""
-        found: list[KubeObject] = []
-        for plural in (CLUSTER_POLICIES, POLICIES):
-            if plural in self._policies_missing:
-                continue
-            items = await self._list_policies(plural)
-            if items is None:
-                self._policies_missing.add(plural)
-                log.warning("the %s.%s CRD is not installed: those policies are not read; apply "
-                            "manifests/base/crds and restart", plural, contract.API_GROUP)
-                continue
-            found += items
-        return found
-
-    async def _list_policies(self, plural: str) -> list[KubeObject] | None:
-        """One kind of policy; None when its CRD is not installed."""
-        custom = client.CustomObjectsApi(self.api)
-        for attempt in range(POLICY_LIST_ATTEMPTS):
-            try:
-                return await _items(custom.list_cluster_custom_object(contract.API_GROUP, contract.API_VERSION,
-                                                                      plural, _preload_content=False))
-            except ApiException as exc:
-                # 429 "storage is (re)initializing": the CRD was just installed or changed.
-                if exc.status == 429 and attempt + 1 < POLICY_LIST_ATTEMPTS:
-                    await asyncio.sleep(1.0)
-                    continue
-                if exc.status != 404:
-                    raise
-                return None
-        return None
 
     async def _inputs(self, targets: Mapping[str, Target], scope: frozenset[str]) -> PlannerInputs:
         """The inputs of this run: the declared ones (the graph in service keys), with the calls
