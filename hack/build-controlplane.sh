@@ -3,7 +3,7 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy
 # (one multi-call binary from hack/controlplane), etcd (hack/etcd), KWOK, and for the real
 # nodes containerd with its runc shim and ctr, and the pause and hello images' programs
-# (hack/nodeimages), into a cache outside the work tree keyed by version. Builds only what
+# (hack/nodeimages), and CoreDNS for the real nodes' cluster DNS, into a cache outside the work tree keyed by version. Builds only what
 # is missing, so a warm run takes a second.
 #
 #   hack/build-controlplane.sh            # build into $HARBINGER_BIN_DIR
@@ -14,6 +14,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 CONTAINERD_VERSION=v2.4.2
+COREDNS_VERSION=v1.15.0
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${HARBINGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/harbinger}
 bin_dir=${HARBINGER_BIN_DIR:-$cache_root/bin/$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION-containerd$CONTAINERD_VERSION}
@@ -94,6 +95,14 @@ if [[ ! -x "$bin_dir/containerd" ]]; then
   # snapshotters: overlayfs is what the real nodes use.
   build_step "containerd ($CONTAINERD_VERSION)" \
     bash -c "GOBIN='$bin_dir/.containerd' go install -trimpath -ldflags '-s -w' -tags 'no_btrfs no_devmapper no_zfs' github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION && mv '$bin_dir/.containerd/'* '$bin_dir/' && rmdir '$bin_dir/.containerd'"
+fi
+
+if [[ ! -x "$bin_dir/coredns" || "$(cat "$bin_dir/coredns.version" 2>/dev/null)" != "$COREDNS_VERSION" ]]; then
+  # Service names resolve in the real nodes' pods (prometheus.monitoring.svc and the like).
+  # CoreDNS's go.mod has no replace directives: `go install mod@version` pins and verifies it.
+  build_step "coredns ($COREDNS_VERSION)" \
+    bash -c "GOBIN='$bin_dir/.coredns' go install -trimpath -ldflags '-s -w' github.com/coredns/coredns@$COREDNS_VERSION && mv '$bin_dir/.coredns/coredns' '$bin_dir/coredns' && rmdir '$bin_dir/.coredns'"
+  echo "$COREDNS_VERSION" > "$bin_dir/coredns.version"
 fi
 
 for program in pause hello; do

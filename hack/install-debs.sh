@@ -2,9 +2,10 @@
 # Installs the Debian packages Harbinger's tests and demo use: Prometheus (monitoring
 # for the chaos controller, the forecaster's Prometheus input, the tests), wrk (the webhook
 # benchmark's load generator), and for the local cluster's real nodes runc, the CNI plugins,
-# iptables and conntrack. Skips what is already installed.
+# iptables and conntrack, and debootstrap for the images they run (built without Docker).
+# Skips what is already installed.
 set -euo pipefail
-packages=(prometheus wrk runc containernetworking-plugins iptables conntrack)
+packages=(prometheus wrk runc containernetworking-plugins iptables conntrack debootstrap)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -293,13 +294,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     reads only the variables it looks for, so a misspelled section or a top-level typo would be
     dropped without a word and its component run on a default."""
     problems = []
+    links = _service_links(environ)
     sections = {name: info.annotation for name, info in Settings.model_fields.items()}
     known = sorted(f"HARBINGER_{name.upper()}" for name in sections) + sorted(
         f"HARBINGER_{name.upper()}__{field.upper()}" for name, section in sections.items()
         if isinstance(section, type) and issubclass(section, BaseModel) for field in section.model_fields)
     for variable in sorted(environ):
         upper = variable.upper()
-        if not upper.startswith("HARBINGER_") or upper in NOT_SETTINGS:
+        if not upper.startswith("HARBINGER_") or upper in NOT_SETTINGS or variable in links:
             continue
         head, _, rest = upper[len("HARBINGER_"):].partition("__")
         if head.lower() in sections:
@@ -310,6 +312,28 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         near = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         problems.append(f"{variable} names no setting" + (f" (did you mean {near[0]}?)" if near else ""))
     return problems
+
+
+_SERVICE_LINK = re.compile(r"^(?P<name>[A-Z0-9_]+)_SERVICE_HOST$")
+
+
+def _service_links(environ: Mapping[str, str]) -> set[str]:
+    """The variables the kubelet sets for each Service of the pod's namespace (unless the pod
+    says ``enableServiceLinks: false``): Harbinger's own Services (``harbinger-webhook``) give
+    ``HARBINGER_WEBHOOK_SERVICE_HOST``, ``HARBINGER_WEBHOOK_PORT_443_TCP`` and the like. They
+    come as a set around ``<NAME>_SERVICE_HOST``, so only a set is taken for one; a lone
+    ``HARBINGER_WEBHOOK_PORT`` is still a typo of ``HARBINGER_WEBHOOK__PORT``."""
+    links = set()
+    for variable in environ:
+        match = _SERVICE_LINK.match(variable)
+        if match is None:
+            continue
+        name = match["name"]
+        pattern = re.compile(rf"^{re.escape(name)}_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT"
+                             r"(_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)?)$")
+        if f"{name}_PORT" in environ or f"{name}_SERVICE_PORT" in environ:
+            links |= {v for v in environ if pattern.match(v)}
+    return links
 
 
 def load_settings(**overrides: Any) -> Settings:

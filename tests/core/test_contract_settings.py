@@ -13,7 +13,7 @@ import yaml
 from harbinger import contract
 from harbinger.cli import build_parser
 from harbinger.errors import InvalidInput
-from harbinger.settings import load_settings
+from harbinger.settings import load_settings, unknown_variables
 
 
 def test_service_name_precedence() -> None:
@@ -97,6 +97,22 @@ def test_a_misspelled_variable_stops_the_settings_naming_it(
     monkeypatch.setenv(variable, "1")
     with pytest.raises(InvalidInput, match=re.escape(message)):
         load_settings()
+
+
+def test_the_kubelets_service_variables_are_not_taken_for_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a pod in harbinger-system gets for the Service harbinger-webhook (port 443, named https).
+    links = {"HARBINGER_WEBHOOK_SERVICE_HOST": "10.0.0.7", "HARBINGER_WEBHOOK_SERVICE_PORT": "443",
+             "HARBINGER_WEBHOOK_SERVICE_PORT_HTTPS": "443", "HARBINGER_WEBHOOK_PORT": "tcp://10.0.0.7:443",
+             "HARBINGER_WEBHOOK_PORT_443_TCP": "tcp://10.0.0.7:443", "HARBINGER_WEBHOOK_PORT_443_TCP_ADDR": "10.0.0.7",
+             "HARBINGER_WEBHOOK_PORT_443_TCP_PORT": "443", "HARBINGER_WEBHOOK_PORT_443_TCP_PROTO": "tcp"}
+    for name, value in links.items():
+        monkeypatch.setenv(name, value)
+    load_settings()
+    # Without the set around it, the single underscore is a typo of the section's delimiter.
+    assert unknown_variables({"HARBINGER_WEBHOOK_PORT": "9443"}) == [
+        "HARBINGER_WEBHOOK_PORT names no setting (did you mean HARBINGER_WEBHOOK__PORT?)"]
+    assert unknown_variables({**links, "HARBINGER_WEBHOOK_PROT": "1"}) == [
+        "HARBINGER_WEBHOOK_PROT names no setting (did you mean HARBINGER_WEBHOOK__PORT?)"]
 
 
 def test_a_misspelled_variable_stops_a_component_at_start(tmp_path: Path) -> None:

@@ -156,6 +156,10 @@ class LocalCluster(StartsAndStops):
                 node = RealNode(self, self.binaries.node(), index=index)
                 self.real_nodes.append(node)
                 node.start(timeout=self.start_timeout)
+            if self.real_nodes:
+                from harbinger_dev.localcluster.addons import start_cluster_dns
+
+                start_cluster_dns(self, timeout=self.start_timeout)
         except BaseException:
             self.stop()
             raise
@@ -272,6 +276,9 @@ class LocalCluster(StartsAndStops):
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             # The 'kubernetes' Service would point at a loopback address, which Endpoints refuse.
             "--endpoint-reconciler-type=none",
+            # Webhooks and aggregated APIs called through a Service go to its endpoints (pod
+            # addresses, which the host routes to real nodes): ClusterIPs exist only inside nodes.
+            "--enable-aggregator-routing=true",
             "--profiling=false",
         ])
         self._wait(process, self._apiserver_ready, "GET /readyz")

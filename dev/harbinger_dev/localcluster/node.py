@@ -10,6 +10,12 @@ pods, in namespaces of their own so that nothing on the host changes
   ``kernel.panic_on_oops``, which are global; containerd and the kubelet run in a private
   mount namespace where files are bound over those entries, and where ``/run``, ``/var/lib``
   and ``/var/log`` are their own (shim sockets, CNI state, pod logs).
+- **The host reaches the pods** (the apiserver calls webhooks at their pods' addresses,
+  Prometheus scrapes them) through a route to the node's pod range via its veth, which goes
+  when the veth goes; pods reach services of the host (the apiserver, Prometheus) only through
+  forwarders to ports the harness names (:meth:`RealNode.expose`).
+- **DNS**: CoreDNS (:mod:`harbinger_dev.localcluster.addons`) answers for ``cluster.local``
+  and nothing else; the kubelet points pods at it.
 - **Cgroups** go under a root of this node's own (``/harbinger-node-<id>``), removed on stop.
 - **Capabilities.** This VM has no CAP_SYS_RESOURCE: containerd's ``restrict_oom_score_adj``.
 - **Images** are made here (:mod:`harbinger_dev.localcluster.images`) and imported into
@@ -30,6 +36,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +66,9 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 APISERVER_IN_NODE = "10.250.255.254"
 #: The cluster's Service range (the apiserver's --service-cluster-ip-range; cluster.py uses it).
 SERVICE_CIDR = "10.0.0.0/24"
+#: The cluster DNS Service's address (CoreDNS; addons.py) and the domain it answers for.
+CLUSTER_DNS = "10.0.0.10"
+CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,13 @@ class NodeBinaries:
     ctr: Path
     pause: Path
     hello: Path
+    coredns: Path
 
     @classmethod
     def find(cls, bin_dir: Path) -> NodeBinaries:
         found = cls(kubelet=bin_dir / "kubelet", kube_proxy=bin_dir / "kube-proxy", containerd=bin_dir / "containerd",
                     shim=bin_dir / "containerd-shim-runc-v2", ctr=bin_dir / "ctr", pause=bin_dir / "pause",
-                    hello=bin_dir / "hello")
+                    hello=bin_dir / "hello", coredns=bin_dir / "coredns")
         missing = [str(p) for p in vars(found).values() if not Path(p).exists()]
         for tool in ("runc", "ip", "unshare", "nsenter", "iptables", "conntrack"):
             if shutil.which(tool) is None:
@@ -274,6 +285,9 @@ class RealNode:
         run("ip", "link", "set", self.node_veth, "netns", self.netns)
         run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_veth)
         run("ip", "link", "set", self.host_veth, "up")
+        # The apiserver calls webhooks at their pods' addresses: the host routes the pod range to
+        # this node. The route belongs to the veth, so it goes with it, also after a crash.
+        run("ip", "route", "add", self.pod_cidr, "via", self.node_ip, "dev", self.host_veth)
         for argv in (["ip", "link", "set", "lo", "up"],
                      ["ip", "addr", "add", f"{self.node_ip}/30", "dev", self.node_veth],
                      ["ip", "link", "set", self.node_veth, "up"],
@@ -292,8 +306,7 @@ class RealNode:
         forward = ManagedProcess("apiserver-forward", [
             "python3", "-m", "harbinger_dev.localcluster.forward",
             f"{self.host_ip}:{self.apiserver_forward_port}", f"127.0.0.1:{self.cluster.ports['kube-apiserver']}",
-        ], self.workdir / "logs" / "apiserver-forward.log", env={"PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])})
+        ], self.workdir / "logs" / "apiserver-forward.log", env=_FORWARD_ENV)
         self.processes["apiserver-forward"] = forward
         forward.start()
 
@@ -429,12 +442,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 
     def _import(self, image: Image) -> None:
         archive = write_oci_archive(image, self.workdir / f"{image.name.rsplit('/', 1)[1].replace(':', '_')}.tar")
-        run(*self.in_node(str(self.binaries.ctr), f"--address={self.socket}", "-n", "k8s.io", "images", "import",
-                          "--all-platforms", str(archive)))
+        try:
+            run(*self.in_node(str(self.binaries.ctr), f"--address={self.socket}", "-n", "k8s.io", "images",
+                              "import", "--all-platforms", str(archive)))
+        finally:
+            archive.unlink(missing_ok=True)
 
     def _kubelet_config(self) -> Path:
         resolv = self.workdir / "resolv.conf"
-        resolv.write_text("nameserver 127.0.0.1\n")  # no DNS here yet; pods use KUBERNETES_SERVICE_HOST
+        # What pods with dnsPolicy Default (CoreDNS itself) get: no resolver reaches beyond this
+        # machine. Every other pod asks the cluster DNS.
+        resolv.write_text("nameserver 127.0.0.1\n")
         config: dict[str, Any] = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "address": self.node_ip, "port": 10250, "readOnlyPort": 0, "healthzBindAddress": "127.0.0.1",
@@ -447,6 +465,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
             "cgroupDriver": "cgroupfs", "cgroupRoot": f"/{self.cgroup_root}", "failCgroupV1": False,
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "failSwapOn": False, "resolvConf": str(resolv), "podCIDR": self.pod_cidr,
+            "clusterDNS": [CLUSTER_DNS], "clusterDomain": CLUSTER_DOMAIN,
             "protectKernelDefaults": False, "makeIPTablesUtilChains": False,
             "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
@@ -475,23 +494,41 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
         endpoint is an address every real node has in its own namespace, where a forwarder
         leads to the host's (the local apiserver keeps listening on 127.0.0.1 only)."""
         run(*self.in_netns("ip", "addr", "add", f"{APISERVER_IN_NODE}/32", "dev", "lo"))
-        forward = ManagedProcess("apiserver-in-node", self.in_netns(
-            "python3", "-m", "harbinger_dev.localcluster.forward", f"{APISERVER_IN_NODE}:6443",
-            f"{self.host_ip}:{self.apiserver_forward_port}"), self.workdir / "logs" / "apiserver-in-node.log",
-            env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                os.environ.get("PYTHONPATH", "")])})
-        self.processes["apiserver-in-node"] = forward
+        self._forward_in_node("apiserver-in-node", 6443, self.apiserver_forward_port)
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(
+            _endpoint_slice("default", "kubernetes", "kubernetes-real-nodes", "https", 6443)))
+
+    def _forward_in_node(self, name: str, port: int, host_port: int) -> None:
+        """``APISERVER_IN_NODE:port`` in the node's namespace leads to ``host_ip:host_port``."""
+        forward = ManagedProcess(name, self.in_netns(
+            "python3", "-m", "harbinger_dev.localcluster.forward", f"{APISERVER_IN_NODE}:{port}",
+            f"{self.host_ip}:{host_port}"), self.workdir / "logs" / f"{name}.log", env=_FORWARD_ENV)
+        self.processes[name] = forward
         forward.start()
-        endpoints = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes-real-nodes", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": "kubernetes",
-                                    "endpointslice.kubernetes.io/managed-by": "harbinger-dev"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [APISERVER_IN_NODE], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
-        }
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(endpoints))
+
+    def expose(self, namespace: str, service: str, port: int, local_port: int) -> None:
+        """A service of this machine (listening on ``127.0.0.1:local_port``, like the harness's
+        Prometheus) as the Service ``service.namespace:port`` for the node's pods: a Service
+        without a selector whose endpoint is the node-local address, where forwarders lead
+        to the loopback port. Only the port named is reachable; nothing else of the host."""
+        name = f"expose-{namespace}-{service}"
+        host_side = ManagedProcess(f"{name}-host", [
+            "python3", "-m", "harbinger_dev.localcluster.forward", f"{self.host_ip}:{port}",
+            f"127.0.0.1:{local_port}"], self.workdir / "logs" / f"{name}-host.log", env=_FORWARD_ENV)
+        self.processes[f"{name}-host"] = host_side
+        host_side.start()
+        self._forward_in_node(name, port, port)
+        self.cluster.kubectl("create", "namespace", namespace, check=False)
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": namespace},
+             "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]}},
+            _endpoint_slice(namespace, service, f"{service}-harbinger-dev", "http", port)]}))
+
+    def load(self, images: Sequence[Image]) -> None:
+        """Import ``images`` into the node's containerd (one archive at a time: a big one is
+        written, imported and removed before the next)."""
+        for image in images:
+            self._import(image)
 
     def _start_kube_proxy(self) -> None:
         """Services (ClusterIPs) in the node, with iptables rules in the node's namespace only,
@@ -527,3 +564,20 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
         kubelet = self.processes["kubelet"]
         raise ClusterError(f"node {self.name} was not Ready within {timeout:.0f}s; last lines of "
                            f"{kubelet.log_path}:\n{kubelet.log_tail()}")
+
+
+_FORWARD_ENV = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                              os.environ.get("PYTHONPATH", "")])}
+
+
+def _endpoint_slice(namespace: str, service: str, name: str, port_name: str, port: int) -> dict[str, Any]:
+    """The endpoint every real node has in its own namespace, for ``service``."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"kubernetes.io/service-name": service,
+                                "endpointslice.kubernetes.io/managed-by": "harbinger-dev"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [APISERVER_IN_NODE], "conditions": {"ready": True}}],
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -31,8 +32,14 @@ def find_prometheus() -> str:
 
 
 class LocalPrometheus(StartsAndStops):
-    def __init__(self, *, port: int | None = None, scrape_interval: str = "1s", workdir: Path | None = None) -> None:
+    def __init__(self, *, port: int | None = None, scrape_interval: str = "1s", workdir: Path | None = None,
+                 retention: str = "15d", openmetrics: str | None = None) -> None:
+        """``openmetrics``: history written into the TSDB before Prometheus starts (promtool's
+        backfill), for weeks of past traffic that no scrape could produce in a test; keep
+        ``retention`` longer than that history."""
         self.port = port
+        self.retention = retention
+        self.openmetrics = openmetrics
         self.scrape_interval = scrape_interval
         self._owns_workdir = workdir is None
         self._workdir_arg = workdir
@@ -53,6 +60,8 @@ class LocalPrometheus(StartsAndStops):
         self.workdir = self._workdir_arg or Path(tempfile.mkdtemp(prefix="harbinger-prometheus-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_targets()
+        if self.openmetrics is not None:
+            self._backfill(self.openmetrics)
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [{
@@ -64,7 +73,7 @@ class LocalPrometheus(StartsAndStops):
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.process = ManagedProcess("prometheus", [
             binary, f"--config.file={self.workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}", f"--storage.tsdb.retention.time={self.retention}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle", "--log.level=warn",
         ], self.workdir / "prometheus.log")
@@ -76,6 +85,16 @@ class LocalPrometheus(StartsAndStops):
                 self.stop()
                 raise ClusterError(f"prometheus did not become ready in {timeout:.0f}s")
             time.sleep(0.1)
+
+    def _backfill(self, openmetrics: str) -> None:
+        source = self.workdir / "backfill.om"
+        source.write_text(openmetrics if openmetrics.rstrip().endswith("# EOF") else openmetrics + "# EOF\n")
+        promtool = shutil.which("promtool") or "/usr/bin/promtool"
+        result = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source),
+                                 str(self.workdir / "data")], capture_output=True, text=True)
+        source.unlink()
+        if result.returncode != 0:
+            raise ClusterError(f"promtool could not backfill the history: {result.stderr.strip()[-2000:]}")
 
     def stop(self) -> None:
         if self.process:

@@ -1,0 +1,266 @@
+"""Harbinger installed the way a platform team installs it: its images built here without
+Docker and loaded into a real node, ``kubectl apply -k manifests/`` exactly as shipped, and
+a three-service application in an opted-in namespace. Then, through the cluster alone:
+
+- every component comes up (the certificate Job, the webhook behind its Service, the
+  scheduler with its extender, the planner, the chaos controller);
+- the training CronJob trains a model for each service from Prometheus history (reached as
+  ``prometheus.monitoring.svc``, by name through the cluster DNS);
+- the webhook, called by the apiserver through its Service, stamps the forecast onto new
+  pods and injects the slim chaos sidecar; a warm-up pod is placed by ``harbinger-scheduler``;
+- the planner writes a CapacityPlan for each Deployment and raises the HPAs' floors;
+- ``harbinger uninstall`` gives every floor back and leaves no webhook configuration, and
+  ``kubectl delete -k manifests/`` removes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harbinger import contract
+from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
+from harbinger_dev.localcluster.imagebuild import SIDECAR_IMAGE, binary_image, harbinger_images, unpacked_size
+from harbinger_dev.localcluster.node import HELLO_IMAGE
+from harbinger_dev.traces import load_trace
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = "shop"
+#: The application: three services with weeks of history (the nasa trace, scaled, so each
+#: has its own level), and the Prometheus series the manifests' default query reads.
+SERVICES = {"frontend": 1.0, "cart": 0.5, "checkout": 0.25}
+HISTORY_DAYS = 29
+#: The history runs on past the fixture's start, standing in for the scrapes that would go on
+#: in a cluster (the planner's short-horizon floor reads the last minutes' rate).
+AHEAD = timedelta(hours=3)
+
+
+def history(now: datetime) -> str:
+    """OpenMetrics for ``istio_requests_total`` of each service: a counter every minute for
+    the last ``HISTORY_DAYS`` days and the next ``AHEAD``, its rate the nasa trace's (moved by
+    whole weeks to end after that, so weekdays stay weekdays)."""
+    trace = load_trace("nasa", step_seconds=60).fillna(0.0)
+    end = now.replace(second=0, microsecond=0) + AHEAD
+    weeks = (end - trace.index[-1].to_pydatetime()) // timedelta(weeks=1) + 1
+    shifted = trace.copy()
+    shifted.index = shifted.index + timedelta(weeks=weeks) - timedelta(weeks=1)
+    shifted = shifted[shifted.index > end - timedelta(days=HISTORY_DAYS)]
+    shifted = shifted[shifted.index <= end]
+    lines = ["# HELP istio_requests_total Requests.", "# TYPE istio_requests counter"]
+    for service, scale in SERVICES.items():
+        labels = (f'destination_workload="{service}",destination_workload_namespace="{SHOP}",'
+                  'reporter="destination"')
+        total = 0.0
+        for stamp, tps in shifted.items():
+            total += float(tps) * scale * 60.0
+            lines.append(f"istio_requests_total{{{labels}}} {total:.1f} {int(stamp.timestamp())}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Installed:
+    cluster: LocalCluster
+    prometheus: LocalPrometheus
+    node: str
+    image_sizes: dict[str, int]
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl(*args, check=check, input=input)
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait(self, what: str, check: Any, timeout: float = 180.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = check()
+            except Exception as error:
+                last = error
+            else:
+                if last:
+                    return last
+            time.sleep(1.0)
+        pytest.fail(f"{what} within {timeout:.0f}s (last: {last!r})\n{self.diagnose()}")
+
+    def diagnose(self) -> str:
+        pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        events = self.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", check=False).stdout
+        logs = []
+        for namespace in ("harbinger-system", SHOP):
+            for pod in self.get("pods", "-n", namespace)["items"]:
+                name = pod["metadata"]["name"]
+                out = self.kubectl("logs", "-n", namespace, name, "--all-containers", "--tail=15", check=False)
+                logs.append(f"--- {namespace}/{name}\n{out.stdout}{out.stderr}")
+        return f"{pods}\n{events[-6000:]}\n" + "\n".join(logs)[-12000:]
+
+
+def harbinger_cli(installed: Installed, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARBINGER_")}
+    argv = [sys.executable, "-m", "harbinger.cli", *args, f"--kubeconfig={installed.cluster.kubeconfig}"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+
+
+def application(name: str, *, annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    labels = {contract.APP_NAME_LABEL: name}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": SHOP, "labels": labels, "annotations": annotations or {}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "app", "image": HELLO_IMAGE, "imagePullPolicy": "Never",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}},
+    }
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": name, "namespace": SHOP},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": 1, "maxReplicas": 6,
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
+    return [deployment, hpa]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    work = tmp_path_factory.mktemp("install")
+    now = datetime.now(UTC)
+    with LocalPrometheus(retention="60d", openmetrics=history(now)) as prometheus, \
+            LocalCluster(real_nodes=1, hpa_sync_seconds=2) as cluster:
+        node = cluster.real_nodes[0]
+        assert cluster.binaries is not None
+        images = [*harbinger_images(work / "images"),
+                  binary_image("registry.k8s.io/kube-scheduler:v1.37.2", Path(cluster.binaries["kube-scheduler"]),
+                               "kube-scheduler")]
+        node.load(images)
+        node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)
+        result = cluster.kubectl("apply", "-k", str(REPO / "manifests"), check=False)
+        assert result.returncode == 0, result.stderr
+        yield Installed(cluster, prometheus, node.name, {image.name: unpacked_size(image) for image in images})
+
+
+def test_every_component_comes_up(installed: Installed) -> None:
+    def job_done() -> bool:
+        status = installed.get("job", "harbinger-webhook-certs", "-n", "harbinger-system")["status"]
+        return bool(status.get("succeeded"))
+
+    installed.wait("the certificate Job completed", job_done)
+    for name in ("harbinger-webhook", "harbinger-scheduler", "harbinger-planner", "harbinger-chaos"):
+        installed.wait(f"Deployment {name} available", lambda name=name: installed.get(
+            "deployment", name, "-n", "harbinger-system")["status"].get("availableReplicas", 0) >= 1)
+    webhook = installed.get("mutatingwebhookconfiguration", "harbinger-webhook")
+    assert all(hook["clientConfig"].get("caBundle") for hook in webhook["webhooks"])
+    # The sidecar image carries none of the training and plotting libraries.
+    assert installed.image_sizes[SIDECAR_IMAGE] < installed.image_sizes[
+        f"ghcr.io/harbinger-io/harbinger:{SIDECAR_IMAGE.rsplit(':', 1)[1]}"] / 3
+
+
+def test_the_application_is_trained_inside_the_cluster(installed: Installed) -> None:
+    installed.kubectl("create", "namespace", SHOP)
+    installed.kubectl("label", "namespace", SHOP, f"{contract.ENABLED_LABEL}={contract.ENABLED_VALUE}",
+                      f"{contract.CHAOS}={contract.CHAOS_ENABLED}")
+    # The platform team's policy for the namespace: at least two replicas of everything (the
+    # HPAs, as the teams wrote them, say one), at most four.
+    policy = {"apiVersion": "harbinger.io/v1alpha1", "kind": "HarbingerPolicy",
+              "metadata": {"name": "shop", "namespace": SHOP},
+              "spec": {"capacity": {"rpsPerReplica": 0.4, "minReplicas": 2, "maxReplicas": 4}}}
+    objects = [policy, *(obj for name in SERVICES for obj in application(name))]
+    installed.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    installed.kubectl("create", "job", "train-now", "--from=cronjob/harbinger-train", "-n", "harbinger-system")
+    installed.wait("the training Job completed", lambda: installed.get(
+        "job", "train-now", "-n", "harbinger-system")["status"].get("succeeded"), timeout=300)
+    for service in SERVICES:
+        stored = installed.get("configmap", f"model-{SHOP}-{service}", "-n", "harbinger-system")
+        assert stored["metadata"]["annotations"][contract.MODEL_FOR] == f"{SHOP}/{service}"
+
+
+def test_the_webhook_stamps_new_pods_through_its_service(installed: Installed) -> None:
+    def stamped() -> dict[str, Any] | None:
+        # New pods, until one is admitted after the webhook's mirror has the model.
+        installed.kubectl("delete", "pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend", "--wait=false")
+        time.sleep(3)
+        for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend")["items"]:
+            if contract.MODEL_VERSION in pod["metadata"].get("annotations", {}):
+                return pod
+        return None
+
+    pod = installed.wait("a frontend pod stamped with its forecast", stamped, timeout=180)
+    annotations = pod["metadata"]["annotations"]
+    assert float(annotations[contract.PREDICTED_TPS]) > 0
+    sidecars = [c for c in pod["spec"]["containers"] if c["name"] == contract.CHAOS_SIDECAR_NAME]
+    assert sidecars and sidecars[0]["image"] == SIDECAR_IMAGE
+    name = pod["metadata"]["name"]
+    installed.wait(f"pod {name} with its chaos sidecar Ready", lambda: all(
+        c.get("ready") for c in installed.get("pod", name, "-n", SHOP)["status"].get("containerStatuses", [])))
+
+
+def test_a_warmup_pod_is_placed_by_harbinger_scheduler(installed: Installed) -> None:
+    now = datetime.now(UTC)
+    window = {contract.WARMUP_FROM: (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              contract.WARMUP_UNTIL: (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    deployment = application("warm", annotations=window)[0]
+    installed.kubectl("apply", "-f", "-", input=json.dumps(deployment))
+
+    def placed() -> dict[str, Any] | None:
+        for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=warm")["items"]:
+            if pod["spec"].get("nodeName") and pod["spec"].get("schedulerName") == "harbinger-scheduler":
+                return pod
+        return None
+
+    pod = installed.wait("the warm-up pod bound by harbinger-scheduler", placed)
+    assert pod["metadata"]["annotations"][contract.WARMUP] == "true"
+    assert pod["spec"]["nodeName"] == installed.node
+    events = installed.get("events", "-n", SHOP, "--field-selector", f"involvedObject.name={pod['metadata']['name']}")
+    assert any(e["reason"] == "Scheduled" and (e.get("reportingComponent") or e["source"].get("component"))
+               == "harbinger-scheduler" for e in events["items"]), events
+
+
+def test_the_planner_plans_every_deployment_and_raises_its_floor(installed: Installed) -> None:
+    def planned() -> list[dict[str, Any]] | None:
+        plans = installed.get("capacityplans.harbinger.io", "-n", SHOP)["items"]
+        ready = [p for p in plans if p["metadata"]["name"] in SERVICES and p.get("status", {}).get("forecast")
+                 and p["status"].get("plannedReplicas")]
+        return ready if len(ready) == len(SERVICES) else None
+
+    plans = installed.wait("a CapacityPlan with a forecast and a floor for every service", planned, timeout=240)
+    raised = {p["metadata"]["name"]: p["status"]["plannedReplicas"] for p in plans}
+    # Whether the short-horizon forecast adds replicas depends on the hour; the policy's floor does not.
+    assert min(raised.values()) >= 2, json.dumps([p["status"] for p in plans])[:3000]
+
+    def applied() -> bool:
+        return all(installed.get("hpa", name, "-n", SHOP)["spec"]["minReplicas"] == max(1, floor)
+                   for name, floor in raised.items())
+
+    installed.wait(f"the HPAs' floors raised to the plans' {raised}", applied, timeout=120)
+
+
+def test_uninstall_gives_everything_back(installed: Installed) -> None:
+    result = harbinger_cli(installed, "uninstall")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for service in SERVICES:
+        hpa = installed.get("hpa", service, "-n", SHOP)
+        assert hpa["spec"]["minReplicas"] == 1
+        assert not any(key.startswith(contract.PREFIX) for key in hpa["metadata"].get("annotations", {}))
+    assert installed.kubectl("get", "mutatingwebhookconfiguration", "harbinger-webhook",
+                             check=False).returncode != 0
+    # The webhook configuration is already gone: the documented command ignores what is.
+    deleted = installed.kubectl("delete", "-k", str(REPO / "manifests"), "--ignore-not-found", "--wait=true",
+                                "--timeout=180s", check=False)
+    assert deleted.returncode == 0, deleted.stderr
+    assert installed.kubectl("get", "namespace", "harbinger-system", check=False).returncode != 0
+    assert installed.kubectl("get", "crd", "capacityplans.harbinger.io", check=False).returncode != 0
