@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python debs controlplane test test-unit lint bench demo cluster-up cluster-down kind-up kind-down clean help
+.PHONY: setup python debs controlplane test test-unit lint bench demo cluster-up cluster-down images kind-up kind-down clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,11 +41,14 @@ demo: setup ## the Harbinger story on the local control plane
 	$(PY) -m harbinger_dev.demo
 
 REAL_NODES ?= 1
-cluster-up: setup ## start the local control plane and REAL_NODES (1) real nodes in the background (.harbinger/kubeconfig)
+cluster-up: setup ## the local control plane, REAL_NODES (1) real nodes with Harbinger's images, a Prometheus (.harbinger/kubeconfig)
 	$(VENV)/bin/harbinger cluster up --state-dir .harbinger --real-nodes $(REAL_NODES)
 
 cluster-down: ## stop it
 	@if [ -x $(VENV)/bin/harbinger ]; then $(VENV)/bin/harbinger cluster down --state-dir .harbinger; fi
+
+images: python debs ## Harbinger's two images as OCI archives in images/, built without Docker (root, debootstrap)
+	$(VENV)/bin/harbinger images --out images
 
 kind-up: ## a kind cluster with Harbinger installed (needs Docker; not on this machine)
 	hack/kind.sh up
@@ -54,4 +57,4 @@ kind-down:
 	hack/kind.sh down
 
 clean: cluster-down
-	rm -rf .harbinger .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .harbinger images .pytest_cache .mypy_cache .ruff_cache

@@ -7,3 +7,7 @@ from harbinger.cli import Command
 
 CLUSTER = Command("cluster", "development: start or stop the local control plane (etcd, apiserver, scheduler, KWOK)",
                   "harbinger_dev.localcluster.cli", "add_arguments", "run")
+
+IMAGES = Command("images", "development: build Harbinger's two images without Docker, as OCI archives "
+                 "(needs root and debootstrap)",
+                 "harbinger_dev.localcluster.imagebuild", "add_arguments", "run")

@@ -30,7 +30,7 @@ import pytest
 
 from harbinger import contract
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
-from harbinger_dev.localcluster.imagebuild import SIDECAR_IMAGE, binary_image, harbinger_images, unpacked_size
+from harbinger_dev.localcluster.imagebuild import SIDECAR_IMAGE, installable_images, unpacked_size
 from harbinger_dev.localcluster.node import HELLO_IMAGE
 from harbinger_dev.traces import load_trace
 
@@ -144,9 +144,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
             LocalCluster(real_nodes=1, hpa_sync_seconds=2) as cluster:
         node = cluster.real_nodes[0]
         assert cluster.binaries is not None
-        images = [*harbinger_images(work / "images"),
-                  binary_image("registry.k8s.io/kube-scheduler:v1.37.2", Path(cluster.binaries["kube-scheduler"]),
-                               "kube-scheduler")]
+        images = installable_images(work / "images", Path(cluster.binaries["kube-scheduler"]))
         node.load(images)
         node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)
         result = cluster.kubectl("apply", "-k", str(REPO / "manifests"), check=False)

@@ -3,6 +3,11 @@
 ``up`` starts ``cluster run`` as a detached process and returns once the apiserver is
 ready and ``STATE_DIR/kubeconfig`` is written; ``down`` stops it. ``run`` keeps the
 cluster in the foreground until SIGTERM or Ctrl-C.
+
+With real nodes, the cluster is ready for ``kubectl apply -k manifests/`` as shipped: every
+image the manifests name is built from this checkout (imagebuild.py) and loaded into each
+node, and a Prometheus runs as ``prometheus.monitoring.svc:9090`` (empty: it scrapes nothing
+until told to; the tests give theirs history).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 
 from harbinger_dev.localcluster.cluster import LocalCluster
 from harbinger_dev.localcluster.errors import ClusterError
+from harbinger_dev.localcluster.imagebuild import installable_images
+from harbinger_dev.localcluster.prometheus import LocalPrometheus
 
 PID_FILE = "cluster.pid"
 STATE_FILE = "cluster.json"
@@ -32,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the kubeconfig, logs and pid file live (default: .harbinger)")
     parser.add_argument("--apiserver-port", type=int, default=6443,
                         help="kube-apiserver's port on 127.0.0.1 (default: 6443; 0 picks a free one)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for readiness (a first build of the images takes a few minutes)")
+    parser.add_argument("--no-images", dest="images", action="store_false",
+                        help="real nodes without Harbinger's images (a first build takes a minute or two)")
     parser.add_argument("--real-nodes", type=int, default=0, metavar="N",
                         help="also start N real nodes (kubelet, containerd, runc; 0-9; needs root), next to KWOK's")
 
@@ -41,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir.resolve()
     action: str = args.action
     if action == "run":
-        return _run_foreground(state_dir, args.apiserver_port or None, args.real_nodes)
+        return _run_foreground(state_dir, args.apiserver_port or None, args.real_nodes, images=args.images)
     if action == "up":
-        return _up(state_dir, args.apiserver_port, args.timeout, args.real_nodes)
+        return _up(state_dir, args.apiserver_port, args.timeout, args.real_nodes, images=args.images)
     if action == "down":
         return _down(state_dir, args.timeout)
     return _status(state_dir)
@@ -58,21 +68,25 @@ def _pid(state_dir: Path) -> int | None:
         return None
 
 
-def _run_foreground(state_dir: Path, port: int | None, real_nodes: int = 0) -> int:
+def _run_foreground(state_dir: Path, port: int | None, real_nodes: int = 0, *, images: bool = True) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     workdir = state_dir / "cluster"
     shutil.rmtree(workdir, ignore_errors=True)
     cluster = LocalCluster(workdir, apiserver_port=port, real_nodes=real_nodes)
+    prometheus = LocalPrometheus(workdir=workdir / "prometheus", scrape_interval="15s")
     try:
         cluster.start()
+        if cluster.real_nodes:
+            _ready_for_manifests(cluster, prometheus, workdir, images=images)
         shutil.copy(cluster.kubeconfig, state_dir / "kubeconfig")
         cluster.write_state(state_dir / STATE_FILE)
         print(f"cluster ready: kubectl --kubeconfig {state_dir / 'kubeconfig'} get nodes", flush=True)
         while not stop.wait(2.0):
             cluster.check_alive()
     finally:
+        prometheus.stop()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         for name in ("kubeconfig", STATE_FILE, PID_FILE):
@@ -80,7 +94,20 @@ def _run_foreground(state_dir: Path, port: int | None, real_nodes: int = 0) -> i
     return 0
 
 
-def _up(state_dir: Path, port: int, timeout: float, real_nodes: int = 0) -> int:
+def _ready_for_manifests(cluster: LocalCluster, prometheus: LocalPrometheus, workdir: Path, *, images: bool) -> None:
+    """What ``kubectl apply -k manifests/`` expects of a cluster: its images, a Prometheus."""
+    if images:
+        assert cluster.binaries is not None
+        print("building Harbinger's images and loading them into the real nodes...", flush=True)
+        built = installable_images(workdir / "images", Path(cluster.binaries["kube-scheduler"]))
+        for node in cluster.real_nodes:
+            node.load(built)
+    prometheus.start()
+    for node in cluster.real_nodes:
+        node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)
+
+
+def _up(state_dir: Path, port: int, timeout: float, real_nodes: int = 0, *, images: bool = True) -> int:
     if _pid(state_dir):
         print(f"the local cluster is already running (kubeconfig: {state_dir / 'kubeconfig'})")
         return 0
@@ -89,7 +116,7 @@ def _up(state_dir: Path, port: int, timeout: float, real_nodes: int = 0) -> int:
     log = (state_dir / "cluster.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "harbinger.cli", "cluster", "run", "--state-dir", str(state_dir),
-         "--apiserver-port", str(port), "--real-nodes", str(real_nodes)],
+         "--apiserver-port", str(port), "--real-nodes", str(real_nodes), *([] if images else ["--no-images"])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     (state_dir / PID_FILE).write_text(str(process.pid))

@@ -16,6 +16,7 @@ is rebuilt every time (a few seconds), so an image always carries the code it wa
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from pathlib import Path
 from harbinger import __version__
 from harbinger_dev import REPO_ROOT
 from harbinger_dev.localcluster.errors import ClusterError
-from harbinger_dev.localcluster.images import Image, ImageFile
+from harbinger_dev.localcluster.images import Image, ImageFile, write_oci_archive
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -48,6 +49,8 @@ RECIPE = 1
 
 COMPONENTS_IMAGE = f"ghcr.io/harbinger-io/harbinger:{__version__}"
 SIDECAR_IMAGE = f"ghcr.io/harbinger-io/harbinger-sidecar:{__version__}"
+#: The extender's Deployment runs the upstream scheduler of the control plane's version.
+SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler:v1.37.2"
 #: Unprivileged, as the manifests' securityContext (runAsNonRoot) requires.
 NONROOT = "65532:65532"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -205,11 +208,11 @@ def sidecar_requirements() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def harbinger_images(work: Path) -> list[Image]:
+def harbinger_images(work: Path, *, mirror: str = DEBIAN_MIRROR) -> list[Image]:
     """The components image and the chaos sidecar's, from this checkout."""
     work.mkdir(parents=True, exist_ok=True)
     wheel = build_wheel(work)
-    debian = debian_layer()
+    debian = debian_layer(mirror=mirror)
     app = harbinger_layer(wheel, work / "harbinger-layer.tar")
     layers = {"components": project_requirements("train", "plots"), "sidecar": sidecar_requirements()}
     return [Image(name, {}, ["harbinger"], env=[PATH_ENV], user=NONROOT,
@@ -223,6 +226,12 @@ def binary_image(name: str, program: Path, command: str) -> Image:
                  [command], env=[PATH_ENV], user=NONROOT)
 
 
+def installable_images(work: Path, scheduler: Path) -> list[Image]:
+    """Every image ``manifests/`` names, from this checkout (``scheduler``: the kube-scheduler
+    program, the control plane's own build of the version the manifests name)."""
+    return [*harbinger_images(work), binary_image(SCHEDULER_IMAGE, scheduler, "kube-scheduler")]
+
+
 def unpacked_size(image: Image) -> int:
     """Bytes the image unpacks to (its layers' files)."""
     total = sum(len(f.data) for f in image.files.values())
@@ -230,3 +239,32 @@ def unpacked_size(image: Image) -> int:
         meta = layer.with_suffix(".json")
         total += int(json.loads(meta.read_text())["unpacked_bytes"]) if meta.exists() else layer.stat().st_size
     return total
+
+
+# --- `harbinger images` -----------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("images"),
+                        help="directory for the OCI image archives (default: ./images)")
+    parser.add_argument("--mirror", default=DEBIAN_MIRROR,
+                        help=f"Debian mirror for debootstrap (default {DEBIAN_MIRROR})")
+    parser.add_argument("--json", action="store_true", help="print what was written as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write Harbinger's two images as OCI archives: ``ctr -n k8s.io images import`` loads one
+    into a node's containerd; ``skopeo copy oci-archive:FILE docker://REGISTRY/...`` pushes it."""
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, dict[str, str | int]] = {}
+    for image in harbinger_images(out / ".work", mirror=args.mirror):
+        archive = out / (image.name.rsplit("/", 1)[1].replace(":", "_") + ".tar")
+        write_oci_archive(image, archive)
+        written[image.name] = {"archive": str(archive), "unpacked_bytes": unpacked_size(image),
+                               "archive_bytes": archive.stat().st_size}
+    shutil.rmtree(out / ".work", ignore_errors=True)
+    if args.json:
+        print(json.dumps({"images": written}))
+    else:
+        for name, facts in written.items():
+            print(f"{name}: {facts['archive']} ({int(facts['unpacked_bytes']) / 2**20:.0f} MiB unpacked)")
+    return 0
