@@ -3,7 +3,7 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy
 # (one multi-call binary from hack/controlplane), etcd (hack/etcd), KWOK, and for the real
 # nodes containerd with its runc shim and ctr, and the pause and hello images' programs
-# (hack/nodeimages), and CoreDNS for the real nodes' cluster DNS, into a cache outside the work tree keyed by version. Builds only what
+# (hack/nodeimages), crictl, and CoreDNS for the real nodes' cluster DNS, into a cache outside the work tree keyed by version. Builds only what
 # is missing, so a warm run takes a second.
 #
 #   hack/build-controlplane.sh            # build into $HARBINGER_BIN_DIR
@@ -15,6 +15,7 @@ ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 CONTAINERD_VERSION=v2.4.2
 COREDNS_VERSION=v1.15.0
+CRICTL_VERSION=v1.37.0
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${HARBINGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/harbinger}
 bin_dir=${HARBINGER_BIN_DIR:-$cache_root/bin/$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION-containerd$CONTAINERD_VERSION}
@@ -103,6 +104,14 @@ if [[ ! -x "$bin_dir/coredns" || "$(cat "$bin_dir/coredns.version" 2>/dev/null)"
   build_step "coredns ($COREDNS_VERSION)" \
     bash -c "GOBIN='$bin_dir/.coredns' go install -trimpath -ldflags '-s -w' github.com/coredns/coredns@$COREDNS_VERSION && mv '$bin_dir/.coredns/coredns' '$bin_dir/coredns' && rmdir '$bin_dir/.coredns'"
   echo "$COREDNS_VERSION" > "$bin_dir/coredns.version"
+fi
+
+if [[ ! -x "$bin_dir/crictl" || "$(cat "$bin_dir/crictl.version" 2>/dev/null)" != "$CRICTL_VERSION" ]]; then
+  # For looking into a real node's containerd the way one does on any node
+  # (crictl --runtime-endpoint unix:///run/containerd/containerd.sock, inside the node's namespaces).
+  build_step "crictl ($CRICTL_VERSION)" \
+    bash -c "GOBIN='$bin_dir/.crictl' go install -trimpath -ldflags '-s -w' sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION && mv '$bin_dir/.crictl/crictl' '$bin_dir/crictl' && rmdir '$bin_dir/.crictl'"
+  echo "$CRICTL_VERSION" > "$bin_dir/crictl.version"
 fi
 
 for program in pause hello; do

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,15 @@ def test_a_real_node_runs_real_pods_and_leaves_the_host_as_it_was(cluster: Local
                                              f"'http://{ip}:8080/', timeout=5).read().decode())"),
                                capture_output=True, text=True, timeout=30)
         assert reply.stdout.strip() == "hello from hello-real", reply.stderr
+        # The host reaches it too (its one route into the node, to the pods' range): the
+        # apiserver calls webhooks at their pods' addresses, Prometheus scrapes them.
+        with urllib.request.urlopen(f"http://{ip}:8080/", timeout=5) as direct:
+            assert direct.read().decode().strip() == "hello from hello-real"
+        # crictl sees it in the node's containerd, as on any node.
+        listed = subprocess.run(node.in_node(str(node.binaries.crictl), f"--runtime-endpoint=unix://{node.socket}",
+                                             "ps", "--name=hello", "-o", "json"), capture_output=True, text=True,
+                                timeout=30)
+        assert [c["metadata"]["name"] for c in json.loads(listed.stdout)["containers"]] == ["hello"], listed.stderr
         # A Service's ClusterIP leads there too (kube-proxy's rules, in the node's namespace only).
         service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-real", "namespace": "default"},
                    "spec": {"selector": {"app": "hello-real"}, "ports": [{"port": 80, "targetPort": 8080}]}}

@@ -7,14 +7,20 @@ a three-service application in an opted-in namespace. Then, through the cluster 
 - the training CronJob trains a model for each service from Prometheus history (reached as
   ``prometheus.monitoring.svc``, by name through the cluster DNS);
 - the webhook, called by the apiserver through its Service, stamps the forecast onto new
-  pods and injects the slim chaos sidecar; a warm-up pod is placed by ``harbinger-scheduler``;
+  pods and injects the slim chaos sidecar; warm-up pods are placed by ``harbinger-scheduler``
+  on the node with bandwidth for them, not on the roomier node the default scheduler prefers;
 - the planner writes a CapacityPlan for each Deployment and raises the HPAs' floors;
+- the application is a real chain (frontend -> checkout -> payments, Services by name, every
+  hop through its sidecar): a declared rehearsal injects errors into payments while a load
+  generator sends real requests, breaches the frontend's SLO, rolls back, and the requests
+  succeed again;
 - ``harbinger uninstall`` gives every floor back and leaves no webhook configuration, and
   ``kubectl delete -k manifests/`` removes the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -29,6 +35,7 @@ from typing import Any
 import pytest
 
 from harbinger import contract
+from harbinger_dev.chaosdemo import LoadGenerator
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
 from harbinger_dev.localcluster.imagebuild import SIDECAR_IMAGE, installable_images, unpacked_size
 from harbinger_dev.localcluster.node import HELLO_IMAGE
@@ -40,7 +47,11 @@ REPO = Path(__file__).resolve().parents[2]
 SHOP = "shop"
 #: The application: three services with weeks of history (the nasa trace, scaled, so each
 #: has its own level), and the Prometheus series the manifests' default query reads.
-SERVICES = {"frontend": 1.0, "cart": 0.5, "checkout": 0.25}
+SERVICES = {"frontend": 1.0, "checkout": 0.5, "payments": 0.25}
+#: Who calls whom: each service's pods call the next one's Service, through its sidecar.
+CHAIN = {"frontend": "checkout", "checkout": "payments"}
+#: Where the injected sidecar listens (its Service's targetPort) and serves its metrics.
+SIDECAR_PORT, SIDECAR_METRICS_PORT = 15080, 15081
 HISTORY_DAYS = 29
 #: The history runs on past the fixture's start, standing in for the scrapes that would go on
 #: in a cluster (the planner's short-horizon floor reads the last minutes' rate).
@@ -116,14 +127,17 @@ def harbinger_cli(installed: Installed, *args: str) -> subprocess.CompletedProce
 
 
 def application(name: str, *, annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The Deployment, its HPA and its Service (to the sidecar's port, as a team that opts
+    into chaos points it)."""
     labels = {contract.APP_NAME_LABEL: name}
+    env = [{"name": "UPSTREAM", "value": f"http://{CHAIN[name]}.{SHOP}.svc/"}] if name in CHAIN else []
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": SHOP, "labels": labels, "annotations": annotations or {}},
         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "app", "image": HELLO_IMAGE, "imagePullPolicy": "Never",
+                "name": "app", "image": HELLO_IMAGE, "imagePullPolicy": "Never", "env": env,
                 "ports": [{"name": "http", "containerPort": 8080}],
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}},
     }
@@ -133,7 +147,9 @@ def application(name: str, *, annotations: dict[str, str] | None = None) -> list
                     "minReplicas": 1, "maxReplicas": 6,
                     "metrics": [{"type": "Resource", "resource": {
                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
-    return [deployment, hpa]
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": SHOP},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": SIDECAR_PORT}]}}
+    return [deployment, hpa, service]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +192,7 @@ def test_the_application_is_trained_inside_the_cluster(installed: Installed) -> 
     # HPAs, as the teams wrote them, say one), at most four.
     policy = {"apiVersion": "harbinger.io/v1alpha1", "kind": "HarbingerPolicy",
               "metadata": {"name": "shop", "namespace": SHOP},
-              "spec": {"capacity": {"rpsPerReplica": 0.4, "minReplicas": 2, "maxReplicas": 4}}}
+              "spec": {"capacity": {"rpsPerReplica": 5, "minReplicas": 2, "maxReplicas": 4}}}
     objects = [policy, *(obj for name in SERVICES for obj in application(name))]
     installed.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     installed.kubectl("create", "job", "train-now", "--from=cronjob/harbinger-train", "-n", "harbinger-system")
@@ -207,25 +223,55 @@ def test_the_webhook_stamps_new_pods_through_its_service(installed: Installed) -
         c.get("ready") for c in installed.get("pod", name, "-n", SHOP)["status"].get("containerStatuses", [])))
 
 
-def test_a_warmup_pod_is_placed_by_harbinger_scheduler(installed: Installed) -> None:
-    now = datetime.now(UTC)
-    window = {contract.WARMUP_FROM: (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              contract.WARMUP_UNTIL: (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    deployment = application("warm", annotations=window)[0]
-    installed.kubectl("apply", "-f", "-", input=json.dumps(deployment))
+def test_warmup_pods_are_placed_by_harbinger_scheduler_where_the_bandwidth_is(installed: Installed) -> None:
+    # The real node has the bandwidth; a (KWOK) node with far more CPU and memory, which the
+    # default scheduler prefers, has almost none.
+    installed.kubectl("label", "node", installed.node, f"{contract.NODE_BANDWIDTH}=10G", "--overwrite")
+    roomy = {"apiVersion": "v1", "kind": "Node",
+             "metadata": {"name": "roomy", "labels": {contract.NODE_BANDWIDTH: "1", "type": "kwok",
+                                                      "kubernetes.io/hostname": "roomy"}},
+             "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110"},
+                        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"}}}
+    installed.kubectl("apply", "-f", "-", input=json.dumps(roomy))
+    try:
+        installed.wait("the roomy node Ready", lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in installed.get("node", "roomy")["status"].get("conditions", [])))
+        # A pod of no service, for the default scheduler: it goes to the roomy node.
+        plain = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain", "namespace": "default"},
+                 "spec": {"containers": [{"name": "c", "image": HELLO_IMAGE, "imagePullPolicy": "Never"}]}}
+        installed.kubectl("apply", "-f", "-", input=json.dumps(plain))
+        assert installed.wait("the plain pod bound", lambda: installed.get("pod", "plain", "-n", "default")[
+            "spec"].get("nodeName")) == "roomy"
+        installed.kubectl("delete", "pod", "plain", "-n", "default", "--wait=false")
 
-    def placed() -> dict[str, Any] | None:
-        for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=warm")["items"]:
-            if pod["spec"].get("nodeName") and pod["spec"].get("schedulerName") == "harbinger-scheduler":
-                return pod
-        return None
+        # frontend's pods enter a warm-up window (as the planner writes it before a peak): the
+        # rollout's new pods are stamped for harbinger-scheduler, whose extender filters out the
+        # node without bandwidth for them.
+        now = datetime.now(UTC)
+        window = {contract.WARMUP_FROM: (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  contract.WARMUP_UNTIL: (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        installed.kubectl("patch", "deployment", "frontend", "-n", SHOP, "--type=merge", "-p",
+                          json.dumps({"spec": {"template": {"metadata": {"annotations": window}}}}))
 
-    pod = installed.wait("the warm-up pod bound by harbinger-scheduler", placed)
-    assert pod["metadata"]["annotations"][contract.WARMUP] == "true"
-    assert pod["spec"]["nodeName"] == installed.node
-    events = installed.get("events", "-n", SHOP, "--field-selector", f"involvedObject.name={pod['metadata']['name']}")
-    assert any(e["reason"] == "Scheduled" and (e.get("reportingComponent") or e["source"].get("component"))
-               == "harbinger-scheduler" for e in events["items"]), events
+        def placed() -> dict[str, Any] | None:
+            for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend")["items"]:
+                annotations = pod["metadata"].get("annotations", {})
+                if annotations.get(contract.WARMUP) == "true" and pod["spec"].get("nodeName"):
+                    return pod
+            return None
+
+        pod = installed.wait("a warm-up pod of frontend bound", placed)
+        assert pod["spec"]["schedulerName"] == "harbinger-scheduler"
+        assert pod["spec"]["nodeName"] == installed.node
+        assert pod["metadata"]["annotations"][contract.EGRESS_BANDWIDTH]
+        events = installed.get("events", "-n", SHOP, "--field-selector",
+                               f"involvedObject.name={pod['metadata']['name']}")
+        assert any(e["reason"] == "Scheduled" and (e.get("reportingComponent") or e["source"].get("component"))
+                   == "harbinger-scheduler" for e in events["items"]), events
+    finally:
+        installed.kubectl("delete", "node", "roomy", "--ignore-not-found")
+        installed.kubectl("delete", "pod", "plain", "-n", "default", "--ignore-not-found", "--wait=false")
 
 
 def test_the_planner_plans_every_deployment_and_raises_its_floor(installed: Installed) -> None:
@@ -245,6 +291,60 @@ def test_the_planner_plans_every_deployment_and_raises_its_floor(installed: Inst
                    for name, floor in raised.items())
 
     installed.wait(f"the HPAs' floors raised to the plans' {raised}", applied, timeout=120)
+
+
+async def test_a_rehearsal_fails_real_requests_through_the_sidecars_and_rolls_back(installed: Installed) -> None:
+    pods = {name: await asyncio.to_thread(installed.wait, f"{name}'s pods Ready with their sidecars",
+                                           lambda name=name: ready_pods(installed, name))
+            for name in SERVICES}
+    # The test's Prometheus scrapes every sidecar (the host routes to the node's pods), one job
+    # per service: what the chaos controller's steady-state queries select by default.
+    for name, found in pods.items():
+        for pod in found:
+            installed.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
+    entry = f"http://{pods['frontend'][0]['status']['podIP']}:{SIDECAR_PORT}/"
+    experiment = {
+        "apiVersion": "harbinger.io/v1alpha1", "kind": "ChaosExperiment",
+        "metadata": {"name": "error-payments", "namespace": SHOP},
+        "spec": {"target": "payments", "kind": "error", "watch": ["checkout", "frontend"], "dwellSeconds": 30,
+                 "steps": [{"abortStatus": 503, "abortPercent": 1}, {"abortStatus": 503, "abortPercent": 60}],
+                 "slo": {"maxErrorRate": 0.10, "maxP99Seconds": 2.0, "minThroughputRatio": 0.3,
+                         "breachSamples": 2}}}
+
+    def finished() -> dict[str, Any] | None:
+        status = installed.get("chaosexperiments.harbinger.io", "error-payments", "-n", SHOP).get("status", {})
+        return status if status.get("phase") in {"Breached", "Succeeded", "Failed", "Invalid", "Expired"} else None
+
+    async with LoadGenerator(entry, rate=10, max_seconds=400) as during:
+        await asyncio.sleep(20)  # steady traffic first: the controller measures its baseline after this
+        assert during.stats.by_status.get(200, 0) > 100, during.stats
+        await asyncio.to_thread(installed.kubectl, "apply", "-f", "-", input=json.dumps(experiment))
+        status = await asyncio.to_thread(installed.wait, "the rehearsal finished", finished, 400)
+    assert status["phase"] == "Breached", status
+    assert status["breach"]["service"] in {"checkout", "frontend"} and status["rollback"]["reason"] == "breach"
+    # The load generator saw the injected errors, passed on by checkout and frontend as 502s ...
+    assert during.stats.by_status.get(502, 0) > 10, during.stats
+    # ... and, once rolled back, every request succeeds again.
+    for pod in pods["payments"]:
+        assert not any(key.startswith(contract.CHAOS_PREFIX + "fault") for key in installed.get(
+            "pod", pod["metadata"]["name"], "-n", SHOP)["metadata"].get("annotations", {}))
+    # The sidecars see the fault gone at the kubelet's next sync of their pods (downward API).
+    for _ in range(10):
+        async with LoadGenerator(entry, rate=10, max_seconds=6) as after:
+            await asyncio.sleep(5)
+        if after.stats.by_status and set(after.stats.by_status) == {200}:
+            break
+    else:
+        pytest.fail(f"requests still failed a minute after the rollback: {after.stats}")
+
+
+def ready_pods(installed: Installed, name: str) -> list[dict[str, Any]] | None:
+    found = installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}={name}")["items"]
+    ready = [p for p in found if p["metadata"].get("deletionTimestamp") is None and p["status"].get("podIP")
+             and all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+             and any(c["name"] == contract.CHAOS_SIDECAR_NAME for c in p["spec"]["containers"])]
+    return ready if ready and len(ready) == len([p for p in found if p["metadata"].get("deletionTimestamp") is None]) \
+        else None
 
 
 def test_uninstall_gives_everything_back(installed: Installed) -> None:

@@ -81,12 +81,13 @@ class NodeBinaries:
     pause: Path
     hello: Path
     coredns: Path
+    crictl: Path
 
     @classmethod
     def find(cls, bin_dir: Path) -> NodeBinaries:
         found = cls(kubelet=bin_dir / "kubelet", kube_proxy=bin_dir / "kube-proxy", containerd=bin_dir / "containerd",
                     shim=bin_dir / "containerd-shim-runc-v2", ctr=bin_dir / "ctr", pause=bin_dir / "pause",
-                    hello=bin_dir / "hello", coredns=bin_dir / "coredns")
+                    hello=bin_dir / "hello", coredns=bin_dir / "coredns", crictl=bin_dir / "crictl")
         missing = [str(p) for p in vars(found).values() if not Path(p).exists()]
         for tool in ("runc", "ip", "unshare", "nsenter", "iptables", "conntrack"):
             if shutil.which(tool) is None:
@@ -471,6 +472,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "maxPods": 30, "serializeImagePulls": False, "registerNode": True,
             "nodeStatusReportFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
+            # A pod's downward-API files (the chaos sidecar's faults come as annotations) are
+            # rewritten when the kubelet syncs the pod: every minute by default, 10 s here.
+            "syncFrequency": "10s",
             "localStorageCapacityIsolation": False,
         }
         path = self.workdir / "kubelet.yaml"

@@ -2,7 +2,10 @@
 // answers every request with the pod's name (HOSTNAME), on $PORT (default 8080). At
 // /apiserver it asks the apiserver for its version the way an in-cluster client does (the
 // `kubernetes` Service's address from the environment, the service account's CA and token),
-// and answers with what it got, so a test can see pods reach the control plane.
+// and answers with what it got, so a test can see pods reach the control plane. With
+// $UPSTREAM set (a URL, such as http://payments.shop.svc/), each request to / first calls it
+// and passes a failure on as a 502 with no retry, as many real services do: a chain of these
+// (frontend -> checkout -> payments) carries a fault in the last one to the first.
 package main
 
 import (
@@ -51,7 +54,24 @@ func main() {
 	if port == "" {
 		port = "8080"
 	}
+	upstream := os.Getenv("UPSTREAM")
+	client := &http.Client{Timeout: 5 * time.Second}
 	http.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		if upstream != "" {
+			response, err := client.Get(upstream)
+			if err != nil {
+				http.Error(w, "upstream unreachable: "+err.Error(), http.StatusBadGateway)
+				return
+			}
+			body, _ := io.ReadAll(response.Body)
+			response.Body.Close()
+			if response.StatusCode >= 300 {
+				http.Error(w, fmt.Sprintf("upstream answered %d", response.StatusCode), http.StatusBadGateway)
+				return
+			}
+			fmt.Fprintf(w, "hello from %s, after %s", os.Getenv("HOSTNAME"), body)
+			return
+		}
 		fmt.Fprintf(w, "hello from %s\n", os.Getenv("HOSTNAME"))
 	})
 	http.HandleFunc("/apiserver", func(w http.ResponseWriter, _ *http.Request) {
