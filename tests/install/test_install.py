@@ -109,14 +109,21 @@ class Installed:
         pytest.fail(f"{what} within {timeout:.0f}s (last: {last!r})\n{self.diagnose()}")
 
     def diagnose(self) -> str:
+        """What went on, for a failure: pods, Events, each pod's last log lines (whole logs in
+        ``$INSTALL_TEST_LOGS`` when set: a directory to write them to)."""
         pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
         events = self.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", check=False).stdout
+        keep = os.environ.get("INSTALL_TEST_LOGS")
         logs = []
         for namespace in ("harbinger-system", SHOP):
             for pod in self.get("pods", "-n", namespace)["items"]:
                 name = pod["metadata"]["name"]
-                out = self.kubectl("logs", "-n", namespace, name, "--all-containers", "--tail=15", check=False)
-                logs.append(f"--- {namespace}/{name}\n{out.stdout}{out.stderr}")
+                out = self.kubectl("logs", "-n", namespace, name, "--all-containers", check=False)
+                if keep:
+                    Path(keep).mkdir(parents=True, exist_ok=True)
+                    (Path(keep) / f"{namespace}_{name}.log").write_text(out.stdout + out.stderr)
+                tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
+                logs.append(f"--- {namespace}/{name}\n{tail}")
         return f"{pods}\n{events[-6000:]}\n" + "\n".join(logs)[-12000:]
 
 
@@ -205,12 +212,13 @@ def test_the_application_is_trained_inside_the_cluster(installed: Installed) -> 
 
 def test_the_webhook_stamps_new_pods_through_its_service(installed: Installed) -> None:
     def stamped() -> dict[str, Any] | None:
-        # New pods, until one is admitted after the webhook's mirror has the model.
+        # A live pod admitted after the webhook's mirror had the model; else new pods, and look again.
+        for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend")["items"]:
+            if contract.MODEL_VERSION in pod["metadata"].get("annotations", {}) \
+                    and not pod["metadata"].get("deletionTimestamp"):
+                return pod
         installed.kubectl("delete", "pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend", "--wait=false")
         time.sleep(3)
-        for pod in installed.get("pods", "-n", SHOP, "-l", f"{contract.APP_NAME_LABEL}=frontend")["items"]:
-            if contract.MODEL_VERSION in pod["metadata"].get("annotations", {}):
-                return pod
         return None
 
     pod = installed.wait("a frontend pod stamped with its forecast", stamped, timeout=180)
@@ -313,7 +321,8 @@ async def test_a_rehearsal_fails_real_requests_through_the_sidecars_and_rolls_ba
 
     def finished() -> dict[str, Any] | None:
         status = installed.get("chaosexperiments.harbinger.io", "error-payments", "-n", SHOP).get("status", {})
-        return status if status.get("phase") in {"Breached", "Succeeded", "Failed", "Invalid", "Expired"} else None
+        ended = {"Held", "Breached", "Aborted", "NotSteady", "Failed", "Interrupted", "Invalid", "Expired"}
+        return status if status.get("phase") in ended else None
 
     async with LoadGenerator(entry, rate=10, max_seconds=400) as during:
         await asyncio.sleep(20)  # steady traffic first: the controller measures its baseline after this
