@@ -37,6 +37,7 @@ import pytest
 from harbinger import contract
 from harbinger_dev.chaosdemo import LoadGenerator
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
+from harbinger_dev.localcluster.addons import ready_for_manifests
 from harbinger_dev.localcluster.imagebuild import SIDECAR_IMAGE, installable_images, unpacked_size
 from harbinger_dev.localcluster.node import HELLO_IMAGE
 from harbinger_dev.traces import load_trace
@@ -168,8 +169,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         node = cluster.real_nodes[0]
         assert cluster.binaries is not None
         images = installable_images(work / "images", Path(cluster.binaries["kube-scheduler"]))
-        node.load(images)
-        node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)
+        ready_for_manifests(cluster, prometheus, images)
         result = cluster.kubectl("apply", "-k", str(REPO / "manifests"), check=False)
         assert result.returncode == 0, result.stderr
         yield Installed(cluster, prometheus, node.name, {image.name: unpacked_size(image) for image in images})

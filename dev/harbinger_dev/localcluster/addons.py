@@ -18,8 +18,11 @@ from harbinger_dev.localcluster.images import Image
 from harbinger_dev.localcluster.node import CLUSTER_DNS, CLUSTER_DOMAIN
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from harbinger_dev.localcluster.cluster import LocalCluster
     from harbinger_dev.localcluster.node import NodeBinaries
+    from harbinger_dev.localcluster.prometheus import LocalPrometheus
 
 COREDNS_IMAGE = "harbinger.local/coredns:v1.15.0"
 #: Unprivileged: it listens above 1024 and the Service maps 53 onto it.
@@ -97,3 +100,11 @@ def start_cluster_dns(cluster: LocalCluster, timeout: float = 60.0) -> None:
     pods = cluster.kubectl("get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "wide",
                            check=False).stdout
     raise ClusterError(f"the cluster DNS (CoreDNS) was not Ready within {timeout:.0f}s:\n{pods}")
+
+
+def ready_for_manifests(cluster: LocalCluster, prometheus: LocalPrometheus, images: Sequence[Image]) -> None:
+    """What ``kubectl apply -k manifests/`` expects of the cluster beyond its DNS: the images
+    loaded into every real node, and ``prometheus`` (started) as ``prometheus.monitoring.svc:9090``."""
+    for node in cluster.real_nodes:
+        node.load(images)
+        node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from harbinger_dev.localcluster.addons import ready_for_manifests
 from harbinger_dev.localcluster.cluster import LocalCluster
 from harbinger_dev.localcluster.errors import ClusterError
 from harbinger_dev.localcluster.imagebuild import installable_images
@@ -96,15 +97,13 @@ def _run_foreground(state_dir: Path, port: int | None, real_nodes: int = 0, *, i
 
 def _ready_for_manifests(cluster: LocalCluster, prometheus: LocalPrometheus, workdir: Path, *, images: bool) -> None:
     """What ``kubectl apply -k manifests/`` expects of a cluster: its images, a Prometheus."""
+    built = []
     if images:
         assert cluster.binaries is not None
         print("building Harbinger's images and loading them into the real nodes...", flush=True)
         built = installable_images(workdir / "images", Path(cluster.binaries["kube-scheduler"]))
-        for node in cluster.real_nodes:
-            node.load(built)
     prometheus.start()
-    for node in cluster.real_nodes:
-        node.expose("monitoring", "prometheus", 9090, prometheus.port or 0)
+    ready_for_manifests(cluster, prometheus, built)
 
 
 def _up(state_dir: Path, port: int, timeout: float, real_nodes: int = 0, *, images: bool = True) -> int:

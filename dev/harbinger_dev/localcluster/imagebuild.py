@@ -79,8 +79,8 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps([RECIPE, *parts], default=str).encode()).hexdigest()[:16]
 
 
-def _run(*argv: str, what: str, env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(list(argv), capture_output=True, text=True, env=env)
+def _run(*argv: str, what: str) -> None:
+    result = subprocess.run(list(argv), capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
         raise ClusterError(f"{what} failed ({argv[0]} exited {result.returncode}):\n{tail}")

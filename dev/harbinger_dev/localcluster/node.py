@@ -304,11 +304,14 @@ class RealNode:
 
     def _forward_apiserver(self) -> None:
         """The apiserver listens on 127.0.0.1 only: a forwarder on the veth's host end."""
-        forward = ManagedProcess("apiserver-forward", [
-            "python3", "-m", "harbinger_dev.localcluster.forward",
-            f"{self.host_ip}:{self.apiserver_forward_port}", f"127.0.0.1:{self.cluster.ports['kube-apiserver']}",
-        ], self.workdir / "logs" / "apiserver-forward.log", env=_FORWARD_ENV)
-        self.processes["apiserver-forward"] = forward
+        self._forward_on_host("apiserver-forward", self.apiserver_forward_port, self.cluster.ports["kube-apiserver"])
+
+    def _forward_on_host(self, name: str, port: int, local_port: int) -> None:
+        """``host_ip:port`` (the veth's host end) leads to ``127.0.0.1:local_port``."""
+        forward = ManagedProcess(name, [
+            "python3", "-m", "harbinger_dev.localcluster.forward", f"{self.host_ip}:{port}",
+            f"127.0.0.1:{local_port}"], self.workdir / "logs" / f"{name}.log", env=_FORWARD_ENV)
+        self.processes[name] = forward
         forward.start()
 
     def _credentials(self) -> None:
@@ -516,11 +519,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
         without a selector whose endpoint is the node-local address, where forwarders lead
         to the loopback port. Only the port named is reachable; nothing else of the host."""
         name = f"expose-{namespace}-{service}"
-        host_side = ManagedProcess(f"{name}-host", [
-            "python3", "-m", "harbinger_dev.localcluster.forward", f"{self.host_ip}:{port}",
-            f"127.0.0.1:{local_port}"], self.workdir / "logs" / f"{name}-host.log", env=_FORWARD_ENV)
-        self.processes[f"{name}-host"] = host_side
-        host_side.start()
+        self._forward_on_host(f"{name}-host", port, local_port)
         self._forward_in_node(name, port, port)
         self.cluster.kubectl("create", "namespace", namespace, check=False)
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
