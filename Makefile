@@ -1,4 +1,4 @@
-# Harbinger: `make demo` runs the story on a local control plane, `make test` runs every test.
+# Harbinger: `make demo` runs the story on a real install on the local cluster, `make test` runs every test.
 # Both set themselves up on a fresh machine (Python 3.11+, Go 1.26+, Debian's apt).
 
 SHELL := /bin/bash
@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python debs controlplane test test-unit lint bench demo cluster-up cluster-down images kind-up kind-down clean help
+.PHONY: setup python debs controlplane test test-unit lint bench demo demo-replay cluster-up cluster-down images kind-up kind-down clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ bench: setup ## benchmarks; results in bench/results/
 	$(PY) -m pip install --quiet -e '.[bench-unseen]'
 	$(PY) bench/run.py
 
-demo: setup ## the Harbinger story on the local control plane
+demo: setup ## the Harbinger story on a real install: images, a real node, kubectl apply -k manifests/ (root; ~12 min)
 	$(PY) -m harbinger_dev.demo
+
+demo-replay: setup ## a recorded day at 180x: KWOK nodes, Harbinger as host processes (~5 min)
+	$(PY) -m harbinger_dev.demo --replay
 
 REAL_NODES ?= 1
 cluster-up: setup ## the local control plane, REAL_NODES (1) real nodes with Harbinger's images, a Prometheus (.harbinger/kubeconfig)

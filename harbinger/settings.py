@@ -136,7 +136,7 @@ class HistorySettings(_Section):
     )
     #: How much history a forecast is given (the models need at most a week and a day).
     lookback_seconds: float = Field(8 * 86400.0, gt=0)
-    #: Rehearsals and ``make demo``: ``SERVICE=PATH[*SCALE]`` recorded traces replace
+    #: Rehearsals and ``make demo-replay``: ``SERVICE=PATH[*SCALE]`` recorded traces replace
     #: Prometheus (use with ``replay_clock``). Empty in production.
     traces: list[str] = []
 
@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``text`` for people, ``json`` (one object per line) for log pipelines.
     log_format: Literal["text", "json"] = "text"
-    #: Rehearsals and ``make demo`` only: ``START,SPEED,ORIGIN`` runs every component on
+    #: Rehearsals and ``make demo-replay`` only: ``START,SPEED,ORIGIN`` runs every component on
     #: trace time (see :mod:`harbinger.clock`). Empty means the wall clock.
     replay_clock: str | None = None
     kube: KubeSettings = KubeSettings()

@@ -184,6 +184,15 @@ class LoadStats:
     sent: int = 0
     dropped: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    #: Seconds from sending each answered request to reading its whole answer.
+    latencies: list[float] = field(default_factory=list)
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of the answered requests' latencies (None before any answer)."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class LoadGenerator:
@@ -237,8 +246,10 @@ class LoadGenerator:
     async def _one(self, session: aiohttp.ClientSession) -> None:
         try:
             self.stats.sent += 1
+            sent = time.monotonic()
             async with session.get(self.url) as response:
                 await response.read()
+                self.stats.latencies.append(time.monotonic() - sent)
                 self.stats.by_status[response.status] = self.stats.by_status.get(response.status, 0) + 1
         except (aiohttp.ClientError, TimeoutError):
             self.stats.by_status[0] = self.stats.by_status.get(0, 0) + 1

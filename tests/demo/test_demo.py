@@ -1,4 +1,4 @@
-"""``make demo`` in its fast mode, end to end: the planner's changes, stamped pods,
+"""The replay demo (`make demo-replay`) in its fast mode, end to end: the planner's changes, stamped pods,
 placements by bandwidth, a chaos rollback and a report, and nothing left running."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, traces_dir: Path) -> dict[str, object]:
     out = tmp_path_factory.mktemp("demo")
-    result = subprocess.run([sys.executable, "-m", "harbinger_dev.demo", "--fast", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "harbinger_dev.demo", "--replay", "--fast", "--out", str(out)],
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary: dict[str, object] = json.loads((out / "summary.json").read_text())

@@ -1,5 +1,5 @@
 import sys
 
-from harbinger_dev.demo.story import main
+from harbinger_dev.demo.real import main
 
 sys.exit(main())

@@ -1,4 +1,6 @@
-"""``python -m harbinger_dev.demo [--fast] [--out DIR]``: the Harbinger story, told live.
+"""``python -m harbinger_dev.demo --replay [--fast] [--out DIR]`` (``make demo-replay``): a
+recorded day of the Harbinger story, told live at 180x (``make demo`` tells it on a real
+install, ``harbinger_dev.demo.real``).
 
 1. A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
    KWOK) and a real Prometheus on 127.0.0.1.

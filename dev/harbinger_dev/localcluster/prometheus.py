@@ -33,11 +33,16 @@ def find_prometheus() -> str:
 
 class LocalPrometheus(StartsAndStops):
     def __init__(self, *, port: int | None = None, scrape_interval: str = "1s", workdir: Path | None = None,
-                 retention: str = "15d", openmetrics: str | None = None) -> None:
+                 retention: str = "15d", openmetrics: str | None = None,
+                 out_of_order_window: str | None = None) -> None:
         """``openmetrics``: history written into the TSDB before Prometheus starts (promtool's
         backfill), for weeks of past traffic that no scrape could produce in a test; keep
-        ``retention`` longer than that history."""
+        ``retention`` longer than that history. A history that runs on past the start (standing
+        in for scrapes to come) needs ``out_of_order_window`` to reach beyond its end: the head
+        refuses, as out of bounds, every live sample older than the newest block's end, unless
+        out-of-order samples within the window are allowed."""
         self.port = port
+        self.out_of_order_window = out_of_order_window
         self.retention = retention
         self.openmetrics = openmetrics
         self.scrape_interval = scrape_interval
@@ -70,6 +75,8 @@ class LocalPrometheus(StartsAndStops):
                 "file_sd_configs": [{"files": [str(self.workdir / "targets.json")], "refresh_interval": "1s"}],
             }],
         }
+        if self.out_of_order_window:
+            config["storage"] = {"tsdb": {"out_of_order_time_window": self.out_of_order_window}}
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.process = ManagedProcess("prometheus", [
             binary, f"--config.file={self.workdir / 'prometheus.yml'}",
@@ -104,9 +111,12 @@ class LocalPrometheus(StartsAndStops):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def add_target(self, job: str, address: str, labels: dict[str, str] | None = None) -> None:
-        """Scrape ``address`` (``host:port``, path /metrics) under ``job``."""
-        self.targets.setdefault(job, []).append({"targets": [address], "labels": {"job": job, **(labels or {})}})
-        self._write_targets()
+        """Scrape ``address`` (``host:port``, path /metrics) under ``job``; once, however often
+        it is added."""
+        group = {"targets": [address], "labels": {"job": job, **(labels or {})}}
+        if group not in self.targets.setdefault(job, []):
+            self.targets[job].append(group)
+            self._write_targets()
 
     def remove_job(self, job: str) -> None:
         self.targets.pop(job, None)
