@@ -37,7 +37,7 @@ bench: setup ## benchmarks; results in bench/results/
 	$(PY) -m pip install --quiet -e '.[bench-unseen]'
 	$(PY) bench/run.py
 
-demo: setup ## the Harbinger story on a real install: images, a real node, kubectl apply -k manifests/ (root; ~12 min)
+demo: setup ## the Harbinger story on a real install: images, a real node, kubectl apply -k manifests/ (root; ~7 min)
 	$(PY) -m harbinger_dev.demo
 
 demo-replay: setup ## a recorded day at 180x: KWOK nodes, Harbinger as host processes (~5 min)

@@ -93,7 +93,9 @@ async def test_a_rehearsal_fails_real_requests_through_the_sidecars_and_rolls_ba
     status = rehearsal.status
     assert status["phase"] == "Breached", status
     assert status["breach"]["service"] in {"checkout", "frontend"} and status["rollback"]["reason"] == "breach"
-    # The load generator saw the injected errors, passed on by checkout and frontend as 502s ...
+    # The load generator saw the injected status at payments' sidecar, and the errors passed on
+    # by checkout and frontend as 502s ...
+    assert rehearsal.at_target.by_status.get(503, 0) > 5, rehearsal.at_target
     assert rehearsal.during.by_status.get(200, 0) > 100, rehearsal.during
     assert rehearsal.during.by_status.get(502, 0) > 10, rehearsal.during
     # ... no fault is left on payments' pods, and, once rolled back, every request succeeds.
@@ -107,8 +109,9 @@ async def test_a_rehearsal_delays_real_requests_through_the_sidecars_and_rolls_b
     assert status["phase"] == "Breached", status
     assert status["breach"]["service"] in {"checkout", "frontend"} and status["rollback"]["reason"] == "breach"
     # The injected 2.5 s reached the load generator through checkout and frontend ...
-    slowest = rehearsal.during.quantile(1.0)
+    slowest, at_target = rehearsal.during.quantile(1.0), rehearsal.at_target.quantile(1.0)
     assert slowest is not None and slowest > 2.5, rehearsal.during.by_status
+    assert at_target is not None and at_target > 2.5, rehearsal.at_target.by_status
     assert set(rehearsal.during.by_status) == {200}, rehearsal.during.by_status  # delayed, not failed
     # ... and is gone after the rollback.
     assert not rehearsal.faults_left

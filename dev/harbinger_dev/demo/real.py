@@ -104,10 +104,11 @@ async def tell(shop: Shop) -> dict[str, Any]:
         rollback = status.get("rollback") or {}
         say(f"  ChaosExperiment {name}: {status.get('phase')}"
             + (f" at {breach.get('service')}" if breach else "") + f"; rolled back ({rollback.get('reason')})")
-        say(f"    the load generator during it: {_answers(rehearsal.during)}; after the rollback: "
-            f"{_answers(rehearsal.after)}")
+        say(f"    the load generator during it: {_answers(rehearsal.during)} (at payments' own sidecar: "
+            f"{_answers(rehearsal.at_target)}); after the rollback: {_answers(rehearsal.after)}")
         seen["rehearsals"][name] = {"phase": status.get("phase"), "breach": breach,
                                     "faults_left": rehearsal.faults_left, "during": rehearsal.during.by_status,
+                                    "at_payments": rehearsal.at_target.by_status,
                                     "after": rehearsal.after.by_status}
 
     say(f"7/7 the planner: a CapacityPlan per Deployment; frontend's daily peak (4x, from "
@@ -124,7 +125,8 @@ async def tell(shop: Shop) -> dict[str, Any]:
 
     say("uninstall: harbinger uninstall, then kubectl delete -k manifests/ --ignore-not-found")
     result = shop.uninstall()
-    say("  " + (result.stdout.strip().splitlines() or ["(no output)"])[-1])
+    for line in (result.stdout + result.stderr).strip().splitlines():
+        say(f"    {line}")
     floors = {service: shop.get("hpa", service, "-n", NAMESPACE)["spec"]["minReplicas"] for service in SERVICES}
     deleted = shop.delete_manifests()
     say(f"  HPA floors back to {floors}; delete -k exited {deleted.returncode}")
