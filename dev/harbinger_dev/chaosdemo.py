@@ -187,12 +187,10 @@ class LoadStats:
     #: Seconds from sending each answered request to reading its whole answer.
     latencies: list[float] = field(default_factory=list)
 
-    def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile of the answered requests' latencies (None before any answer)."""
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    @property
+    def slowest(self) -> float | None:
+        """The longest latency of an answered request (None before any answer)."""
+        return max(self.latencies, default=None)
 
 
 class LoadGenerator:

@@ -135,7 +135,7 @@ async def tell(shop: Shop) -> dict[str, Any]:
 
 
 def _answers(stats: LoadStats) -> str:
-    slowest = stats.quantile(1.0)
+    slowest = stats.slowest
     return (", ".join(f"{count} x {status or 'no answer'}" for status, count in sorted(stats.by_status.items()))
             + (f", slowest {slowest:.2f}s" if slowest is not None else ""))
 

@@ -6,11 +6,11 @@ Each step of the story is a method of :class:`Shop` that waits for the cluster t
 and returns what it saw. ``make demo`` tells the steps in order (``harbinger_dev.demo``), and
 ``tests/install/test_install.py`` asserts on each: one story, told and tested.
 
-The history is the nasa trace (scaled, so each service has its own level), moved by whole weeks
-to end ``AHEAD`` after the start, standing in for the scrapes that would go on in a cluster
-(the planner's short-horizon floor reads the last minutes' rate). Frontend's history has a
-scripted daily peak whose top today comes ``peak_in`` after the start: the planner must raise
-its floor before it.
+The history runs on to ``AHEAD`` after the start, standing in for the scrapes that would go on
+in a cluster (the planner's short-horizon floor reads the last minutes' rate). Checkout's and
+payments' are the nasa trace (scaled, so each has its own level); frontend's is a steady rate
+with a scripted daily peak whose top today comes ``peak_in`` after the start: the planner must
+raise its floor before it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harbinger import contract
+from harbinger.clock import format_time, parse_time
 from harbinger_dev import REPO_ROOT
 from harbinger_dev.chaosdemo import LoadGenerator, LoadStats
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
@@ -85,18 +86,14 @@ def rehearsal(name: str, kind: str, steps: list[dict[str, Any]]) -> dict[str, An
 ERRORS = rehearsal("error-payments", "error", [{"abortStatus": 503, "abortPercent": 1},
                                                 {"abortStatus": 503, "abortPercent": 60}])
 LATENCY = rehearsal("latency-payments", "latency", [{"delayMs": 20}, {"delayMs": 2500}])
-#: The planner's Events on a floor change: "<kind> <field> <before> -> <after>[ for a predicted peak ...]".
-FLOOR_CHANGE = re.compile(r"spec\.minReplicas (\d+) -> (\d+)")
+#: The planner's Events on a floor change: "<kind> <field> <before> -> <after>[ for a predicted
+#: peak ...]" (scaler.controller.change_reason).
+FLOOR_CHANGE = re.compile(r"(\d+) -> (\d+)")
 #: A rehearsal's phases once it is over (docs/chaos.md).
 ENDED = {"Held", "Breached", "Aborted", "NotSteady", "Failed", "Interrupted", "Invalid", "Expired"}
 #: What users apply: ``kubectl apply -k manifests/``.
 MANIFESTS = REPO_ROOT / "manifests"
 COMPONENTS = ("harbinger-webhook", "harbinger-scheduler", "harbinger-planner", "harbinger-chaos")
-
-
-def parse_time(stamp: str) -> datetime:
-    """An API timestamp (``2026-12-05T15:04:05Z``, or with microseconds)."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 class StoryError(ClusterError):
@@ -330,8 +327,8 @@ class Shop:
         the rollout's new pods are stamped for harbinger-scheduler. A bound warm-up pod, and
         the Events about it."""
         now = datetime.now(UTC)
-        window = {contract.WARMUP_FROM: (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  contract.WARMUP_UNTIL: (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        window = {contract.WARMUP_FROM: format_time(now - timedelta(minutes=5)),
+                  contract.WARMUP_UNTIL: format_time(now + timedelta(hours=1))}
         self.kubectl("patch", "deployment", service, "-n", NAMESPACE, "--type=merge", "-p",
                      json.dumps({"spec": {"template": {"metadata": {"annotations": window}}}}))
 
@@ -391,7 +388,7 @@ class Shop:
         for _ in range(12):
             async with LoadGenerator(entry, rate=10, max_seconds=6) as after:
                 await asyncio.sleep(5)
-            if set(after.stats.by_status) == {200} and (after.stats.quantile(1.0) or 1.0) < 0.5:
+            if set(after.stats.by_status) == {200} and (after.stats.slowest or 1.0) < 0.5:
                 break
         return Rehearsal(status, during.stats, at_target.stats, after.stats, faults)
 
@@ -425,7 +422,8 @@ class Shop:
                 match = FLOOR_CHANGE.search(event.get("message", ""))
                 stamp = event.get("eventTime") or event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
                 if match:
-                    found.append((parse_time(stamp), int(match.group(1)), int(match.group(2))))
+                    found.append((parse_time(stamp, what=f"Event {event['metadata']['name']}"),
+                                  int(match.group(1)), int(match.group(2))))
             return sorted(found) if any(after >= to_at_least for _, _, after in found) else None
 
         timeout = max((self.peak_at - datetime.now(UTC)).total_seconds() + 60, 30)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import ssl
 import sys
 import time
@@ -48,6 +47,7 @@ from harbinger.quantity import parse_quantity
 from harbinger_dev.chaosdemo import LoadGenerator, local_topology
 from harbinger_dev.demo import scenario
 from harbinger_dev.demo.processes import Components
+from harbinger_dev.demo.shop import FLOOR_CHANGE
 from harbinger_dev.localcluster import LocalCluster, LocalPrometheus
 from harbinger_dev.localcluster.cluster import free_port
 from harbinger_dev.localcluster.install import MANIFESTS, local_scheduler_extenders, local_webhook_configuration
@@ -55,8 +55,6 @@ from harbinger_dev.traces import traces_dir
 from scaler.apply import COMPONENT as PLANNER_COMPONENT
 
 STARTED = time.monotonic()
-#: The planner's Events say "<kind> <field> <before> -> <after> for a predicted peak ...".
-FLOOR_CHANGE = re.compile(r"(\d+) -> (\d+)")
 
 
 CRDS = MANIFESTS / "crds"
