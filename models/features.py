@@ -19,6 +19,7 @@ history shows it, and a past campaign does not pollute the seasonal lags.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -104,97 +105,145 @@ class Features(NamedTuple):
     volatility: np.ndarray
 
 
+class _Plan(NamedTuple):
+    """Where every feature reads its window, for one layout and horizon; computed once and cached.
+
+    With the positions fixed in advance, a batch of any size (one service or ten thousand) costs a
+    fixed number of numpy calls: one product for all the range means, one gather for all the
+    seasonal lags with their neighbours, one reduction per block of features. Per call, index
+    building and one assignment per feature were most of a single forecast's time.
+    """
+
+    #: ``(tail, spans)`` 0/1: which of the window's last ``tail`` positions each range mean
+    #: covers (see ``_SPANS``; none reaches further back than a week).
+    spans: np.ndarray
+    #: ``(3, P, h)`` window positions of every profile point (``[1]``) and its two neighbours,
+    #: clipped into the window; ``inside`` is False for the neighbours that fall off either end.
+    gather: np.ndarray
+    inside: np.ndarray
+    #: Where each group of profile points starts along ``P``: the days, then the weeks.
+    groups: np.ndarray
+    #: Seconds from the origin of each horizon step.
+    offsets_s: np.ndarray
+    #: Columns of ``x`` each block of features fills (see ``build_features``).
+    origin_columns: list[int]
+    lag_columns: list[int]
+    profile_columns: list[int]
+    time_columns: list[int]
+
+
+#: Range means each origin needs, as ``(start, stop)`` offsets from the window's end in units of
+#: (day, hour) steps: ``day_before`` is ``[m - 2 day, m - day)``.
+_SPANS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "day": ((-1, 0), (0, 0)), "hour": ((0, -1), (0, 0)), "3h": ((0, -3), (0, 0)),
+    "3h_day_before": ((-1, -3), (-1, 0)), "day_before": ((-2, 0), (-1, 0)),
+    "days": ((-PROFILE_DAYS, 0), (0, 0)), "day_week_before": ((-7, 0), (-6, 0)),
+}
+#: The features of each block, in the order the block computes them.
+_ORIGIN_FEATURES = ("last_step", "recent_1h", "recent_3h_vs_day_before", "level_vs_day_before",
+                    "day_over_day_change", "level_vs_week_before")
+_LAG_FEATURES = ("same_time_1d", "same_time_2d", "same_time_1w", "same_time_2w")
+_PROFILE_FEATURES = ("profile_days", "profile_weeks")
+_TIME_FEATURES = ("horizon_step", "hour_of_day", "day_of_week")
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step_seconds: int) -> _Plan:
+    tail = min(m, 7 * day)
+    spans = np.zeros((tail, len(_SPANS)))
+    for column, ((start_days, start_hours), (stop_days, stop_hours)) in enumerate(_SPANS.values()):
+        start = max(tail + start_days * day + start_hours * hour, 0)
+        stop = max(tail + stop_days * day + stop_hours * hour, 0)
+        spans[start:stop, column] = 1.0
+    weekly = "same_time_1w" in spec_names
+    j = np.arange(h)
+    # Target t = o + j sits at window position m + j; the nearest known same time of day is
+    # ``rounds`` days back, with rounds = ceil((j + 1) / day).
+    back_1d = m + j - ((j // day) + 1) * day
+    points = [back_1d - d * day for d in range(PROFILE_DAYS)]
+    if weekly:
+        points += [m + j - (r + 1) * 7 * day for r in range(PROFILE_WEEKS)]
+    centre = np.stack(points)
+    around = np.stack((centre - 1, centre, centre + 1))
+    inside = (around >= 0) & (around < m)
+    groups = np.array([0, PROFILE_DAYS] if weekly else [0])
+    for array in (spans, around, inside, groups):
+        array.setflags(write=False)
+
+    def columns(block: tuple[str, ...]) -> list[int]:
+        return [spec_names.index(name) for name in block if name in spec_names]
+
+    return _Plan(spans, np.clip(around, 0, m - 1), inside, groups, j * step_seconds, columns(_ORIGIN_FEATURES),
+                 columns(_LAG_FEATURES), columns(_PROFILE_FEATURES), columns(_TIME_FEATURES))
+
+
 def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
                    horizon_steps: int | None = None, *, level_floors: np.ndarray | None = None) -> Features:
     """Rows for every (origin, horizon step) of ``windows`` (``(n, spec.window_steps)``,
     de-evented, ``NaN`` where unknown).
 
     Written for the serving path as much as for training: a fixed number of vectorised
-    numpy operations whatever ``n`` is (range means from cumulative sums, one gather for
-    all seasonal lags), no per-row Python. ``level_floors`` (one per origin) lets services
-    with different models but the same feature layout share one pass.
+    numpy operations whatever ``n`` is (every range mean from one matrix product, every
+    seasonal lag from one gather, both at positions cached per layout), no per-row Python.
+    ``level_floors`` (one per origin) lets services with different models but the same
+    feature layout share one pass.
     """
     n, m = windows.shape
     if m != spec.window_steps:
         raise ValueError(f"windows have {m} steps, the spec needs {spec.window_steps}")
     h = spec.horizon_steps if horizon_steps is None else horizon_steps
     day = spec.steps_per_day
+    plan = _plan(spec.names, m, day, max(1, round(3600 / spec.step_seconds)), h, spec.step_seconds)
     floor = np.full(n, spec.level_floor) if level_floors is None else level_floors
-    hour = max(1, round(3600 / spec.step_seconds))
-    week = 7 * day
+    x = np.empty((n, h, len(spec.names)), dtype=np.float32)
 
-    # Every per-origin range mean in one gather: [start, stop) window positions.
-    spans = {"day": (m - day, m), "window": (0, m), "hour": (m - hour, m), "3h": (m - 3 * hour, m),
-             "3h_day_before": (m - day - 3 * hour, m - day), "day_before": (m - 2 * day, m - day),
-             "days": (m - PROFILE_DAYS * day, m), "day_week_before": (m - week, m - week + day)}
-    means, counts = _range_means(windows, np.array(list(spans.values())))
-    mean = dict(zip(spans, means.T, strict=True))
-    mostly_known = counts[:, 0] * 4 >= day
-    level = np.maximum(np.where(mostly_known, mean["day"], mean["window"]), floor)
+    # The level and every range mean: known values summed and counted over each span.
+    known = ~np.isnan(windows)
+    filled = np.where(known, windows, 0.0)
+    tail = plan.spans.shape[0]
+    sums, counts = np.stack((filled[:, m - tail :], known[:, m - tail :])) @ plan.spans
+    mean = dict(zip(_SPANS, _divide(sums, counts).T, strict=True))
+    whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(known, axis=1))
+    level = np.maximum(np.where(counts[:, 0] * 4 >= day, mean["day"], whole), floor)  # a day mostly known
     volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
 
-    # One value per origin, repeated over the horizon when the rows are laid out.
-    per_origin: dict[str, np.ndarray] = {
-        "last_step": windows[:, -1] / level,
-        "recent_1h": mean["hour"] / level,
-        "recent_3h_vs_day_before": _ratio(mean["3h"], mean["3h_day_before"], floor),
-        "level_vs_day_before": _ratio(level, mean["day_before"], floor),
-        "day_over_day_change": volatility,
-    }
-    j = np.arange(h)
-    per_row: dict[str, np.ndarray] = {"horizon_step": np.broadcast_to((j + 1).astype(np.float64), (n, h))}
-    if spec.seasonality != "none":
-        seconds = origins_ns[:, None] // _NS + j[None, :] * spec.step_seconds
-        # Target t = o + j sits at window position m + j; the nearest known same time of day
-        # is ``rounds`` days back, with rounds = ceil((j + 1) / day).
-        back_1d = m + j - ((j // day) + 1) * day
-        scale = 1.0 / level[:, None]
-        per_row["hour_of_day"] = (seconds % _DAY_S) / 3600.0
-        per_row["same_time_1d"] = windows[:, back_1d] * scale
-        per_row["same_time_2d"] = windows[:, back_1d - day] * scale
-        profile_at = [back_1d - d * day for d in range(PROFILE_DAYS)]
-        if spec.seasonality == "weekly":
-            back_1w = m + j - week
-            per_row["day_of_week"] = ((seconds // _DAY_S + 3) % 7).astype(np.float64)  # 1970-01-01: Thursday
-            per_row["same_time_1w"] = windows[:, back_1w] * scale
-            per_row["same_time_2w"] = windows[:, back_1w - week] * scale
-            per_origin["level_vs_week_before"] = _ratio(level, mean["day_week_before"], floor)
-            profile_at += [back_1w - r * week for r in range(PROFILE_WEEKS)]
-        smoothed = _smoothed_at(windows, np.stack(profile_at))  # (n, profiles, h)
-        # The profile gives the shape of a day, not its level: divided by the mean of the days it
-        # averages. Divided by L instead, a week of decline (fifa after the final) read as "far
-        # below the usual level" and the model, taught by the tournament's rest days, forecast a
-        # rebound that never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(mean["days"], floor)
-        per_row["profile_days"] = _nanmean(smoothed[:, :PROFILE_DAYS], axis=1) / days_mean[:, None]
-        if spec.seasonality == "weekly":
-            per_row["profile_weeks"] = _nanmean(smoothed[:, PROFILE_DAYS:], axis=1) * scale
+    # One value per origin, repeated over the horizon.
+    per_origin = (windows[:, -1] / level, mean["hour"] / level, _ratio(mean["3h"], mean["3h_day_before"], floor),
+                  _ratio(level, mean["day_before"], floor), volatility,
+                  _ratio(level, mean["day_week_before"], floor))
+    for column, values in zip(plan.origin_columns, per_origin, strict=False):
+        x[:, :, column] = values[:, None]
 
-    x = np.empty((n, h, len(spec.names)), dtype=np.float32)
-    for i, name in enumerate(spec.names):
-        x[:, :, i] = per_origin[name][:, None] if name in per_origin else per_row[name]
+    seconds = origins_ns[:, None] // _NS + plan.offsets_s[None, :]
+    times = (np.arange(1.0, h + 1), (seconds % _DAY_S) / 3600.0, (seconds // _DAY_S + 3) % 7)  # epoch: Thursday
+    for column, values in zip(plan.time_columns, times, strict=False):
+        x[:, :, column] = values
+
+    if plan.lag_columns:
+        around = windows[:, plan.gather]  # (n, 3, P, h): each profile point with its two neighbours
+        # Lags: the points themselves (P[0] one day back, P[1] two days, P[7] one week, P[8] two).
+        scale = 1.0 / level[:, None]
+        for column, point in zip(plan.lag_columns, (0, 1, PROFILE_DAYS, PROFILE_DAYS + 1), strict=False):
+            x[:, :, column] = around[:, 1, point] * scale
+        # Profiles: each point smoothed with its neighbours, then averaged over the days (weeks).
+        present = (around == around) & plan.inside
+        seen = np.add.reduce(present, axis=1)
+        smoothed = np.add.reduce(np.where(present, around, 0.0), axis=1) / np.maximum(seen, 1)
+        profiles = _divide(np.add.reduceat(smoothed, plan.groups, axis=1),
+                           np.add.reduceat(seen > 0, plan.groups, axis=1))  # (n, groups, h)
+        # The daily profile gives the shape of a day, not its level: divided by the mean of the days it
+        # averages. Divided by L instead, a week of decline (fifa after the final) read as "far below
+        # the usual level" and the model, taught by the tournament's rest days, forecast a rebound that
+        # never came (MASE 0.119 against 0.071 for the shape-only profile). The weekly one is over L.
+        divisors = (np.maximum(mean["days"], floor)[:, None], level[:, None])
+        for group, (column, divisor) in enumerate(zip(plan.profile_columns, divisors, strict=False)):
+            x[:, :, column] = profiles[:, group] / divisor
     return Features(x.reshape(n * h, -1), level, volatility)
 
 
-def _range_means(windows: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and count of known values of each window over each ``[start, stop)`` span: ``(n, spans)``."""
-    known = ~np.isnan(windows)
-    zero = np.zeros((windows.shape[0], 1))
-    sums = np.hstack((zero, np.cumsum(np.where(known, windows, 0.0), axis=1)))
-    counts = np.hstack((zero, np.cumsum(known, axis=1)))
-    starts, stops = np.clip(spans[:, 0], 0, None), np.clip(spans[:, 1], 0, None)
-    total, count = sums[:, stops] - sums[:, starts], counts[:, stops] - counts[:, starts]
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
-
-
-def _smoothed_at(windows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Mean of each position and its two neighbours inside the window, ignoring ``NaN``:
-    shape ``(n, *positions.shape)``."""
-    padding = np.full((windows.shape[0], 1), np.nan)
-    padded = np.hstack((padding, windows, padding))
-    # Position p of the window is p + 1 of the padded one; its neighbours p and p + 2.
-    neighbours = padded[:, np.stack((positions, positions + 1, positions + 2))]
-    return _nanmean(neighbours, axis=1)
+def _divide(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``total / count``, ``NaN`` where nothing was counted (no warning)."""
+    return np.asarray(total / np.where(count > 0, count, np.nan))
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -254,8 +303,8 @@ def p90_margin_unit(volatility: np.ndarray) -> np.ndarray:
     was too narrow for the first and too wide for the second. Unknown volatility (no day
     before) counts as the median of the bounds.
     """
-    bounded = np.clip(volatility, MIN_VOLATILITY, MAX_VOLATILITY)
-    return np.asarray(np.where(np.isnan(bounded), np.sqrt(MIN_VOLATILITY * MAX_VOLATILITY), bounded))
+    bounded = np.minimum(np.maximum(volatility, MIN_VOLATILITY), MAX_VOLATILITY)  # NaN stays NaN
+    return np.asarray(np.where(bounded == bounded, bounded, np.sqrt(MIN_VOLATILITY * MAX_VOLATILITY)))
 
 
 def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) -> np.ndarray:
@@ -270,11 +319,12 @@ def _ns(moment: Any) -> int:
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """``nanmean`` without the all-NaN warning: ``NaN`` where nothing is known."""
+    """``nanmean`` without the all-NaN warning: ``NaN`` where nothing is known.
+
+    Written with ufunc reductions, not ``np.sum``: on the one-service path each wrapper's
+    overhead is a visible share of the forecast."""
     known = ~np.isnan(values)
-    count = np.count_nonzero(known, axis=axis)
-    total = np.sum(np.where(known, values, 0.0), axis=axis)
-    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    return _divide(np.add.reduce(np.where(known, values, 0.0), axis=axis), np.add.reduce(known, axis=axis))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: np.ndarray) -> np.ndarray:

@@ -204,12 +204,13 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
                   *, source: str = "history") -> np.ndarray:
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
-    This is the serving hot path: two binary searches and a slice (the index's order is
-    checked by pandas once and cached on the index; the values' sign in one pass).
-    A slice that is not on the model's grid is averaged onto it first.
+    This is the serving hot path: two binary searches and a slice. The index's order is
+    checked by pandas once and cached on the index; the values are checked only in the
+    slice that is used, and a slice is recognised as on the model's grid from its ends (the
+    stamps strictly increase, so n stamps spanning (n - 1) steps are every step). A slice
+    that is not on the grid is averaged onto it first.
     """
     stamps = _utc_stamps(history, source)
-    values = _checked_values(history, source)
     step_ns = step_seconds * _NS
     first_ns = end_ns - n_steps * step_ns
     lo = int(np.searchsorted(stamps, first_ns, side="left"))
@@ -217,11 +218,16 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     out = np.full(n_steps, np.nan)
     if hi <= lo:
         return out
-    part, values = stamps[lo:hi], values[lo:hi]
-    if not _is_on_grid(part, step_ns):
-        regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
-        return window_before(regular, end_ns, n_steps, step_seconds, source=source)
-    out[(part - first_ns) // step_ns] = values
+    part = stamps[lo:hi]
+    values = _checked(_float_values(history, source)[lo:hi], source)
+    if part[0] % step_ns or part[-1] - part[0] != (part.size - 1) * step_ns:
+        if not _is_on_grid(part, step_ns):
+            regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
+            return window_before(regular, end_ns, n_steps, step_seconds, source=source)
+        out[(part - first_ns) // step_ns] = values
+        return out
+    offset = int((part[0] - first_ns) // step_ns)
+    out[offset : offset + part.size] = values
     return out
 
 
@@ -249,11 +255,20 @@ def _utc_stamps(history: pd.Series, source: str) -> np.ndarray:
 
 
 def _checked_values(history: pd.Series, source: str) -> np.ndarray:
+    return _checked(_float_values(history, source), source)
+
+
+def _float_values(history: pd.Series, source: str) -> np.ndarray:
+    if history.dtype == np.float64:
+        return history.to_numpy()  # a view: no copy, no conversion on the hot path
     try:
-        values = history.to_numpy(dtype=np.float64, na_value=np.nan)
+        return history.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
         raise BadSeries("the history's values are not numbers", source=source) from None
-    if np.any(values < 0) or np.any(np.isinf(values)):
+
+
+def _checked(values: np.ndarray, source: str) -> np.ndarray:
+    if np.any(values < 0) or np.any(values == np.inf):  # NaN (unknown) compares False: allowed
         raise BadSeries("the history has negative or infinite values; TPS must be finite and >= 0",
                         source=source)
     return values

@@ -42,6 +42,8 @@ from models.series import window_before
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+#: Ticks per second of each DatetimeIndex unit.
+_UNIT_NS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": _NS}
 #: Feature rows (float32, origin-major) -> raw P50 and P90 ratios.
 RatioPredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -129,10 +131,13 @@ class ForecastCore:
     def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
         """Features for several windows (same spec, same horizon) in one vectorised pass."""
         h = windows[0].multipliers.size
-        stacked = np.stack([w.values for w in windows])
+        if len(windows) == 1:  # the one-service path: views, not copies
+            stacked, multipliers = windows[0].values[None, :], windows[0].multipliers[None, :]
+        else:
+            stacked, multipliers = np.stack([w.values for w in windows]), np.stack([w.multipliers for w in windows])
         starts = np.array([w.start_ns for w in windows], dtype=np.int64)
         inputs = build_features(stacked, starts, self.spec, h)
-        return PreparedRequest(inputs, np.stack([w.multipliers for w in windows]), starts, h)
+        return PreparedRequest(inputs, multipliers, starts, h)
 
     def prepare(self, history: pd.Series, now: datetime | None = None, horizon_steps: int | None = None,
                 events: Sequence[Event] | None = None) -> PreparedRequest:
@@ -169,10 +174,12 @@ class ForecastCore:
             if len(history) == 0:
                 raise HistoryTooShort(f"the history is empty; the model needs at least "
                                       f"{self.spec.min_history_steps} steps", source=self.service)
-            last = history.index[-1]
-            if not isinstance(last, pd.Timestamp) or last.tzinfo is None:
+            # The index is checked (UTC, increasing) when the window is cut; asi8 avoids boxing a Timestamp.
+            index = history.index
+            if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
                 raise BadRequest("the history must have a UTC DatetimeIndex", source=self.service)
-            return (int(last.value) // step_ns + 1) * step_ns
+            last = int(index.asi8[-1]) * (_NS // _UNIT_NS.get(index.unit, _NS))
+            return (last // step_ns + 1) * step_ns
         if now.tzinfo is None:
             raise BadRequest("'now' must be timezone-aware (UTC)", source=self.service)
         # The forecast starts with the step ``now`` falls in: it is not complete yet.

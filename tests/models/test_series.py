@@ -146,5 +146,7 @@ def test_window_before_fast_path_and_irregular_history() -> None:
     (pd.Series([1.0, 2.0], index=[0, 1]), "DatetimeIndex"),
 ])
 def test_bad_in_memory_history_is_refused(history: pd.Series, words: str) -> None:
+    # Values are checked where they are read: the window before the end.
+    end = int(pd.Timestamp("2024-01-01T01:00Z").value)
     with pytest.raises(BadSeries, match=words):
-        window_before(history, 0, 4, 900)
+        window_before(history, end, 4, 900)
