@@ -60,16 +60,22 @@ def to_onnx_graph(model: TrainedModel) -> onnx.ModelProto:
     return joined
 
 
-def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None) -> ModelMetadata:
+def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None,
+                 serves: str | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
     """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed)."""
-    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest)
+    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest, serves=serves, choice=choice)
 
 
 def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path, *,
-                    backtest: dict[str, Any] | None = None) -> ModelMetadata:
+                    backtest: dict[str, Any] | None = None, serves: str | None = None,
+                    choice: dict[str, Any] | None = None) -> ModelMetadata:
     """Stamp ``graph`` (from :func:`to_onnx_graph`) with the model's service and version, and write
     it with its metadata. Separate from the conversion so that one converted graph can be
-    written for several services (the benchmark's 1,000 services)."""
+    written for several services (the benchmark's 1,000 services).
+
+    ``serves`` writes the pooled model as that service's model: the graph keeps the pooled
+    model's stamp (the same bytes for every service it serves); the metadata names the service,
+    its level floor (in ``model.spec``) and the pooled graph (``graph_service``)."""
     # The version names the content: same data, config and seed -> same version.
     content_hash = hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
     model_version = f"{model.training_end:%Y%m%dT%H%MZ}-{content_hash[:12]}"
@@ -81,7 +87,9 @@ def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / GRAPH_FILE).write_bytes(data)
     metadata = ModelMetadata(
-        service=model.service,
+        service=serves or model.service,
+        graph_service=model.service if serves else None,
+        choice=choice,
         model_version=model_version,
         created_at=datetime.now(UTC),
         training_start=model.training_start,

@@ -50,6 +50,9 @@ class FeatureSpec:
     level_floor: float
     #: Learned multiplier per event kind for events that declare no multiplier.
     kind_effects: Mapping[str, float] = field(default_factory=dict)
+    #: History a forecast needs. A service's own model needs a day (its level); the pooled model,
+    #: trained on origins with as little, serves a new service after a few hours.
+    min_history_hours: int = 24
 
     @property
     def steps_per_day(self) -> int:
@@ -64,8 +67,8 @@ class FeatureSpec:
 
     @property
     def min_history_steps(self) -> int:
-        """One day: what the recent level needs. Longer windows are used when given."""
-        return self.steps_per_day
+        """What the recent level needs (one day, by default). Longer windows are used when given."""
+        return max(1, self.min_history_hours * 3600 // self.step_seconds)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -89,7 +92,8 @@ class FeatureSpec:
     def from_json(cls, data: Mapping[str, Any]) -> FeatureSpec:
         spec = cls(step_seconds=int(data["step_seconds"]), seasonality=data["seasonality"],
                    horizon_steps=int(data["horizon_steps"]), level_floor=float(data["level_floor"]),
-                   kind_effects={str(k): float(v) for k, v in dict(data.get("kind_effects", {})).items()})
+                   kind_effects={str(k): float(v) for k, v in dict(data.get("kind_effects", {})).items()},
+                   min_history_hours=int(data.get("min_history_hours", 24)))
         if "names" in data and tuple(data["names"]) != spec.names:
             raise ValueError(f"feature names {data['names']} do not match this version's {list(spec.names)}")
         return spec

@@ -54,6 +54,13 @@ class ModelMetadata(BaseModel):
     library_versions: dict[str, str] = Field(default_factory=dict)
     graph_file: str = GRAPH_FILE
     graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    #: Set when the service is served by the pooled model (``models.pooled``): the name the
+    #: graph is stamped with. Every service it serves has the very same graph bytes, so a
+    #: process loading them all holds one session.
+    graph_service: str | None = None
+    #: Why this model serves the service: ``own`` or ``pooled``, with the backtest that chose
+    #: (``models.pooled.Choice``), or ``pooled`` alone for a service too new for its own.
+    choice: dict[str, Any] | None = None
 
 
 def sha256_of(path: Path) -> str:

@@ -119,16 +119,14 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
              service, report.seasonality, report.daily_autocorrelation, report.weekly_gain, step, horizon)
 
     rng = np.random.default_rng(config.seed)
-    origins = _sample_origins(base, spec, config, rng)
-    x, y, level, unit, origin_of_row = _rows(base, times_ns, origins, spec)
+    origins = sample_origins(base, spec, config, rng)
+    x, y, level, unit, origin_of_row = feature_rows(base, times_ns, origins, spec)
     # One thread: on a shared machine OpenMP's spinning threads made fits 3x slower, and
     # the planner trains many services side by side anyway.
     with threadpool_limits(limits=config.threads):
-        p90_margin = _calibrate_p90(x, y, level, unit, origin_of_row, spec, config)
-        p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
-        p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
-        p50.fit(_fittable(x), y)
-        p90.fit(_fittable(x), y)
+        fit_rows, held_out = calibration_split(origin_of_row, spec.horizon_steps, config.calibration_share)
+        p90_margin = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
+        p50, p90 = fit_quantiles(x, y, config)
     return TrainedModel(
         service=service, spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
         training_start=series.index[0].to_pydatetime(), training_end=series.index[-1].to_pydatetime(),
@@ -175,16 +173,16 @@ def _step_seconds(series: pd.Series) -> int:
     return int(steps[0] // _NS)
 
 
-def _sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfig,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Origins with at least a day of history, drawn (seeded) with probability proportional to
-    ``level ** weight_power``, at most ``max_rows / horizon`` of them, in time order.
+def sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfig,
+                   rng: np.random.Generator, *, earliest: int | None = None) -> np.ndarray:
+    """Origins with at least ``earliest`` steps of history (default: a day), drawn (seeded) with
+    probability proportional to ``level ** weight_power``, at most ``max_rows / horizon`` of them, in time order.
 
     Drawing by level instead of weighting rows gives the same expected loss (it counts
     requests), and the boosting then fits unweighted, which is about three times faster.
     """
     day = spec.steps_per_day
-    candidates = np.arange(day, values.size)
+    candidates = np.arange(day if earliest is None else earliest, values.size)
     wanted = max(1, config.max_rows // spec.horizon_steps)
     level = np.maximum(_trailing_mean(values, day)[candidates], spec.level_floor)
     usable = np.isfinite(level)
@@ -213,8 +211,8 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)[:-1]
 
 
-def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
-          spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def feature_rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
+                 spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features, targets (ratios to the level), level, P90 margin unit and origin of every usable row."""
     h = spec.horizon_steps
     windows = sliding_windows(values, origins, spec.window_steps)
@@ -230,22 +228,27 @@ def _rows(values: np.ndarray, times_ns: np.ndarray, origins: np.ndarray,
     return x[keep], y[keep], level_of_row[keep], unit_of_row[keep], origin_of_row[keep]
 
 
-def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.ndarray, origin_of_row: np.ndarray,
-                   spec: FeatureSpec, config: TrainingConfig) -> float:
+def calibration_split(origin_of_row: np.ndarray, horizon_steps: int,
+                      share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to fit the calibration P90 on and rows to measure it on: the origins before the last
+    ``share`` of them (their targets end before the held-out origins start), and the rest."""
+    origins = np.unique(origin_of_row)
+    if origins.size < 2:
+        none = np.zeros(origin_of_row.shape, dtype=bool)
+        return none, none
+    cut = origins[int(origins.size * (1 - share))]
+    return origin_of_row + horizon_steps <= cut, origin_of_row >= cut
+
+
+def calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.ndarray, fit_rows: np.ndarray,
+                  held_out: np.ndarray, config: TrainingConfig) -> float:
     """The margin (in units of ``unit``, the recent volatility) that puts 90 % of held-out
     steps at or under the P90.
 
-    Fits the P90 on the origins before the last ``calibration_share`` of the history (their
-    targets end before the held-out origins start) and measures it on the held-out ones.
+    Fits the P90 on ``fit_rows`` (earlier origins) and measures it on ``held_out`` (later ones).
     Rows were drawn by level; weighting them by ``1 / level ** weight_power`` counts every
     step once, as the backtest's coverage does.
     """
-    origins = np.unique(origin_of_row)
-    if origins.size < 2:
-        return 0.0
-    cut = origins[int(origins.size * (1 - config.calibration_share))]
-    fit_rows = origin_of_row + spec.horizon_steps <= cut
-    held_out = origin_of_row >= cut
     if np.count_nonzero(fit_rows) < 1000 or np.count_nonzero(held_out) < 100:
         log.warning("too little history to calibrate the P90; keeping the raw P90")
         return 0.0
@@ -253,6 +256,15 @@ def _calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.nda
     p90.fit(_fittable(x[fit_rows]), y[fit_rows])
     shortfall = (y[held_out] - p90.predict(x[held_out])) / unit[held_out]
     return weighted_quantile(shortfall, 1.0 / level[held_out] ** config.weight_power, P90)
+
+
+def fit_quantiles(x: np.ndarray, y: np.ndarray, config: TrainingConfig) -> tuple[Any, Any]:
+    """The final P50 and P90 regressors, fitted on every row."""
+    p50 = make_quantile_estimator(config.estimator, 0.5, seed=config.seed, params=config.params)
+    p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
+    p50.fit(_fittable(x), y)
+    p90.fit(_fittable(x), y)
+    return p50, p90
 
 
 def _fittable(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""One model for many services: trained on all their histories at once, served from one session.
+
+A model per service costs one onnxruntime session per service (1,000 services took 1.19 GiB
+resident), cannot serve a service whose history is shorter than its training needs, and
+learns from one history only. The features make pooling possible: every traffic feature
+and the target are ratios to the service's own recent level, so a quiet service and a busy
+one look alike to the trees. The pooled model is the same estimator on the same features
+(``models.features``), always in the weekly layout (lags a service lacks are ``NaN``,
+which the trees learned to do without), with each service's own level floor.
+
+Each service is then served by whichever of its own model and the pooled one did better on
+a backtest of its own recent history (:func:`choose`): chosen per service, never by hand.
+A service too new for a model of its own gets the pooled one after a few hours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from models.errors import BadRequest, HistoryTooShort
+from models.features import FeatureSpec
+from models.seasonality import SeasonalityReport
+from models.training import (
+    TrainedModel,
+    TrainingConfig,
+    calibrate_p90,
+    calibration_split,
+    feature_rows,
+    fit_quantiles,
+    sample_origins,
+)
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+#: The pooled model's name: its graph is stamped with it, and each service it serves names it.
+POOLED = "pooled"
+#: History a service needs before the pooled model forecasts it: enough for a level.
+POOLED_MIN_HISTORY_HOURS = 6
+#: Served by a model of its own or by the pooled one.
+OWN, POOLED_CHOICE = "own", "pooled"
+
+
+def pooled_name(step_seconds: int) -> str:
+    return f"{POOLED}-{step_seconds}s"
+
+
+def level_floor(values: np.ndarray, config: TrainingConfig) -> float:
+    """A service's level floor, as in :func:`models.training.train`: a share of its mean traffic."""
+    known = values[~np.isnan(values)]
+    return max(float(known.mean()) * config.level_floor_share if known.size else 0.0, 1e-6)
+
+
+def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig | None = None,
+                 horizon_steps: int | None = None) -> TrainedModel:
+    """Fit one P50/P90 model on every history (regular TPS series, all at one step).
+
+    Each service contributes the same number of rows, drawn within its history in proportion
+    to its level (as :func:`models.training.train` does): a busy service does not drown a
+    quiet one, since both are learned as ratios to their own level. The P90 margin is
+    calibrated on every service's own latest third.
+    """
+    config = config or TrainingConfig()
+    usable = {name: series for name, series in histories.items() if series.notna().sum() > 0}
+    if not usable:
+        raise HistoryTooShort("no service has any known traffic to train the pooled model on", source=POOLED)
+    steps = {name: _step_of(series, name) for name, series in usable.items()}
+    step = next(iter(steps.values()))
+    other = sorted(name for name, s in steps.items() if s != step)
+    if other:
+        raise BadRequest(f"the pooled model is trained at one step ({step} s); {', '.join(other[:5])} "
+                         f"are at another", source=POOLED)
+    day = 86_400 // step
+    horizon = horizon_steps or config.horizon_steps or day
+    spec = FeatureSpec(step_seconds=step, seasonality="weekly", horizon_steps=horizon, level_floor=1e-6,
+                       min_history_hours=POOLED_MIN_HISTORY_HOURS)
+    per_service = replace(config, max_rows=max(config.max_rows // len(usable), 4 * horizon))
+    rng = np.random.default_rng(config.seed)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for name, series in usable.items():
+        values = series.to_numpy(dtype=np.float64)
+        times_ns = pd.DatetimeIndex(series.index).as_unit("ns").asi8
+        own = replace(spec, level_floor=level_floor(values, config))
+        origins = sample_origins(values, own, per_service, rng, earliest=spec.min_history_steps)
+        if origins.size == 0:
+            log.info("pooled model: %s has no origin with %d h of history", name, POOLED_MIN_HISTORY_HOURS)
+            continue
+        x, y, level, unit, origin_of_row = feature_rows(values, times_ns, origins, own)
+        fit_rows, held_out = calibration_split(origin_of_row, horizon, config.calibration_share)
+        parts.append((x, y, level, unit, fit_rows, held_out))
+    if not parts:
+        raise HistoryTooShort(f"no service has {POOLED_MIN_HISTORY_HOURS} h of history to train the pooled "
+                              "model on", source=POOLED)
+    x, y, level, unit, fit_rows, held_out = (np.concatenate(column) for column in zip(*parts, strict=True))
+    with threadpool_limits(limits=config.threads):
+        p90_margin = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
+        p50, p90 = fit_quantiles(x, y, config)
+    starts = [series.index[0].to_pydatetime() for series in usable.values()]
+    ends = [series.index[-1].to_pydatetime() for series in usable.values()]
+    log.info("pooled model: %d services, %d rows, step %d s, P90 margin %.3f", len(parts), y.size, step, p90_margin)
+    return TrainedModel(service=pooled_name(step), spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
+                        training_start=min(starts), training_end=max(ends),
+                        seasonality=SeasonalityReport("weekly", float("nan"), float("nan")),
+                        n_rows=int(y.size), config=config)
+
+
+def for_service(pooled: TrainedModel, history: pd.Series, config: TrainingConfig | None = None) -> TrainedModel:
+    """The pooled model as one service's model: the same trees, the service's own level floor."""
+    floor = level_floor(history.to_numpy(dtype=np.float64), config or pooled.config)
+    return replace(pooled, spec=replace(pooled.spec, level_floor=floor))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which model serves a service, and the backtest that decided it."""
+
+    served_by: str  # OWN or POOLED_CHOICE
+    own_error: float  # mean absolute error over the held-out days, in TPS (NaN: no own model)
+    pooled_error: float
+    days: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"served_by": self.served_by, "own_mae": _rounded(self.own_error),
+                "pooled_mae": _rounded(self.pooled_error), "days": self.days}
+
+
+Forecast = Callable[[pd.Series, datetime], np.ndarray]
+
+
+def choose(series: pd.Series, own: Forecast | None, pooled: Forecast, *, days: int,
+           horizon_steps: int) -> Choice:
+    """Backtest both forecasts (each a function of the history before an origin) at one origin a
+    day over the last ``days`` days of ``series`` and keep the one with the lower mean absolute
+    error of its P50. Both were trained on history before the first origin. The pooled model
+    wins a tie: one session is cheaper than two."""
+    step = _step_of(series, str(series.name))
+    day = 86_400 // step
+    origins = [len(series) - horizon_steps - k * day for k in range(days)]
+    origins = [o for o in sorted(origins) if o > 0]
+    errors = {OWN: [], POOLED_CHOICE: []}  # type: dict[str, list[float]]
+    values = series.to_numpy(dtype=np.float64)
+    for origin in origins:
+        history, at = series.iloc[:origin], series.index[origin].to_pydatetime()
+        actual = values[origin : origin + horizon_steps]
+        known = ~np.isnan(actual)
+        if not np.any(known):
+            continue
+        for name, forecast in ((OWN, own), (POOLED_CHOICE, pooled)):
+            if forecast is None:
+                continue
+            try:
+                p50 = forecast(history, at)
+            except HistoryTooShort:
+                errors[name].append(float("inf"))
+                continue
+            errors[name].append(float(np.mean(np.abs(p50[: actual.size][known] - actual[known]))))
+    own_error = float(np.mean(errors[OWN])) if errors[OWN] else float("nan")
+    pooled_error = float(np.mean(errors[POOLED_CHOICE])) if errors[POOLED_CHOICE] else float("nan")
+    served_by = OWN if own is not None and own_error < pooled_error else POOLED_CHOICE
+    if own is not None and np.isnan(pooled_error) and not np.isnan(own_error):
+        served_by = OWN
+    return Choice(served_by, own_error, pooled_error, len(errors[POOLED_CHOICE]))
+
+
+def _step_of(series: pd.Series, name: str) -> int:
+    index = series.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None or len(index) < 2:
+        raise BadRequest("a pooled history must be a regular, UTC-indexed series", source=name)
+    steps = np.diff(index.as_unit("ns").asi8)
+    if np.any(steps != steps[0]) or steps[0] % _NS or 86_400 * _NS % steps[0]:
+        raise BadRequest("a pooled history must be a regular series whose step divides a day", source=name)
+    return int(steps[0] // _NS)
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 4) if np.isfinite(value) else None
