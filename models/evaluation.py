@@ -10,7 +10,7 @@ when less than ``min_train_days`` of history lie before it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,16 @@ from harbinger.clock import format_time
 from models.baselines import ProphetBaseline, seasonal_naive
 from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
+from models.forecast import Forecast
 from models.metrics import FoldErrors, Scores, mase_scale, pooled_scores
+from models.pooled import OWN, POOLED_CHOICE, Choice, choose, for_service, train_pooled
 from models.serving import ForecastCore
 from models.training import TrainingConfig, train
 
 HARBINGER = "harbinger"
+#: Harbinger's two candidates when a pool is given; ``harbinger`` is the one chosen.
+HARBINGER_OWN = "harbinger-own"
+HARBINGER_POOLED = "harbinger-pooled"
 NAIVE_DAILY = "seasonal-naive-daily"
 NAIVE_WEEKLY = "seasonal-naive-weekly"
 #: The better (lower MASE) of the daily and weekly seasonal-naive forecasts.
@@ -42,6 +47,8 @@ class BacktestConfig:
     spacing_steps: int | None = None  # None: one day
     min_train_days: float = 7.0
     baselines: tuple[str, ...] = BASELINES
+    #: With a pool: days before the first scored origin on which own and pooled are compared.
+    validation_folds: int = 7
 
 
 @dataclass
@@ -62,6 +69,8 @@ class BacktestResult:
     seconds: dict[str, float]
     #: Which seasonal-naive variant was the better one.
     naive_choice: str | None
+    #: Which model served as ``harbinger``: own or pooled, and the validation that chose it.
+    choice: Choice | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``{"trace": NAME, "models": {model: {mase, smape, under_p90, coverage_p90, ...}}, ...}``."""
@@ -77,6 +86,8 @@ class BacktestResult:
             "horizon_steps": self.horizon_steps,
             "test_start": format_time(self.folds[0].start) if self.folds else None,
             "fit_seconds": {name: round(value, 2) for name, value in self.seconds.items()},
+            "served_by": self.choice.served_by if self.choice else OWN,
+            "choice": self.choice.as_dict() if self.choice else None,
         }
 
 
@@ -90,7 +101,15 @@ def fold_origins(n_steps: int, steps_per_day: int, horizon: int, config: Backtes
 
 def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | None = None,
              config: BacktestConfig | None = None, training: TrainingConfig | None = None,
-             progress: Progress | None = None) -> BacktestResult:
+             progress: Progress | None = None, pool: Mapping[str, pd.Series] | None = None) -> BacktestResult:
+    """Score Harbinger and the baselines at every fold origin (see the module docstring).
+
+    With a ``pool`` (other services' histories at the same step), Harbinger has two
+    candidates: a model of the series' own and the pooled model (``models.pooled``) trained on
+    the pool plus the series' history before the origin. Which one is ``harbinger`` is chosen
+    on the ``validation_folds`` days before the first scored origin, never on the scored ones;
+    both candidates' scores are reported beside it.
+    """
     config = config or BacktestConfig()
     training = training or TrainingConfig()
     unknown = set(config.baselines) - set(BASELINES)
@@ -105,7 +124,15 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
         raise HistoryTooShort(f"{len(series)} steps: a backtest needs at least {config.min_train_days:g} days "
                               f"of training plus a {horizon}-step horizon", source=name)
     values = series.to_numpy(dtype=np.float64)
-    models = [HARBINGER]
+    candidates = Candidates(name, events, training, pool)
+    choice = None
+    if pool:
+        if progress:
+            progress(0, len(origins), "choosing own or pooled")
+        before = series.iloc[: origins[0]]
+        choice = choose(before, candidates.own, candidates.pooled, days=config.validation_folds,
+                        horizon_steps=horizon)
+    models = [HARBINGER, HARBINGER_OWN, HARBINGER_POOLED] if pool else [HARBINGER]
     if "seasonal-naive" in config.baselines:
         models += [NAIVE_DAILY, NAIVE_WEEKLY]
     if "prophet" in config.baselines:
@@ -121,10 +148,17 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
         fold = FoldForecast(start=series.index[origin], actual=actual)
         scale = mase_scale(values[:origin], day)
         for model in models:
+            if model == HARBINGER and pool:
+                continue  # the chosen candidate's forecast, copied below
             began = time.perf_counter()
-            fold.p50[model], fold.p90[model] = _forecast(model, history, horizon, events, name, training, day)
+            fold.p50[model], fold.p90[model] = _forecast(model, history, horizon, candidates, day)
             seconds[model] += time.perf_counter() - began
             errors[model].append(FoldErrors(actual, fold.p50[model], fold.p90[model], scale))
+        if choice is not None:
+            chosen = HARBINGER_POOLED if choice.served_by == POOLED_CHOICE else HARBINGER_OWN
+            fold.p50[HARBINGER], fold.p90[HARBINGER] = fold.p50[chosen], fold.p90[chosen]
+            errors[HARBINGER].append(errors[chosen][-1])
+            seconds[HARBINGER] = seconds[chosen]
         folds.append(fold)
     if progress:
         progress(len(origins), len(origins), "done")
@@ -133,23 +167,47 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
     if NAIVE_DAILY in scores:
         naive_choice = min((NAIVE_DAILY, NAIVE_WEEKLY), key=lambda m: _or_inf(scores[m].mase))
     return BacktestResult(trace=name, step_seconds=step, horizon_steps=horizon, scores=scores, folds=folds,
-                          seconds=seconds, naive_choice=naive_choice)
+                          seconds=seconds, naive_choice=naive_choice, choice=choice)
 
 
-def _forecast(model: str, history: pd.Series, horizon: int, events: Sequence[Event], service: str,
-              training: TrainingConfig, day: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Candidates:
+    """Harbinger's forecasts at one origin, each trained on the history before it."""
+
+    service: str
+    events: Sequence[Event]
+    training: TrainingConfig
+    pool: Mapping[str, pd.Series] | None
+
+    def own(self, history: pd.Series) -> Forecast:
+        trained = train(history, service=self.service, events=self.events, config=self.training)
+        core = ForecastCore(self.service, "backtest", trained.spec, trained.p90_margin)
+        return core.forecast_with(trained.predict_ratios, history, events=list(self.events))
+
+    def pooled(self, history: pd.Series) -> Forecast:
+        # The series itself is one of the pooled histories, up to the origin: its recent
+        # days are what the pooled model is weakest at without it.
+        pooled = train_pooled({**(self.pool or {}), self.service: history}, config=self.training)
+        model = for_service(pooled, history, self.training)
+        core = ForecastCore(self.service, "backtest", model.spec, model.p90_margin)
+        return core.forecast_with(model.predict_ratios, history, events=list(self.events))
+
+
+def _forecast(model: str, history: pd.Series, horizon: int, candidates: Candidates,
+              day: int) -> tuple[np.ndarray, np.ndarray]:
     values = history.to_numpy(dtype=np.float64)
-    if model == HARBINGER:
-        trained = train(history, service=service, events=events, config=training)
-        core = ForecastCore(service, "backtest", trained.spec, trained.p90_margin)
-        forecast = core.forecast_with(trained.predict_ratios, history, events=list(events))
+    if model in (HARBINGER, HARBINGER_OWN):
+        forecast = candidates.own(history)
+        return forecast.p50, forecast.p90
+    if model == HARBINGER_POOLED:
+        forecast = candidates.pooled(history)
         return forecast.p50, forecast.p90
     if model == NAIVE_DAILY:
         return seasonal_naive(values, horizon, day)
     if model == NAIVE_WEEKLY:
         return seasonal_naive(values, horizon, 7 * day)
     if model == PROPHET:
-        prophet = ProphetBaseline(seed=training.seed).fit(history, events, service)
+        prophet = ProphetBaseline(seed=candidates.training.seed).fit(history, candidates.events, candidates.service)
         return prophet.predict(_future_index(history, horizon))
     raise BadRequest(f"unknown model {model!r}")
 

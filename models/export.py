@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,17 +79,55 @@ def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path
     ``serves`` writes the pooled model as that service's model: the graph keeps the pooled
     model's stamp (the same bytes for every service it serves); the metadata names the service,
     its level floor (in ``model.spec``) and the pooled graph (``graph_service``)."""
+    data, model_version = stamp(model, graph)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / GRAPH_FILE).write_bytes(data)
+    metadata = model_metadata(model, data, model_version, backtest=backtest, serves=serves, choice=choice)
+    write_metadata(model_dir, metadata)
+    return metadata
+
+
+def write_pooled_dirs(pooled: TrainedModel, members: Mapping[str, tuple[Path, float]], *,
+                      choices: Mapping[str, dict[str, Any]] | None = None) -> dict[str, ModelMetadata]:
+    """The pooled model as the model of each service in ``members`` (service -> (directory, level
+    floor)): converted and stamped once, the same graph bytes in every directory (hard-linked
+    where the file system allows), a metadata file of each service's own."""
+    data, model_version = stamp(pooled, to_onnx_graph(pooled))
+    written: dict[str, ModelMetadata] = {}
+    first: Path | None = None
+    for service, (model_dir, floor) in members.items():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        target = model_dir / GRAPH_FILE
+        target.unlink(missing_ok=True)
+        try:
+            if first is None:
+                raise OSError("no graph written yet")
+            os.link(first, target)
+        except OSError:
+            target.write_bytes(data)
+            first = first or target
+        member = replace(pooled, spec=replace(pooled.spec, level_floor=floor))
+        metadata = model_metadata(member, data, model_version, serves=service,
+                                  choice=(choices or {}).get(service))
+        write_metadata(model_dir, metadata)
+        written[service] = metadata
+    return written
+
+
+def stamp(model: TrainedModel, graph: onnx.ModelProto) -> tuple[bytes, str]:
+    """The graph's bytes with the model's name and version stamped in, and that version."""
     # The version names the content: same data, config and seed -> same version.
     content_hash = hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
     model_version = f"{model.training_end:%Y%m%dT%H%MZ}-{content_hash[:12]}"
     stamped = onnx.ModelProto()
     stamped.CopyFrom(graph)
     helper.set_model_props(stamped, {SERVICE_PROP: model.service, VERSION_PROP: model_version})
-    data = stamped.SerializeToString(deterministic=True)
+    return stamped.SerializeToString(deterministic=True), model_version
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / GRAPH_FILE).write_bytes(data)
-    metadata = ModelMetadata(
+
+def model_metadata(model: TrainedModel, data: bytes, model_version: str, *, backtest: dict[str, Any] | None = None,
+                   serves: str | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
+    return ModelMetadata(
         service=serves or model.service,
         graph_service=model.service if serves else None,
         choice=choice,
@@ -107,8 +148,6 @@ def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path
         library_versions=library_versions(),
         graph_sha256=hashlib.sha256(data).hexdigest(),
     )
-    write_metadata(model_dir, metadata)
-    return metadata
 
 
 def library_versions() -> dict[str, str]:

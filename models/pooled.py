@@ -16,9 +16,9 @@ A service too new for a model of its own gets the pooled one after a few hours.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,9 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models.errors import BadRequest, HistoryTooShort
 from models.features import FeatureSpec
+from models.forecast import Forecast
 from models.seasonality import SeasonalityReport
+from models.series import AbsentRows, counts_to_tps, read_counts_csv
 from models.training import (
     TrainedModel,
     TrainingConfig,
@@ -131,10 +133,11 @@ class Choice:
                 "pooled_mae": _rounded(self.pooled_error), "days": self.days}
 
 
-Forecast = Callable[[pd.Series, datetime], np.ndarray]
+#: A forecast from the history before an origin (the function trains, or uses a trained model).
+ForecastFrom = Callable[[pd.Series], Forecast]
 
 
-def choose(series: pd.Series, own: Forecast | None, pooled: Forecast, *, days: int,
+def choose(series: pd.Series, own: ForecastFrom | None, pooled: ForecastFrom, *, days: int,
            horizon_steps: int) -> Choice:
     """Backtest both forecasts (each a function of the history before an origin) at one origin a
     day over the last ``days`` days of ``series`` and keep the one with the lower mean absolute
@@ -147,7 +150,7 @@ def choose(series: pd.Series, own: Forecast | None, pooled: Forecast, *, days: i
     errors = {OWN: [], POOLED_CHOICE: []}  # type: dict[str, list[float]]
     values = series.to_numpy(dtype=np.float64)
     for origin in origins:
-        history, at = series.iloc[:origin], series.index[origin].to_pydatetime()
+        history = series.iloc[:origin]
         actual = values[origin : origin + horizon_steps]
         known = ~np.isnan(actual)
         if not np.any(known):
@@ -156,7 +159,7 @@ def choose(series: pd.Series, own: Forecast | None, pooled: Forecast, *, days: i
             if forecast is None:
                 continue
             try:
-                p50 = forecast(history, at)
+                p50 = forecast(history).p50
             except HistoryTooShort:
                 errors[name].append(float("inf"))
                 continue
@@ -167,6 +170,25 @@ def choose(series: pd.Series, own: Forecast | None, pooled: Forecast, *, days: i
     if own is not None and np.isnan(pooled_error) and not np.isnan(own_error):
         served_by = OWN
     return Choice(served_by, own_error, pooled_error, len(errors[POOLED_CHOICE]))
+
+
+def load_pool(sources: Sequence[tuple[Path, AbsentRows]], step_seconds: int, *,
+              exclude: str | None = None) -> tuple[dict[str, pd.Series], list[str]]:
+    """Count CSVs as a pool at ``step_seconds`` (each named by its file's stem), leaving out
+    ``exclude`` and any file whose rows are not a whole divisor of the step (they cannot be put
+    on its grid). Returns the pool and one note per file left out."""
+    pool: dict[str, pd.Series] = {}
+    notes = []
+    for path, absent in sources:
+        name = Path(path).stem
+        if name == exclude or name in pool:
+            continue
+        rows = read_counts_csv(path)
+        if step_seconds % rows.interval_seconds:
+            notes.append(f"{name} left out: its {rows.interval_seconds} s rows do not fit the {step_seconds} s step")
+            continue
+        pool[name] = counts_to_tps(rows, step_seconds=step_seconds, absent=absent, name=name)
+    return pool, notes
 
 
 def _step_of(series: pd.Series, name: str) -> int:

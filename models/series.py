@@ -268,7 +268,8 @@ def _float_values(history: pd.Series, source: str) -> np.ndarray:
 
 
 def _checked(values: np.ndarray, source: str) -> np.ndarray:
-    if np.any(values < 0) or np.any(values == np.inf):  # NaN (unknown) compares False: allowed
+    # fmin/fmax skip NaN (unknown steps are allowed); two reductions, no temporaries.
+    if values.size and (np.fmin.reduce(values) < 0 or np.fmax.reduce(values) == np.inf):
         raise BadSeries("the history has negative or infinite values; TPS must be finite and >= 0",
                         source=source)
     return values
