@@ -153,6 +153,11 @@ class TrainingSettings(_Section):
     lookback_seconds: float = Field(28 * 86400.0, gt=0)
     #: Same history, same seed: the same model (and nothing rewritten).
     seed: int = 0
+    #: Also train one pooled model across every service's history: a service too new for a model
+    #: of its own is served by it, and each other service by whichever of the two did better.
+    pooled: bool = True
+    #: Days at the end of each history on which its own and the pooled model are compared.
+    validation_days: int = Field(3, ge=1, le=14)
     #: How often the mirror looks for new models.
     mirror_interval_seconds: float = Field(30.0, gt=0)
 

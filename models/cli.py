@@ -150,7 +150,8 @@ def run_train_cluster(args: argparse.Namespace) -> int:
                 api, history_source(settings.history, settings.prometheus), store, now=now,
                 namespaces=frozenset(args.namespaces) if args.namespaces else None,
                 step_seconds=settings.training.step_seconds,
-                lookback=timedelta(seconds=settings.training.lookback_seconds), seed=settings.training.seed)
+                lookback=timedelta(seconds=settings.training.lookback_seconds), seed=settings.training.seed,
+                pooled=settings.training.pooled, validation_days=settings.training.validation_days)
         return [o.as_dict() for o in outcomes]
 
     outcomes = asyncio.run(main())

@@ -10,6 +10,13 @@ What it did is an Event on the service's Deployments: ``ModelTrained`` (with the
 ``NotEnoughHistory`` (a Warning that says how much there is and how much the model needs).
 One service's failure is its own: the others are still trained.
 
+With ``pooled`` (the default), one more model is trained across every service's history
+(:mod:`models.pooled`). A service whose history is too short for a model of its own (a new
+one: a day is needed, the pooled model needs six hours) is served by it instead of by
+nothing; every other service by whichever of the two forecast its last ``validation_days``
+days better, both trained on the history before them. The pooled model is stored for each
+service it serves with the same graph bytes, so the mirror's readers load it once.
+
 Services are trained one at a time in a worker thread, each with one thread of its own: a
 CronJob's pod with a CPU limit, not a pool competing with the components.
 """
@@ -19,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -33,9 +41,13 @@ from harbinger.clock import format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.events import record_event
 from harbinger.kube import read_json
-from models.errors import HistoryTooShort
+from models.errors import BadRequest, HistoryTooShort
+from models.forecast import Forecast
+from models.pooled import OWN, POOLED_CHOICE, choose, for_service, train_pooled
+from models.serving import ForecastCore
 from models.store import ModelStore, read_files
 from models.traffic import HistorySource
+from models.training import TrainedModel, TrainingConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +91,22 @@ async def services(api: client.ApiClient, namespaces: frozenset[str] | None) -> 
 async def train_cluster(api: client.ApiClient, history: HistorySource, store: ModelStore, *, now: datetime,
                         namespaces: frozenset[str] | None = None, step_seconds: int = 300,
                         lookback: timedelta = timedelta(days=28), instance: str = "harbinger-train",
-                        seed: int = 0) -> list[Outcome]:
+                        seed: int = 0, pooled: bool = True, validation_days: int = 3) -> list[Outcome]:
+    found = await services(api, namespaces)
+    histories: dict[tuple[str, str], pd.Series] = {}
+    early: dict[tuple[str, str], Outcome] = {}
+    for namespace, service in sorted(found):
+        try:
+            histories[(namespace, service)] = await history.history(
+                service, namespace=namespace, end=now, lookback=lookback, step_seconds=step_seconds)
+        except HarbingerError as exc:  # Prometheus has no series for it (a new service), or is unreachable
+            early[(namespace, service)] = Outcome(namespace, service, "no-history", f"no traffic history: {exc}")
+    config = TrainingConfig(seed=seed)
+    pool = await asyncio.to_thread(Pool.train, histories, config, validation_days) if pooled and histories else None
     outcomes = []
-    for (namespace, service), deployments in sorted((await services(api, namespaces)).items()):
-        outcome = await _one(history, store, namespace, service, now=now, step_seconds=step_seconds,
-                             lookback=lookback, seed=seed)
+    for key, deployments in sorted(found.items()):
+        namespace, service = key
+        outcome = early.get(key) or await _one(store, namespace, service, histories[key], pool, config)
         outcomes.append(outcome)
         log.log(logging.WARNING if outcome.result in ("no-history", "failed") else logging.INFO, "%s/%s: %s (%s)",
                 namespace, service, outcome.result, outcome.detail)
@@ -91,37 +114,117 @@ async def train_cluster(api: client.ApiClient, history: HistorySource, store: Mo
     return outcomes
 
 
-async def _one(history: HistorySource, store: ModelStore, namespace: str, service: str, *, now: datetime,
-               step_seconds: int, lookback: timedelta, seed: int) -> Outcome:
-    from models.export import export_model
-    from models.training import TrainingConfig, train
+@dataclass
+class Pool:
+    """The pooled model on every history, and on every history before its validation days."""
 
+    final: TrainedModel
+    validation: TrainedModel | None
+    validation_days: int
+
+    @classmethod
+    def train(cls, histories: Mapping[tuple[str, str], pd.Series], config: TrainingConfig,
+              validation_days: int) -> Pool | None:
+        named = {contract.service_key(*key): series for key, series in histories.items()}
+        try:
+            final = train_pooled(named, config=config)
+        except (HistoryTooShort, BadRequest) as exc:
+            log.warning("no pooled model: %s", exc)
+            return None
+        cut = {name: series.iloc[: -validation_steps(series, final.spec.horizon_steps, validation_days)]
+               for name, series in named.items()}
+        try:
+            validation = train_pooled(cut, config=config)
+        except (HistoryTooShort, BadRequest):
+            validation = None
+        return cls(final, validation, validation_days)
+
+
+def validation_steps(series: pd.Series, horizon_steps: int, days: int) -> int:
+    """Steps at the end of a history held out to compare own and pooled: ``days`` origins a day
+    apart, the last a full horizon before the end."""
+    step = int((series.index[1] - series.index[0]).total_seconds()) if len(series) > 1 else 86_400
+    return (days - 1) * (86_400 // step) + horizon_steps
+
+
+def _serve_with(series: pd.Series, own: TrainedModel | None, pool: Pool | None, service: str,
+                config: TrainingConfig) -> tuple[TrainedModel | None, dict[str, Any] | None]:
+    """The model that serves the service (own or the pooled one for it) and why; ``None`` when
+    neither can."""
+    if pool is None:
+        return own, None
+    if own is None:
+        short = int(series.notna().sum()) >= pool.final.spec.min_history_steps
+        return (for_service(pool.final, series, config), {"served_by": POOLED_CHOICE, "reason": "short history"}
+                ) if short else (None, None)
+    held = validation_steps(series, own.spec.horizon_steps, pool.validation_days)
+    before = series.iloc[:-held]
     try:
-        series = await history.history(service, namespace=namespace, end=now, lookback=lookback,
-                                       step_seconds=step_seconds)
-    except HarbingerError as exc:  # Prometheus has no series for it (a new service), or is unreachable
-        return Outcome(namespace, service, "no-history", f"no traffic history: {exc}")
+        own_before = train(before, service=service, config=config)
+    except HistoryTooShort:
+        return own, {"served_by": OWN, "reason": "too little history to compare with the pooled model"}
+    if pool.validation is None:
+        return own, {"served_by": OWN, "reason": "no pooled model to compare with"}
+    pooled_before = for_service(pool.validation, before, config)
+
+    def forecast_with(model: TrainedModel) -> Callable[[pd.Series], Forecast]:
+        core = ForecastCore(service, "validation", model.spec, model.p90_margin)
+        return lambda history: core.forecast_with(model.predict_ratios, history)
+
+    choice = choose(series, forecast_with(own_before), forecast_with(pooled_before), days=pool.validation_days,
+                    horizon_steps=own.spec.horizon_steps)
+    if choice.served_by == POOLED_CHOICE:
+        return for_service(pool.final, series, config), choice.as_dict()
+    return own, choice.as_dict()
+
+
+async def _one(store: ModelStore, namespace: str, service: str, series: pd.Series, pool: Pool | None,
+               config: TrainingConfig) -> Outcome:
+    from models.export import export_model, write_pooled_dirs
+
+    too_short = None
     try:
-        model = await asyncio.to_thread(train, series, service=service, config=TrainingConfig(seed=seed))
+        own: TrainedModel | None = await asyncio.to_thread(train, series, service=service, config=config)
     except HistoryTooShort as exc:
-        return Outcome(namespace, service, "no-history", exc.message)
+        own, too_short = None, exc.message
     except (InvalidInput, ValueError, ArithmeticError) as exc:
         return Outcome(namespace, service, "failed", f"training failed: {exc}")
+    try:
+        model, choice = await asyncio.to_thread(_serve_with, series, own, pool, service, config)
+    except (InvalidInput, ValueError, ArithmeticError) as exc:
+        return Outcome(namespace, service, "failed", f"choosing own or pooled failed: {exc}")
+    if model is None:
+        return Outcome(namespace, service, "no-history", too_short or "no model can be trained")
     with tempfile.TemporaryDirectory(prefix="harbinger-model-") as tmp:
-        metadata = await asyncio.to_thread(export_model, model, Path(tmp))
+        if model.service == service:
+            metadata = await asyncio.to_thread(export_model, model, Path(tmp), choice=choice)
+        else:
+            written = await asyncio.to_thread(write_pooled_dirs, model, {service: (Path(tmp), model.spec.level_floor)},
+                                              choices={service: choice} if choice else None)
+            metadata = written[service]
         files = read_files(Path(tmp))
     try:
-        written = await store.put(namespace, service, files, version=metadata.model_version,
-                                  trained_at=format_time(metadata.created_at))
+        stored = await store.put(namespace, service, files, version=metadata.model_version,
+                                 trained_at=format_time(metadata.created_at))
     except ApiException as exc:
         return Outcome(namespace, service, "failed", f"the model could not be stored: {exc.status} {exc.reason}",
                        metadata.model_version)
-    if not written:
+    if not stored:
         return Outcome(namespace, service, "unchanged", "the stored model is this one", metadata.model_version)
+    served = "" if choice is None else (
+        f"; served by the {'pooled model' if choice['served_by'] == POOLED_CHOICE else 'its own model'} "
+        f"({_why(choice)})")
     return Outcome(namespace, service, "trained",
                    f"{metadata.period} seasonality, step {metadata.step_seconds} s, {metadata.training_rows} rows, "
-                   f"history {format_time(metadata.training_start)} to {format_time(metadata.training_end)}",
+                   f"history {format_time(metadata.training_start)} to {format_time(metadata.training_end)}{served}",
                    metadata.model_version)
+
+
+def _why(choice: Mapping[str, Any]) -> str:
+    if "reason" in choice:
+        return str(choice["reason"])
+    return (f"mean absolute error over its last {choice['days']} days: own {choice['own_mae']}, "
+            f"pooled {choice['pooled_mae']} req/s")
 
 
 async def _tell(api: client.ApiClient, deployments: Iterable[Any], outcome: Outcome, now: datetime,

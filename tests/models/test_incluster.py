@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +48,28 @@ async def test_models_are_trained_in_the_cluster_stored_and_mirrored(
     elsewhere = await make_namespace()  # not opted in: never trained
     apps: Any = client.AppsV1Api(kube)
     core: Any = client.CoreV1Api(kube)
-    for ns, name in ((namespace, "frontend"), (namespace, "newbie"), (elsewhere, "frontend")):
+    for ns, name in ((namespace, "frontend"), (namespace, "fresh"), (namespace, "newbie"), (elsewhere, "frontend")):
         await apps.create_namespaced_deployment(ns, deployment_body(name, replicas=0))
+    # "fresh" started twelve hours ago: too little for a model of its own, enough for the pooled one.
+    nasa = (traces_dir / "nasa.csv").read_text().splitlines()
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text("\n".join([nasa[0], *(row for row in nasa[1:] if "1995-08-14T12:00" <= row[:16] < "1995-08-15")]))
     train = ["train-cluster", f"--namespace={namespace}", f"--namespace={elsewhere}",
-             f"--history-trace=frontend={traces_dir / 'nasa.csv'}", f"--now={NOW}", "--json"]
+             f"--history-trace=frontend={traces_dir / 'nasa.csv'}", f"--history-trace=fresh={fresh}*3",
+             f"--now={NOW}", "--json"]
 
     first = await asyncio.to_thread(harbinger, cluster, store, *train)
     assert first.returncode == 0, first.stderr
     results = {s["service"]: s for s in json.loads(first.stdout.splitlines()[-1])["services"]}
-    assert set(results) == {f"{namespace}/frontend", f"{namespace}/newbie"}
+    assert set(results) == {f"{namespace}/frontend", f"{namespace}/fresh", f"{namespace}/newbie"}
     trained, missing = results[f"{namespace}/frontend"], results[f"{namespace}/newbie"]
     # The version names the last whole step before now, and the graph's content.
     assert trained["result"] == "trained" and trained["version"].startswith("19950814T2355Z-")
+    # Its own model and the pooled one were compared on its last three days.
+    assert "served by" in trained["detail"] and "over its last 3 days" in trained["detail"], trained
     assert missing["result"] == "no-history" and "no trace is configured for service 'newbie'" in missing["detail"]
+    pooled = results[f"{namespace}/fresh"]
+    assert pooled["result"] == "trained" and "served by the pooled model (short history)" in pooled["detail"], pooled
 
     kept = await core.read_namespaced_config_map(config_map_name(namespace, "frontend"), store)
     model = stored_model(kept.to_dict() | {"binaryData": kept.binary_data,
@@ -73,19 +82,31 @@ async def test_models_are_trained_in_the_cluster_stored_and_mirrored(
     said = {(e.involved_object.name, e.reason, e.type) for e in listed.items}
     assert ("frontend", "ModelTrained", "Normal") in said and ("newbie", "NotEnoughHistory", "Warning") in said
 
-    # Retraining on the same history gives the same model: nothing is rewritten.
+    # Retraining on the same history gives the same models: nothing is rewritten.
     again = await asyncio.to_thread(harbinger, cluster, store, *train)
-    assert json.loads(again.stdout.splitlines()[-1])["services"][0]["result"] == "unchanged", again.stdout
+    assert {s["result"] for s in json.loads(again.stdout.splitlines()[-1])["services"]
+            if s["service"] != f"{namespace}/newbie"} == {"unchanged"}, again.stdout
     assert (await core.read_namespaced_config_map(config_map_name(namespace, "frontend"), store)
             ).metadata.resource_version == kept.metadata.resource_version
 
     # The mirror writes it where the components read models; a forecaster loads it.
     models_dir = tmp_path / "models"
     mirrored = await asyncio.to_thread(harbinger, cluster, store, "model-mirror", f"--dir={models_dir}", "--once")
-    assert mirrored.returncode == 0 and "1 model(s) written" in mirrored.stderr, mirrored.stderr
+    assert mirrored.returncode == 0 and "2 model(s) written" in mirrored.stderr, mirrored.stderr
     directory = find(models_dir, namespace, "frontend")
     assert directory is not None
     assert Forecaster.load(directory).model_version == trained["version"]
+    # The pooled model serves "fresh" under its own name, from the pooled graph, with its own level.
+    fresh_dir = find(models_dir, namespace, "fresh")
+    assert fresh_dir is not None
+    served = Forecaster.load(fresh_dir)
+    assert served.service == "fresh"
+    assert served.metadata.graph_service == "pooled-300s" and served.metadata.choice == {
+        "served_by": "pooled", "reason": "short history"}
+    history = await TraceHistory.parse([f"fresh={fresh}*3"]).history(
+        "fresh", end=datetime(1995, 8, 15, tzinfo=UTC), lookback=timedelta(days=1), step_seconds=300)
+    forecast = served.forecast(history)
+    assert forecast.p50.size == served.spec.horizon_steps and 0 < forecast.p50.mean() < 10 * history.mean()
     # A model the mirror did not write is not its to remove; one whose ConfigMap went is.
     (models_dir / "by-hand" / "svc").mkdir(parents=True)
     await core.delete_namespaced_config_map(config_map_name(namespace, "frontend"), store)
