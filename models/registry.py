@@ -10,6 +10,9 @@ in a cluster, by ``harbinger train --out`` by hand).
   thread: the webhook's admissions and the planner's loop never wait on a disk or a graph.
 - **Bounded.** At most ``max_loaded`` forecasters stay loaded (least recently used go first):
   a cluster with more services than memory reloads the coldest instead of growing.
+- **One session per graph.** Services served by the pooled model (``models.pooled``) have the
+  very same graph: their forecasters share one onnxruntime session, kept while any of them is
+  loaded. Ten thousand services on the pooled model cost one session, not ten thousand.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ log = logging.getLogger(__name__)
 Loader = Callable[[Path], Any]
 
 
-def load_forecaster(model_dir: Path) -> Any:
+def load_forecaster(model_dir: Path, sessions: dict[str, Any] | None = None) -> Any:
     from models.serving import Forecaster  # onnxruntime only once some service has a model
 
-    return Forecaster.load(model_dir)
+    return Forecaster.load(model_dir, sessions=sessions)
 
 
 def fingerprint(model_dir: Path) -> str | None:
@@ -46,10 +49,12 @@ def fingerprint(model_dir: Path) -> str | None:
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path, *, max_loaded: int = 2000, load: Loader = load_forecaster) -> None:
+    def __init__(self, models_dir: Path, *, max_loaded: int = 2000, load: Loader | None = None) -> None:
         self.models_dir = models_dir
         self.max_loaded = max_loaded
-        self._load = load
+        #: Graph SHA-256 -> the session every loaded forecaster of that graph runs.
+        self._sessions: dict[str, Any] = {}
+        self._load = load or (lambda model_dir: load_forecaster(model_dir, self._sessions))
         #: Directory key (``namespace/service``, or a flat ``service``) -> fingerprint, at the last scan.
         self._available: dict[str, str] = {}
         self._loaded: OrderedDict[str, tuple[str, Any]] = OrderedDict()
@@ -100,7 +105,15 @@ class ModelRegistry:
         while len(self._loaded) > self.max_loaded:
             evicted, _ = self._loaded.popitem(last=False)
             log.debug("model %s unloaded (more than %d loaded)", evicted, self.max_loaded)
+        if self._sessions:  # after a load (rare): drop the sessions of graphs no loaded model runs
+            in_use = {getattr(loaded, "graph_sha256", None) for _, loaded in self._loaded.values()}
+            for sha in [sha for sha in self._sessions if sha not in in_use]:
+                del self._sessions[sha]
         return model
+
+    def sessions(self) -> int:
+        """onnxruntime sessions held: one per distinct graph among the loaded models."""
+        return len(self._sessions)
 
     def loaded(self) -> int:
         return len(self._loaded)

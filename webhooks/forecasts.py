@@ -31,7 +31,7 @@ from harbinger import contract
 from models.errors import BadEvents
 from models.events import Event, load_events
 from models.forecast import Forecast
-from models.registry import ModelRegistry, load_forecaster
+from models.registry import ModelRegistry
 from models.traffic import HistorySource
 from webhooks import metrics
 
@@ -156,7 +156,7 @@ class ModelForecasts(ForecastCache):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         refresh_seconds: float = 60.0,
         miss_budget_seconds: float = 0.5,
-        load_model: ModelLoader = load_forecaster,
+        load_model: ModelLoader | None = None,
         events_file: Path | None = None,
     ) -> None:
         super().__init__()

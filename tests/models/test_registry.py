@@ -9,8 +9,15 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from models.export import export_model, write_pooled_dirs
 from models.metadata import GRAPH_FILE, METADATA_FILE
+from models.pooled import train_pooled
 from models.registry import ModelRegistry
+from models.training import train
+from tests.models.conftest import FAST
+from tests.models.test_pooled import daily
 
 
 def write_model(models_dir: Path, key: str, version: str, *, mtime: float | None = None) -> Path:
@@ -77,3 +84,16 @@ async def test_the_flat_layout_is_still_read(tmp_path: Path) -> None:
     await asyncio.to_thread(registry.scan)
     assert registry.key_of("shop", "checkout") == "checkout"
     assert await registry.get("shop", "checkout") == '{"model_version": "old"}'
+
+
+async def test_services_on_the_pooled_model_share_one_session(tmp_path: Path) -> None:
+    """Real forecasters: three services on the pooled graph and one with its own hold two sessions."""
+    pooled = train_pooled({"x": daily(9, 5.0, seed=1), "y": daily(9, 50.0, seed=2)}, config=FAST)
+    write_pooled_dirs(pooled, {f"shop/s{i}": (tmp_path / "shop" / f"s{i}", 0.1 * (i + 1)) for i in range(3)})
+    export_model(train(daily(9, 5.0, seed=3), service="own", config=FAST), tmp_path / "shop" / "own")
+    registry = ModelRegistry(tmp_path)
+    await registry.rescan()
+    loaded = [await registry.get("shop", name) for name in ("s0", "s1", "s2", "own")]
+    assert loaded[0].session is loaded[1].session is loaded[2].session
+    assert loaded[3].session is not loaded[0].session and registry.sessions() == 2
+    assert [f.spec.level_floor for f in loaded[:3]] == pytest.approx([0.1, 0.2, 0.3])
