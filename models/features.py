@@ -203,11 +203,11 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
 
     # The level and every range mean: known values summed and counted over each span.
     known = ~np.isnan(windows)
-    filled = np.where(known, windows, 0.0)
+    filled, counted = np.where(known, windows, 0.0), known.astype(np.float64)
     tail = plan.spans.shape[0]
-    sums, counts = np.stack((filled[:, m - tail :], known[:, m - tail :])) @ plan.spans
-    mean = dict(zip(_SPANS, _divide(sums, counts).T, strict=True))
-    whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(known, axis=1))
+    counts = counted[:, m - tail :] @ plan.spans
+    mean = dict(zip(_SPANS, _divide(filled[:, m - tail :] @ plan.spans, counts).T, strict=True))
+    whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(counted, axis=1))
     level = np.maximum(np.where(counts[:, 0] * 4 >= day, mean["day"], whole), floor)  # a day mostly known
     volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
 

@@ -13,6 +13,7 @@ services whose models share a feature layout, then one ``run`` per graph.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,13 +116,13 @@ class ForecastCore:
         h = self._checked_horizon(horizon_steps)
         start_ns = self._origin_ns(history, now)
         values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
-        known = int(np.count_nonzero(~np.isnan(values)))
+        known = int(np.count_nonzero(values == values))  # NaN != NaN: the known steps
         if known < spec.min_history_steps:
             raise HistoryTooShort(
                 f"{known} known steps in the {spec.window_steps} steps before "
                 f"{_iso(start_ns)}; the model needs at least {spec.min_history_steps} steps of "
                 f"{spec.step_seconds} s ({spec.min_history_hours} h)", source=self.service)
-        multipliers = np.ones(h)
+        multipliers = _no_events(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
             values = values / event_multipliers(events, self.service, past, spec.step_seconds,
@@ -325,6 +326,14 @@ def _check_graph_signature(session: ort.InferenceSession, n_features: int, metad
     if not {OUTPUT_P50, OUTPUT_P90} <= outputs:
         raise ModelMismatch(f"the graph outputs {sorted(outputs)}; expected {OUTPUT_P50} and {OUTPUT_P90}",
                             source=service)
+
+
+@functools.lru_cache(maxsize=32)
+def _no_events(h: int) -> np.ndarray:
+    """Multipliers of a horizon without events: all 1, shared and read-only (only ever read)."""
+    ones = np.ones(h)
+    ones.setflags(write=False)
+    return ones
 
 
 def _iso(ns: int) -> str:
