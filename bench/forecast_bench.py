@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", type=int, default=10_000, help="services on the pooled model")
     parser.add_argument("--folds", type=int, default=14)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="no latency, batch or fleet measurements")
+    parser.add_argument("--prophet-from", type=Path, metavar="JSON",
+                        help="take Prophet's scores from an earlier forecast.json of the same folds instead of "
+                             "refitting it (it does not depend on Harbinger; about half of the accuracy run)")
     parser.add_argument("--estimators", action="store_true",
                         help="also compare the estimators (hgb, gbr, linear) at a reduced size")
     args = parser.parse_args(argv)
@@ -65,16 +69,22 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "versions": {**library_versions(), **extra_versions()}}
-    models = {t.name: train(load_trace(t.name), service=t.name, events=trace_events(t.name)) for t in TRACES}
-    report["latency"] = latency(models[LATENCY_TRACE], quick=args.quick)
-    report["batch"] = batch(models, args.services, quick=args.quick)
-    report["fleet"] = fleet(args.fleet, args.services, quick=args.quick)
+    if not args.skip_speed:
+        models = {t.name: train(load_trace(t.name), service=t.name, events=trace_events(t.name)) for t in TRACES}
+        report["latency"] = latency(models[LATENCY_TRACE], quick=args.quick)
+        report["batch"] = batch(models, args.services, quick=args.quick)
+        report["fleet"] = fleet(args.fleet, args.services, quick=args.quick)
     if not args.skip_accuracy:
+        earlier = json.loads(args.prophet_from.read_text()) if args.prophet_from else None
         with tempfile.TemporaryDirectory(prefix="harbinger-unseen-") as scratch:
             unseen, report["not_run"] = unseen_traces(Path(scratch))
             # Without the events files is the headline: events are an addition, reported apart.
-            report["accuracy_without_events"] = accuracy(args.folds, args.out, with_events=False, unseen=unseen)
-            report["accuracy"] = accuracy(args.folds, None, with_events=True, unseen=unseen)
+            report["accuracy_without_events"] = accuracy(args.folds, args.out, with_events=False, unseen=unseen,
+                                                         prophet=_prophet_rows(earlier, "accuracy_without_events"))
+            report["accuracy"] = accuracy(args.folds, None, with_events=True, unseen=unseen,
+                                          prophet=_prophet_rows(earlier, "accuracy"))
+            if earlier:
+                report["prophet_from"] = earlier["generated_at"]
     if args.estimators:
         report["estimators"] = estimators(min(args.folds, 7))
     (args.out / "forecast.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -234,9 +244,18 @@ def fleet(services: int, baseline_services: int, *, quick: bool) -> dict[str, An
     }
 
 
-def accuracy(folds: int, plot_dir: Path | None, *, with_events: bool, unseen: dict[str, Path]) -> list[dict[str, Any]]:
+def _prophet_rows(earlier: dict[str, Any] | None, key: str) -> dict[str, dict[str, Any]] | None:
+    """Prophet's scores per trace from an earlier report (with the folds they were scored on)."""
+    if earlier is None:
+        return None
+    return {row["trace"]: row for row in earlier.get(key, []) if "prophet" in row["models"]}
+
+
+def accuracy(folds: int, plot_dir: Path | None, *, with_events: bool, unseen: dict[str, Path],
+             prophet: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every trace backtested with its pool: the other shared traces (each at this trace's step
-    where its rows fit). With events, only the shared traces (the unseen ones have none)."""
+    where its rows fit). With events, only the shared traces (the unseen ones have none).
+    ``prophet`` (trace -> an earlier row) reuses Prophet's scores where the folds are the same."""
     from models.pooled import load_pool
     from models.series import load_csv
 
@@ -249,11 +268,19 @@ def accuracy(folds: int, plot_dir: Path | None, *, with_events: bool, unseen: di
     for name, series, events, origin in cases:
         step = int((series.index[1] - series.index[0]).total_seconds())
         pool, notes = load_pool(shared, step, exclude=name)
-        result = backtest(series, events=events, service=name, config=BacktestConfig(folds=folds),
+        reused = (prophet or {}).get(name)
+        baselines = ("seasonal-naive",) if reused else ("seasonal-naive", "prophet")
+        result = backtest(series, events=events, service=name, config=BacktestConfig(folds=folds, baselines=baselines),
                           progress=ProgressBar(f"{name}{'' if with_events else ' (no events)'}"), pool=pool or None)
         if plot_dir is not None:
             plot_backtest(result, plot_dir / f"forecast-{name}.png")
-        rows.append({**result.to_json(), "origin": origin, "pool": sorted(pool), "pool_notes": notes})
+        row = {**result.to_json(), "origin": origin, "pool": sorted(pool), "pool_notes": notes}
+        if reused:
+            if (reused["folds"], reused["test_start"], reused["step_seconds"]) != (
+                    row["folds"], row["test_start"], row["step_seconds"]):
+                raise SystemExit(f"--prophet-from: {name} was scored on other folds there; run without it")
+            row["models"]["prophet"] = {**reused["models"]["prophet"], "reused": True}
+        rows.append(row)
     return rows
 
 
@@ -323,12 +350,23 @@ def rss_mib() -> float:
 
 def markdown(report: dict[str, Any]) -> str:
     m, v = report["machine"], report["versions"]
-    lat, bat = report["latency"], report["batch"]
     lines = [
         "# Forecaster benchmark", "",
         f"Generated {report['generated_at']} on {m['cpu']} ({m['cores']} cores), {m['platform']}, "
         f"Python {m['python']}, load average at start {m['load_average_at_start']}.",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in sorted(v.items())) + ".", "",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in sorted(v.items())) + ".", ""]
+    if "prophet_from" in report:
+        lines += [f"Prophet's scores are those of the run of {report['prophet_from']} on the same folds "
+                  "(Prophet does not depend on Harbinger).", ""]
+    if "latency" in report:
+        lines += speed_markdown(report)
+    lines += accuracy_markdown(report)
+    return "\n".join(lines)
+
+
+def speed_markdown(report: dict[str, Any]) -> list[str]:
+    lat, bat = report["latency"], report["batch"]
+    lines = [
         f"## Latency: one service, {lat['horizon_steps']}-step horizon ({lat['trace']} model, "
         f"{lat['trees']} trees, {lat['features']} features)", "",
         "| path | p50 µs | p99 µs | runs |", "| --- | ---: | ---: | ---: |",
@@ -368,6 +406,11 @@ def markdown(report: dict[str, Any]) -> str:
                   f"**{r['refresh_per_service_over_pooled']:.2f}x** its refresh time. {pooled['services']:,} services "
                   f"on the pooled model: refresh **{pooled['refresh_p50_seconds']:.2f} s** (target ≤ 10 s), peak "
                   f"resident **{pooled['rss_mib']['peak']:,.0f} MiB** (target ≤ 2048 MiB).", ""]
+    return lines
+
+
+def accuracy_markdown(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     for title, key in (("Accuracy without the events files (the headline)", "accuracy_without_events"),
                        ("Accuracy with the events files (shared traces)", "accuracy")):
         if key in report:
@@ -387,7 +430,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {e['estimator']} | {e['trace']} | {e['mase']:.3f} | {e['seasonal_naive_mase']:.3f} | "
                   f"{e['coverage_p90']:.3f} | {e['seconds']} |" for e in report["estimators"]]
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> str:
