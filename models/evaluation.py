@@ -188,7 +188,7 @@ class Candidates:
         # The series itself is one of the pooled histories, up to the origin: its recent
         # days are what the pooled model is weakest at without it.
         pooled = train_pooled({**(self.pool or {}), self.service: history}, config=self.training)
-        model = for_service(pooled, history, self.training)
+        model = for_service(pooled, history, self.training, events=self.events, service=self.service)
         core = ForecastCore(self.service, "backtest", model.spec, model.p90_margin)
         return core.forecast_with(model.predict_ratios, history, events=list(self.events))
 

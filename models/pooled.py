@@ -25,6 +25,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from models.errors import BadRequest, HistoryTooShort
+from models.events import Event
 from models.features import FeatureSpec
 from models.forecast import Forecast
 from models.seasonality import SeasonalityReport
@@ -36,6 +37,7 @@ from models.training import (
     calibration_split,
     feature_rows,
     fit_quantiles,
+    learn_kind_effects,
     sample_origins,
 )
 
@@ -113,10 +115,18 @@ def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig |
                         n_rows=int(y.size), config=config)
 
 
-def for_service(pooled: TrainedModel, history: pd.Series, config: TrainingConfig | None = None) -> TrainedModel:
-    """The pooled model as one service's model: the same trees, the service's own level floor."""
-    floor = level_floor(history.to_numpy(dtype=np.float64), config or pooled.config)
-    return replace(pooled, spec=replace(pooled.spec, level_floor=floor))
+def for_service(pooled: TrainedModel, history: pd.Series, config: TrainingConfig | None = None, *,
+                events: Sequence[Event] = (), service: str = "") -> TrainedModel:
+    """The pooled model as one service's model: the same trees, the service's own level floor
+    and the effects of its event kinds, learned from its own history as :func:`train` does
+    (without them, the steps of an event kind that declares no multiplier would be unknown)."""
+    values = history.to_numpy(dtype=np.float64)
+    floor = level_floor(values, config or pooled.config)
+    effects = {}
+    if events:
+        times_ns = pd.DatetimeIndex(history.index).as_unit("ns").asi8
+        effects = learn_kind_effects(values, times_ns, events, service, pooled.spec.step_seconds)
+    return replace(pooled, spec=replace(pooled.spec, level_floor=floor, kind_effects=effects))
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,8 @@ def choose(series: pd.Series, own: ForecastFrom | None, pooled: ForecastFrom, *,
             except HistoryTooShort:
                 errors[name].append(float("inf"))
                 continue
-            errors[name].append(float(np.mean(np.abs(p50[: actual.size][known] - actual[known]))))
+            error = float(np.mean(np.abs(p50[: actual.size][known] - actual[known])))
+            errors[name].append(error if np.isfinite(error) else float("inf"))  # no answer is the worst one
     own_error = float(np.mean(errors[OWN])) if errors[OWN] else float("nan")
     pooled_error = float(np.mean(errors[POOLED_CHOICE])) if errors[POOLED_CHOICE] else float("nan")
     served_by = OWN if own is not None and own_error < pooled_error else POOLED_CHOICE

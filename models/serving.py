@@ -116,19 +116,21 @@ class ForecastCore:
         h = self._checked_horizon(horizon_steps)
         start_ns = self._origin_ns(history, now)
         values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
-        known = int(np.count_nonzero(values == values))  # NaN != NaN: the known steps
-        if known < spec.min_history_steps:
-            raise HistoryTooShort(
-                f"{known} known steps in the {spec.window_steps} steps before "
-                f"{_iso(start_ns)}; the model needs at least {spec.min_history_steps} steps of "
-                f"{spec.step_seconds} s ({spec.min_history_hours} h)", source=self.service)
         multipliers = _no_events(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
+            # A step inside an event of unmeasured effect becomes unknown, not normal traffic.
             values = values / event_multipliers(events, self.service, past, spec.step_seconds,
                                                 spec.kind_effects, unknown=np.nan)
             future = start_ns + np.arange(h, dtype=np.int64) * step_ns
             multipliers = event_multipliers(events, self.service, future, spec.step_seconds, spec.kind_effects)
+        known = int(np.count_nonzero(values == values))  # NaN != NaN: the known steps
+        if known < spec.min_history_steps:
+            raise HistoryTooShort(
+                f"{known} known steps in the {spec.window_steps} steps before "
+                f"{_iso(start_ns)}{' outside events of unmeasured effect' if events else ''}; the model "
+                f"needs at least {spec.min_history_steps} steps of {spec.step_seconds} s "
+                f"({spec.min_history_hours} h)", source=self.service)
         return HistoryWindow(values, start_ns, multipliers)
 
     def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
