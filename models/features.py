@@ -70,8 +70,8 @@ class FeatureSpec:
         """What the recent level needs (one day, by default). Longer windows are used when given."""
         return max(1, self.min_history_hours * 3600 // self.step_seconds)
 
-    @property
-    def names(self) -> tuple[str, ...]:
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:  # cached: read on every forecast
         names = ["horizon_step", "last_step", "recent_1h", "recent_3h_vs_day_before", "level_vs_day_before",
                  "day_over_day_change"]
         if self.seasonality != "none":

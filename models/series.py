@@ -180,7 +180,7 @@ def regularize(history: pd.Series, step_seconds: int, *, source: str = "history"
 
     Steps without a sample are ``NaN``. Already-regular input comes back unchanged.
     """
-    start_ns = _utc_stamps(history, source)
+    start_ns = utc_stamps(history, source)
     values = _checked_values(history, source)
     step_ns = step_seconds * _NS
     if values.size == 0:
@@ -201,7 +201,7 @@ def regularize(history: pd.Series, step_seconds: int, *, source: str = "history"
 
 
 def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: int,
-                  *, source: str = "history") -> np.ndarray:
+                  *, source: str = "history", stamps: np.ndarray | None = None) -> np.ndarray:
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
     This is the serving hot path: two binary searches and a slice. The index's order is
@@ -210,7 +210,7 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     stamps strictly increase, so n stamps spanning (n - 1) steps are every step). A slice
     that is not on the grid is averaged onto it first.
     """
-    stamps = _utc_stamps(history, source)
+    stamps = utc_stamps(history, source) if stamps is None else stamps  # given: already checked
     step_ns = step_seconds * _NS
     first_ns = end_ns - n_steps * step_ns
     lo = int(np.searchsorted(stamps, first_ns, side="left"))
@@ -241,7 +241,7 @@ def require_history(series: pd.Series, min_steps: int, step_seconds: int, *, sou
             source=source)
 
 
-def _utc_stamps(history: pd.Series, source: str) -> np.ndarray:
+def utc_stamps(history: pd.Series, source: str) -> np.ndarray:
     """The index as int64 UTC nanoseconds, after checking it is a strictly increasing UTC DatetimeIndex."""
     index = history.index
     if not isinstance(index, pd.DatetimeIndex):

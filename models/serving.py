@@ -38,13 +38,11 @@ from models.metadata import (
     ModelMetadata,
     read_metadata,
 )
-from models.series import window_before
+from models.series import utc_stamps, window_before
 
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
-#: Ticks per second of each DatetimeIndex unit.
-_UNIT_NS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": _NS}
 #: Services forecast in one feature pass and one ``session.run`` by :class:`ForecasterBatch`.
 BATCH_CHUNK = 1024
 #: Feature rows (float32, origin-major) -> raw P50 and P90 ratios.
@@ -114,8 +112,10 @@ class ForecastCore:
         spec = self.spec
         step_ns = spec.step_seconds * _NS
         h = self._checked_horizon(horizon_steps)
-        start_ns = self._origin_ns(history, now)
-        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service)
+        stamps = utc_stamps(history, self.service)
+        start_ns = self._origin_ns(stamps, now)
+        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service,
+                               stamps=stamps)
         multipliers = _no_events(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
@@ -173,18 +173,13 @@ class ForecastCore:
                              f"steps of {self.spec.step_seconds} s", source=self.service)
         return h
 
-    def _origin_ns(self, history: pd.Series, now: datetime | None) -> int:
+    def _origin_ns(self, stamps: np.ndarray, now: datetime | None) -> int:
         step_ns = self.spec.step_seconds * _NS
         if now is None:
-            if len(history) == 0:
+            if stamps.size == 0:
                 raise HistoryTooShort(f"the history is empty; the model needs at least "
                                       f"{self.spec.min_history_steps} steps", source=self.service)
-            # The index is checked (UTC, increasing) when the window is cut; asi8 avoids boxing a Timestamp.
-            index = history.index
-            if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
-                raise BadRequest("the history must have a UTC DatetimeIndex", source=self.service)
-            last = int(index.asi8[-1]) * (_NS // _UNIT_NS.get(index.unit, _NS))
-            return (last // step_ns + 1) * step_ns
+            return (int(stamps[-1]) // step_ns + 1) * step_ns
         if now.tzinfo is None:
             raise BadRequest("'now' must be timezone-aware (UTC)", source=self.service)
         # The forecast starts with the step ``now`` falls in: it is not complete yet.
