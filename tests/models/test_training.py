@@ -115,5 +115,9 @@ def test_history_inside_an_unmeasured_event_is_not_taken_as_normal(nasa_model: T
                    end=(last_day[-1] + pd.Timedelta(minutes=15)).to_pydatetime())
     collapsed, _ = sklearn_forecast(nasa_model, history)
     declared, _ = sklearn_forecast(nasa_model, history, events=[outage])
-    # ...declared as an event of a kind the model has not measured: the forecast does not follow it down.
-    assert declared.mean() > 3 * collapsed.mean()
+    normal, _ = sklearn_forecast(nasa_model, recent("nasa", 21))
+    # ...declared as an event of a kind the model has not measured: the forecast does not follow it down
+    # (about three quarters of the forecast without the collapse). Undeclared, the weekly level (a
+    # median of days) already damps it, but the forecast still sags with the collapsed lags.
+    assert declared.mean() > 0.7 * normal.mean()
+    assert declared.mean() > 1.2 * collapsed.mean()
