@@ -16,12 +16,23 @@ def _mean(values: np.ndarray) -> float:
     return float(known.mean()) if known.size else float("nan")
 
 
+def _median(values: np.ndarray) -> float:
+    known = values[~np.isnan(values)]
+    return float(np.median(known)) if known.size else float("nan")
+
+
 def _reference(window: np.ndarray, origin_s: int, spec: FeatureSpec, h: int) -> dict[str, np.ndarray]:
     """Each feature from its definition (features.py's docstrings), with plain indexing."""
     m = window.size
-    day_mean = _mean(window[m - DAY :])
-    mostly_known = np.count_nonzero(~np.isnan(window[m - DAY :])) * 4 >= DAY
-    level = max(day_mean if mostly_known else _mean(window), spec.level_floor)
+
+    def day_mean(back: int) -> float:  # the mean of the day ``back`` days before the last, if mostly known
+        day = window[m - (back + 1) * DAY : m - back * DAY]
+        return _mean(day) if np.count_nonzero(~np.isnan(day)) * 4 >= DAY else float("nan")
+
+    last_day = max(_mean(window[m - DAY :]) if not np.isnan(day_mean(0)) else _mean(window), spec.level_floor)
+    level = last_day
+    if spec.seasonality == "weekly" and not np.isnan(week := _median(np.array([day_mean(d) for d in range(7)]))):
+        level = max(week, spec.level_floor)
     rows: dict[str, list[float]] = {name: [] for name in spec.names}
     for j in range(h):
         back = m + j - (j // DAY + 1) * DAY  # the nearest same time of day already seen
@@ -33,12 +44,13 @@ def _reference(window: np.ndarray, origin_s: int, spec: FeatureSpec, h: int) -> 
         weeks = np.array([smoothed(m + j - (r + 1) * 7 * DAY) for r in range(PROFILE_WEEKS)])
         values = {
             "horizon_step": j + 1.0, "last_step": window[-1] / level, "recent_1h": window[-1] / level,
+            "last_day_vs_level": last_day / level,
             "hour_of_day": ((origin_s + j * STEP) % 86_400) / 3600.0,
             "day_of_week": float(((origin_s + j * STEP) // 86_400 + 3) % 7),
             "same_time_1d": window[back] / level, "same_time_2d": window[back - DAY] / level,
             "same_time_1w": window[m + j - 7 * DAY] / level, "same_time_2w": window[m + j - 14 * DAY] / level,
-            "profile_days": _mean(days) / max(_mean(window[m - PROFILE_DAYS * DAY :]), spec.level_floor),
-            "profile_weeks": _mean(weeks) / level,
+            "profile_days": _median(days) / max(_mean(window[m - PROFILE_DAYS * DAY :]), spec.level_floor),
+            "profile_weeks": _median(weeks) / level,
         }
         for name in rows:
             if name in values:
@@ -55,6 +67,7 @@ def test_batch_features_match_their_definitions(seasonality: str, h: int) -> Non
     windows[rng.random(windows.shape) < 0.15] = np.nan
     windows[1, -20:] = np.nan  # the last day mostly unknown: the level falls back to the window's mean
     windows[2, :3] = np.nan  # a profile point's outer neighbour off the window's start
+    windows[3, -3 * DAY : -2 * DAY] = np.nan  # a day unknown: the weekly level is the median of six
     origins_s = 1_700_000_000 + np.arange(4) * 4_000
     x = build_features(windows, origins_s * 10**9, spec, h).x.reshape(4, h, -1)
     for i in range(4):
