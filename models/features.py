@@ -264,6 +264,8 @@ def _nanmedian(values: np.ndarray, axis: int) -> np.ndarray:
     """
     ordered = np.sort(np.swapaxes(values, axis, -1), axis=-1)
     shape, length = ordered.shape[:-1], ordered.shape[-1]
+    if not np.isnan(ordered[..., -1]).any():  # NaN sorts last: none there, none at all (the usual case)
+        return np.asarray((ordered[..., (length - 1) // 2] + ordered[..., length // 2]) / 2)
     rows = ordered.reshape(-1, length)
     count = np.add.reduce(rows == rows, axis=1)  # NaN != NaN: the known values, sorted first
     at = np.arange(rows.shape[0])
