@@ -41,7 +41,7 @@ from harbinger.clock import format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.events import record_event
 from harbinger.kube import read_json
-from models.errors import BadRequest, HistoryTooShort
+from models.errors import HistoryTooShort
 from models.forecast import Forecast
 from models.pooled import OWN, POOLED_CHOICE, choose, for_service, train_pooled
 from models.serving import ForecastCore
@@ -126,16 +126,18 @@ class Pool:
     def train(cls, histories: Mapping[tuple[str, str], pd.Series], config: TrainingConfig,
               validation_days: int) -> Pool | None:
         named = {contract.service_key(*key): series for key, series in histories.items()}
+        # Whatever goes wrong here costs the pooled model, never a service its own model.
         try:
             final = train_pooled(named, config=config)
-        except (HistoryTooShort, BadRequest) as exc:
+        except (InvalidInput, ValueError, ArithmeticError) as exc:
             log.warning("no pooled model: %s", exc)
             return None
         cut = {name: series.iloc[: -validation_steps(series, final.spec.horizon_steps, validation_days)]
                for name, series in named.items()}
         try:
             validation = train_pooled(cut, config=config)
-        except (HistoryTooShort, BadRequest):
+        except (InvalidInput, ValueError, ArithmeticError) as exc:
+            log.warning("no pooled model to compare with: %s", exc)
             validation = None
         return cls(final, validation, validation_days)
 
@@ -191,8 +193,8 @@ async def _one(store: ModelStore, namespace: str, service: str, series: pd.Serie
         return Outcome(namespace, service, "failed", f"training failed: {exc}")
     try:
         model, choice = await asyncio.to_thread(_serve_with, series, own, pool, service, config)
-    except (InvalidInput, ValueError, ArithmeticError) as exc:
-        return Outcome(namespace, service, "failed", f"choosing own or pooled failed: {exc}")
+    except (InvalidInput, ValueError, ArithmeticError) as exc:  # its own model still serves
+        model, choice = own, {"served_by": OWN, "reason": f"comparing with the pooled model failed: {exc}"}
     if model is None:
         return Outcome(namespace, service, "no-history", too_short or "no model can be trained")
     with tempfile.TemporaryDirectory(prefix="harbinger-model-") as tmp:

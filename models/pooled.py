@@ -96,7 +96,11 @@ def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig |
         if origins.size == 0:
             log.info("pooled model: %s has no origin with %d h of history", name, POOLED_MIN_HISTORY_HOURS)
             continue
-        x, y, level, unit, origin_of_row = feature_rows(values, times_ns, origins, own)
+        try:
+            x, y, level, unit, origin_of_row = feature_rows(values, times_ns, origins, own)
+        except (ValueError, ArithmeticError) as exc:  # one bad history costs its own rows only
+            log.warning("pooled model: %s left out: %s", name, exc)
+            continue
         fit_rows, held_out = calibration_split(origin_of_row, horizon, config.calibration_share)
         parts.append((x, y, level, unit, fit_rows, held_out))
     if not parts:
