@@ -362,10 +362,13 @@ class Shop:
                                                lambda name=name: self.ready_pods(name))
                 for name in SERVICES}
         # Prometheus scrapes every sidecar (the host routes to the node's pods), one job per
-        # service: what the chaos controller's steady-state queries select by default.
+        # service: what the chaos controller's steady-state queries select by default. Pods
+        # started later (a floor raised, a pod replaced) are added as they come: a baseline
+        # read from replaced pods alone once found "no traffic" for checkout.
         for name, found in pods.items():
             for pod in found:
                 self.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
+        scraping = asyncio.create_task(self._scrape_new_pods())
         entry = f"http://{pods['frontend'][0]['status']['podIP']}:{SIDECAR_PORT}/"
 
         name = experiment["metadata"]["name"]
@@ -375,11 +378,14 @@ class Shop:
             return status if status.get("phase") in ENDED else None
 
         target = f"http://{pods['payments'][0]['status']['podIP']}:{SIDECAR_PORT}/"
-        async with LoadGenerator(entry, rate=10, max_seconds=400) as during, \
-                LoadGenerator(target, rate=2, max_seconds=400) as at_target:
-            await asyncio.sleep(20)  # steady traffic first: the controller measures its baseline after this
-            await asyncio.to_thread(self.apply, experiment)
-            status = await asyncio.to_thread(self.wait, "the rehearsal finished", finished, 400)
+        try:
+            async with LoadGenerator(entry, rate=10, max_seconds=400) as during, \
+                    LoadGenerator(target, rate=2, max_seconds=400) as at_target:
+                await asyncio.sleep(20)  # steady traffic first: the controller measures its baseline after this
+                await asyncio.to_thread(self.apply, experiment)
+                status = await asyncio.to_thread(self.wait, "the rehearsal finished", finished, 400)
+        finally:
+            scraping.cancel()
         # Every payments pod there is now (one may have been replaced meanwhile).
         faults = [f"{pod['metadata']['name']}: {key}"
                   for pod in self.get("pods", "-n", NAMESPACE, "-l", f"{contract.APP_NAME_LABEL}=payments")["items"]
@@ -391,6 +397,17 @@ class Shop:
             if set(after.stats.by_status) == {200} and (after.stats.slowest or 1.0) < 0.5:
                 break
         return Rehearsal(status, during.stats, at_target.stats, after.stats, faults)
+
+    async def _scrape_new_pods(self) -> None:
+        """Every two seconds, a scrape target for each running pod of the shop not yet scraped."""
+        while True:
+            for name in SERVICES:
+                listed = await asyncio.to_thread(self.get, "pods", "-n", NAMESPACE, "-l",
+                                                 f"{contract.APP_NAME_LABEL}={name}")
+                for pod in listed["items"]:
+                    if pod["status"].get("podIP") and pod["status"].get("phase") == "Running":
+                        self.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
+            await asyncio.sleep(2)
 
     def plans(self) -> dict[str, dict[str, Any]]:
         """Every service's CapacityPlan once each has a forecast and a floor; the HPAs' floors
