@@ -64,25 +64,21 @@ def to_onnx_graph(model: TrainedModel) -> onnx.ModelProto:
 
 
 def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None,
-                 serves: str | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
+                 choice: dict[str, Any] | None = None) -> ModelMetadata:
     """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed)."""
-    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest, serves=serves, choice=choice)
+    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest, choice=choice)
 
 
 def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path, *,
-                    backtest: dict[str, Any] | None = None, serves: str | None = None,
-                    choice: dict[str, Any] | None = None) -> ModelMetadata:
+                    backtest: dict[str, Any] | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
     """Stamp ``graph`` (from :func:`to_onnx_graph`) with the model's service and version, and write
     it with its metadata. Separate from the conversion so that one converted graph can be
-    written for several services (the benchmark's 1,000 services).
-
-    ``serves`` writes the pooled model as that service's model: the graph keeps the pooled
-    model's stamp (the same bytes for every service it serves); the metadata names the service,
-    its level floor (in ``model.spec``) and the pooled graph (``graph_service``)."""
+    written for several services (the benchmark's 1,000 services). The pooled model is written
+    for the services it serves by :func:`write_pooled_dirs`."""
     data, model_version = stamp(model, graph)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / GRAPH_FILE).write_bytes(data)
-    metadata = model_metadata(model, data, model_version, backtest=backtest, serves=serves, choice=choice)
+    metadata = model_metadata(model, data, model_version, backtest=backtest, choice=choice)
     write_metadata(model_dir, metadata)
     return metadata
 
@@ -127,6 +123,8 @@ def stamp(model: TrainedModel, graph: onnx.ModelProto) -> tuple[bytes, str]:
 
 def model_metadata(model: TrainedModel, data: bytes, model_version: str, *, backtest: dict[str, Any] | None = None,
                    serves: str | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
+    """The metadata of ``model``'s stamped graph ``data``; with ``serves``, as that service's model
+    (the pooled model's: the graph keeps its stamp, ``graph_service`` names it)."""
     return ModelMetadata(
         service=serves or model.service,
         graph_service=model.service if serves else None,

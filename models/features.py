@@ -239,9 +239,8 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         features["profile_days"] = _nanmedian(smoothed[:, :PROFILE_DAYS], axis=1) / days_mean
         if weekly:
             features["day_of_week"] = (seconds // _DAY_S + 3) % 7  # 1970-01-01 was a Thursday
-            week_back = PROFILE_DAYS
-            features["same_time_1w"] = around[:, 1, week_back] * scale
-            features["same_time_2w"] = around[:, 1, week_back + 1] * scale
+            features["same_time_1w"] = around[:, 1, PROFILE_DAYS] * scale
+            features["same_time_2w"] = around[:, 1, PROFILE_DAYS + 1] * scale
             features["profile_weeks"] = _nanmedian(smoothed[:, PROFILE_DAYS:], axis=1) * scale
 
     x = np.empty((n, h, len(plan.columns)), dtype=np.float32)

@@ -42,6 +42,7 @@ from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.events import record_event
 from harbinger.kube import read_json
 from models.errors import HistoryTooShort
+from models.features import FeatureSpec
 from models.forecast import Forecast
 from models.pooled import OWN, POOLED_CHOICE, choose, for_service, train_pooled
 from models.serving import ForecastCore
@@ -132,8 +133,8 @@ class Pool:
         except (InvalidInput, ValueError, ArithmeticError) as exc:
             log.warning("no pooled model: %s", exc)
             return None
-        cut = {name: series.iloc[: -validation_steps(series, final.spec.horizon_steps, validation_days)]
-               for name, series in named.items()}
+        held = validation_steps(final.spec, validation_days)
+        cut = {name: series.iloc[:-held] for name, series in named.items()}
         try:
             validation = train_pooled(cut, config=config)
         except (InvalidInput, ValueError, ArithmeticError) as exc:
@@ -142,11 +143,10 @@ class Pool:
         return cls(final, validation, validation_days)
 
 
-def validation_steps(series: pd.Series, horizon_steps: int, days: int) -> int:
+def validation_steps(spec: FeatureSpec, days: int) -> int:
     """Steps at the end of a history held out to compare own and pooled: ``days`` origins a day
     apart, the last a full horizon before the end."""
-    step = int((series.index[1] - series.index[0]).total_seconds()) if len(series) > 1 else 86_400
-    return (days - 1) * (86_400 // step) + horizon_steps
+    return (days - 1) * spec.steps_per_day + spec.horizon_steps
 
 
 def _serve_with(series: pd.Series, own: TrainedModel | None, pool: Pool | None, service: str,
@@ -159,8 +159,7 @@ def _serve_with(series: pd.Series, own: TrainedModel | None, pool: Pool | None, 
         short = int(series.notna().sum()) >= pool.final.spec.min_history_steps
         return (for_service(pool.final, series, config), {"served_by": POOLED_CHOICE, "reason": "short history"}
                 ) if short else (None, None)
-    held = validation_steps(series, own.spec.horizon_steps, pool.validation_days)
-    before = series.iloc[:-held]
+    before = series.iloc[: -validation_steps(own.spec, pool.validation_days)]
     try:
         own_before = train(before, service=service, config=config)
     except HistoryTooShort:

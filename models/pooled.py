@@ -38,12 +38,13 @@ from models.training import (
     feature_rows,
     fit_quantiles,
     learn_kind_effects,
+    level_floor,
     sample_origins,
+    step_seconds_of,
 )
 
 log = logging.getLogger(__name__)
 
-_NS = 1_000_000_000
 #: The pooled model's name: its graph is stamped with it, and each service it serves names it.
 POOLED = "pooled"
 #: History a service needs before the pooled model forecasts it: enough for a level.
@@ -54,12 +55,6 @@ OWN, POOLED_CHOICE = "own", "pooled"
 
 def pooled_name(step_seconds: int) -> str:
     return f"{POOLED}-{step_seconds}s"
-
-
-def level_floor(values: np.ndarray, config: TrainingConfig) -> float:
-    """A service's level floor, as in :func:`models.training.train`: a share of its mean traffic."""
-    known = values[~np.isnan(values)]
-    return max(float(known.mean()) * config.level_floor_share if known.size else 0.0, 1e-6)
 
 
 def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig | None = None,
@@ -75,7 +70,7 @@ def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig |
     usable = {name: series for name, series in histories.items() if series.notna().sum() > 0}
     if not usable:
         raise HistoryTooShort("no service has any known traffic to train the pooled model on", source=POOLED)
-    steps = {name: _step_of(series, name) for name, series in usable.items()}
+    steps = {name: step_seconds_of(series, source=name) for name, series in usable.items()}
     step = next(iter(steps.values()))
     other = sorted(name for name, s in steps.items() if s != step)
     if other:
@@ -153,11 +148,12 @@ ForecastFrom = Callable[[pd.Series], Forecast]
 
 def choose(series: pd.Series, own: ForecastFrom | None, pooled: ForecastFrom, *, days: int,
            horizon_steps: int) -> Choice:
-    """Backtest both forecasts (each a function of the history before an origin) at one origin a
-    day over the last ``days`` days of ``series`` and keep the one with the lower mean absolute
-    error of its P50. Both were trained on history before the first origin. The pooled model
-    wins a tie: one session is cheaper than two."""
-    step = _step_of(series, str(series.name))
+    """Backtest both forecasts (each a function of the history before an origin, which may train
+    on it or use a model trained before the first origin) at one origin a day over the last
+    ``days`` days of ``series`` and keep the one with the lower mean absolute error of its P50.
+    A forecast that cannot answer scores infinity. The pooled model wins a tie: one session is
+    cheaper than two."""
+    step = step_seconds_of(series, source=str(series.name))
     day = 86_400 // step
     origins = [len(series) - horizon_steps - k * day for k in range(days)]
     origins = [o for o in sorted(origins) if o > 0]
@@ -181,10 +177,9 @@ def choose(series: pd.Series, own: ForecastFrom | None, pooled: ForecastFrom, *,
             errors[name].append(error if np.isfinite(error) else float("inf"))  # no answer is the worst one
     own_error = float(np.mean(errors[OWN])) if errors[OWN] else float("nan")
     pooled_error = float(np.mean(errors[POOLED_CHOICE])) if errors[POOLED_CHOICE] else float("nan")
-    served_by = OWN if own is not None and own_error < pooled_error else POOLED_CHOICE
-    if own is not None and np.isnan(pooled_error) and not np.isnan(own_error):
-        served_by = OWN
-    return Choice(served_by, own_error, pooled_error, len(errors[POOLED_CHOICE]))
+    # NaN (no day scored) never wins: own serves only when it scored, and better or alone.
+    own_wins = not np.isnan(own_error) and (np.isnan(pooled_error) or own_error < pooled_error)
+    return Choice(OWN if own_wins else POOLED_CHOICE, own_error, pooled_error, len(errors[POOLED_CHOICE]))
 
 
 def load_pool(sources: Sequence[tuple[Path, AbsentRows]], step_seconds: int, *,
@@ -204,16 +199,6 @@ def load_pool(sources: Sequence[tuple[Path, AbsentRows]], step_seconds: int, *,
             continue
         pool[name] = counts_to_tps(rows, step_seconds=step_seconds, absent=absent, name=name)
     return pool, notes
-
-
-def _step_of(series: pd.Series, name: str) -> int:
-    index = series.index
-    if not isinstance(index, pd.DatetimeIndex) or index.tz is None or len(index) < 2:
-        raise BadRequest("a pooled history must be a regular, UTC-indexed series", source=name)
-    steps = np.diff(index.as_unit("ns").asi8)
-    if np.any(steps != steps[0]) or steps[0] % _NS or 86_400 * _NS % steps[0]:
-        raise BadRequest("a pooled history must be a regular series whose step divides a day", source=name)
-    return int(steps[0] // _NS)
 
 
 def _rounded(value: float) -> float | None:

@@ -98,7 +98,7 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     """Fit a forecaster on a regular TPS series (see :mod:`models.series`)."""
     config = config or TrainingConfig()
     service = service or str(series.name or "service")
-    step = _step_seconds(series)
+    step = step_seconds_of(series, source=service)
     steps_per_day = 86_400 // step
     horizon = config.horizon_steps or steps_per_day
     if not 1 <= horizon <= 7 * steps_per_day:
@@ -107,7 +107,7 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
 
     values = series.to_numpy(dtype=np.float64)
     times_ns = pd.DatetimeIndex(series.index).as_unit("ns").asi8
-    floor = max(float(np.nanmean(values)) * config.level_floor_share, 1e-6)
+    floor = level_floor(values, config)
 
     kind_effects = learn_kind_effects(values, times_ns, events, service, step)
     multipliers = event_multipliers(events, service, times_ns, step, kind_effects, unknown=np.nan)
@@ -163,14 +163,22 @@ def learn_kind_effects(values: np.ndarray, times_ns: np.ndarray, events: Sequenc
     return {kind: float(np.median(found)) for kind, found in sorted(ratios.items())}
 
 
-def _step_seconds(series: pd.Series) -> int:
+def step_seconds_of(series: pd.Series, *, source: str) -> int:
+    """The step of a regular, UTC-indexed series whose step divides a day; refused otherwise."""
     index = series.index
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None or len(index) < 2:
-        raise BadRequest("training needs a regular, UTC-indexed series (use models.series.load_csv)")
+        raise BadRequest("training needs a regular, UTC-indexed series (use models.series.load_csv)", source=source)
     steps = np.diff(index.as_unit("ns").asi8)
     if np.any(steps != steps[0]) or steps[0] % _NS or 86_400 * _NS % steps[0]:
-        raise BadRequest("training needs a regular series whose step divides a day")
+        raise BadRequest("training needs a regular series whose step divides a day", source=source)
     return int(steps[0] // _NS)
+
+
+def level_floor(values: np.ndarray, config: TrainingConfig) -> float:
+    """TPS below which a service's level is not trusted as a divisor: a share of its mean traffic
+    (a silent night would otherwise divide by zero)."""
+    known = values[~np.isnan(values)]
+    return max(float(known.mean()) * config.level_floor_share if known.size else 0.0, 1e-6)
 
 
 def sample_origins(values: np.ndarray, spec: FeatureSpec, config: TrainingConfig,

@@ -334,7 +334,7 @@ class Shop:
 
         def placed() -> dict[str, Any] | None:
             pod: dict[str, Any]
-            for pod in self.get("pods", "-n", NAMESPACE, "-l", f"{contract.APP_NAME_LABEL}={service}")["items"]:
+            for pod in self.pods(service):
                 if pod["metadata"].get("annotations", {}).get(contract.WARMUP) == "true" \
                         and pod["spec"].get("nodeName"):
                     return pod
@@ -345,9 +345,15 @@ class Shop:
                           f"involvedObject.name={pod['metadata']['name']}")
         return pod, events["items"]
 
+    def pods(self, service: str) -> list[dict[str, Any]]:
+        """The pods of one of the shop's services, as the API lists them."""
+        items: list[dict[str, Any]] = self.get("pods", "-n", NAMESPACE, "-l",
+                                               f"{contract.APP_NAME_LABEL}={service}")["items"]
+        return items
+
     def ready_pods(self, service: str) -> list[dict[str, Any]] | None:
         """Every live pod of ``service``, once all are Ready with their sidecars."""
-        found = [p for p in self.get("pods", "-n", NAMESPACE, "-l", f"{contract.APP_NAME_LABEL}={service}")["items"]
+        found = [p for p in self.pods(service)
                  if p["metadata"].get("deletionTimestamp") is None]
         ready = [p for p in found if p["status"].get("podIP")
                  and all(c.get("ready") for c in p["status"].get("containerStatuses", []))
@@ -365,10 +371,8 @@ class Shop:
         # service: what the chaos controller's steady-state queries select by default. Pods
         # started later (a floor raised, a pod replaced) are added as they come: a baseline
         # read from replaced pods alone once found "no traffic" for checkout.
-        for name, found in pods.items():
-            for pod in found:
-                self.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
-        scraping = asyncio.create_task(self._scrape_new_pods())
+        await asyncio.to_thread(self._scrape_running_pods)
+        scraping = asyncio.create_task(self._keep_scraping())
         entry = f"http://{pods['frontend'][0]['status']['podIP']}:{SIDECAR_PORT}/"
 
         name = experiment["metadata"]["name"]
@@ -388,7 +392,7 @@ class Shop:
             scraping.cancel()
         # Every payments pod there is now (one may have been replaced meanwhile).
         faults = [f"{pod['metadata']['name']}: {key}"
-                  for pod in self.get("pods", "-n", NAMESPACE, "-l", f"{contract.APP_NAME_LABEL}=payments")["items"]
+                  for pod in self.pods("payments")
                   for key in pod["metadata"].get("annotations", {}) if key.startswith(contract.CHAOS_PREFIX + "fault")]
         # The sidecars see the fault gone at the kubelet's next sync of their pods (downward API).
         for _ in range(12):
@@ -398,16 +402,17 @@ class Shop:
                 break
         return Rehearsal(status, during.stats, at_target.stats, after.stats, faults)
 
-    async def _scrape_new_pods(self) -> None:
-        """Every two seconds, a scrape target for each running pod of the shop not yet scraped."""
+    def _scrape_running_pods(self) -> None:
+        """A scrape target for each running pod of the shop (added once, however often seen)."""
+        for name in SERVICES:
+            for pod in self.pods(name):
+                if pod["status"].get("podIP") and pod["status"].get("phase") == "Running":
+                    self.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
+
+    async def _keep_scraping(self) -> None:
         while True:
-            for name in SERVICES:
-                listed = await asyncio.to_thread(self.get, "pods", "-n", NAMESPACE, "-l",
-                                                 f"{contract.APP_NAME_LABEL}={name}")
-                for pod in listed["items"]:
-                    if pod["status"].get("podIP") and pod["status"].get("phase") == "Running":
-                        self.prometheus.add_target(name, f"{pod['status']['podIP']}:{SIDECAR_METRICS_PORT}")
             await asyncio.sleep(2)
+            await asyncio.to_thread(self._scrape_running_pods)
 
     def plans(self) -> dict[str, dict[str, Any]]:
         """Every service's CapacityPlan once each has a forecast and a floor; the HPAs' floors
