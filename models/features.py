@@ -21,6 +21,7 @@ history shows it, and a past campaign does not pollute the seasonal lags.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -38,6 +39,8 @@ PROFILE_WEEKS = 3
 #: Bounds of the volatility that scales the P90 margin (share of the level).
 MIN_VOLATILITY = 0.02
 MAX_VOLATILITY = 2.0
+#: The volatility a window without a day before counts as: the median of the bounds.
+_UNKNOWN_VOLATILITY = math.sqrt(MIN_VOLATILITY * MAX_VOLATILITY)
 
 
 @dataclass(frozen=True)
@@ -118,20 +121,34 @@ class _Plan(NamedTuple):
     With the positions fixed in advance, a batch of any size (one service or ten thousand) costs a
     fixed number of numpy calls: one product for all the range means, one gather for all the
     seasonal lags with their neighbours. Per call, index building and one assignment per
-    feature were most of a single forecast's time.
+    feature were most of a single forecast's time; what a window with no unknown step would
+    count (steps per span, neighbours per profile point) is counted here once.
     """
 
     #: ``(tail, spans)`` 0/1: which of the window's last ``tail`` positions each range mean
     #: covers (see ``_SPANS``; none reaches further back than a week).
     spans: np.ndarray
+    #: ``(spans,)`` the steps each span covers: a fully known window's counts.
+    span_steps: np.ndarray
     #: ``(3, P, h)`` window positions of every profile point (``[1]``) and its two neighbours,
     #: clipped into the window; ``inside`` is False for the neighbours that fall off either end.
     gather: np.ndarray
     inside: np.ndarray
+    #: ``(P, h)`` neighbours inside the window of each profile point (NaN where none is), and
+    #: whether every point has one (then a fully known window's profiles have no NaN).
+    inside_counts: np.ndarray
+    every_point_inside: bool
     #: Seconds from the origin of each horizon step.
     offsets_s: np.ndarray
-    #: ``(column of x, feature)`` of every feature the layout has.
-    columns: tuple[tuple[int, str], ...]
+    #: ``1 .. h``, the ``horizon_step`` feature.
+    steps: np.ndarray
+    #: Column of ``x`` of each feature.
+    column: Mapping[str, int]
+    #: Profile points the lags read (``same_time_1d``, ``_2d``, and ``_1w``, ``_2w`` when weekly).
+    lag_points: np.ndarray
+    #: Whether each of the last seven days is mostly known in a fully known window (it is, unless
+    #: the window is shorter than a week).
+    full_days: np.ndarray
 
 
 #: Range means each origin needs, as ``(start, stop)`` offsets from the window's end in units of
@@ -143,7 +160,9 @@ _SPANS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "hour": ((0, -1), (0, 0)), "3h": ((0, -3), (0, 0)), "3h_day_before": ((-1, -3), (-1, 0)),
     "days": ((-PROFILE_DAYS, 0), (0, 0)), "day_week_before": ((-7, 0), (-6, 0)),
 }
+_SPAN = {name: column for column, name in enumerate(_SPANS)}
 _LAST_DAYS = 7  # the first seven spans
+_LAGS = ("same_time_1d", "same_time_2d", "same_time_1w", "same_time_2w")
 
 
 @functools.lru_cache(maxsize=64)
@@ -164,9 +183,17 @@ def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step
     centre = np.stack(points)
     around = np.stack((centre - 1, centre, centre + 1))
     inside = (around >= 0) & (around < m)
-    for array in (spans, around, inside):
-        array.setflags(write=False)
-    return _Plan(spans, np.clip(around, 0, m - 1), inside, j * step_seconds, tuple(enumerate(spec_names)))
+    counts = np.add.reduce(inside, axis=0).astype(np.float64)
+    counts[counts == 0] = np.nan
+    lag_points = np.array([0, 1, PROFILE_DAYS, PROFILE_DAYS + 1][: 4 if "same_time_1w" in spec_names else 2])
+    span_steps = spans.sum(axis=0)
+    plan = _Plan(spans, span_steps, np.clip(around, 0, m - 1), inside, counts, not np.isnan(counts).any(),
+                 j * step_seconds, np.arange(1.0, h + 1), {name: i for i, name in enumerate(spec_names)},
+                 lag_points, span_steps[None, :_LAST_DAYS] * 4 >= day)
+    for array in plan:
+        if isinstance(array, np.ndarray):
+            array.setflags(write=False)
+    return plan
 
 
 def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpec,
@@ -177,6 +204,8 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     Written for the serving path as much as for training: a fixed number of vectorised
     numpy operations whatever ``n`` is (every range mean from one matrix product, every
     seasonal lag from one gather, both at positions cached per layout), no per-row Python.
+    A batch with no unknown step (the usual serving case) skips the counting of known steps:
+    the counts are the plan's, and the arithmetic is otherwise the same, to the last bit.
     ``level_floors`` (one per origin) lets services with different models but the same
     feature layout share one pass.
     """
@@ -186,66 +215,93 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     h = spec.horizon_steps if horizon_steps is None else horizon_steps
     day = spec.steps_per_day
     plan = _plan(spec.names, m, day, max(1, round(3600 / spec.step_seconds)), h, spec.step_seconds)
-    floor = np.full(n, spec.level_floor) if level_floors is None else level_floors
+    floor: float | np.ndarray = spec.level_floor if level_floors is None else level_floors
     weekly = spec.seasonality == "weekly"
+    tail = plan.spans.shape[0]
+    recent, before = windows[:, m - day :], windows[:, m - 2 * day : m - day]
 
     # Every range mean: known values summed and counted over each span, in two products.
-    known = ~np.isnan(windows)
-    filled, counted = np.where(known, windows, 0.0), known.astype(np.float64)
-    tail = plan.spans.shape[0]
-    counts = counted[:, m - tail :] @ plan.spans
-    means = _divide(filled[:, m - tail :] @ plan.spans, counts)
-    mean = dict(zip(_SPANS, means.T, strict=True))
-    whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(counted, axis=1))
-    mostly_known = counts[:, : _LAST_DAYS] * 4 >= day  # a day with at least a quarter of its steps known
-    last_day = np.maximum(np.where(mostly_known[:, 0], mean["day"], whole), floor)
+    totals = np.add.reduce(windows, axis=1)
+    grand = np.add.reduce(totals)
+    counting = bool(grand != grand)  # NaN != NaN: some step of some window is unknown
+    if counting:
+        known = ~np.isnan(windows)
+        filled, counted = np.where(known, windows, 0.0), known.astype(np.float64)
+        counts = counted[:, m - tail :] @ plan.spans
+        means = _divide(filled[:, m - tail :] @ plan.spans, counts)
+        whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(counted, axis=1))
+        change = _nanmean(np.abs(recent - before), axis=1)
+        mostly_known = counts[:, :_LAST_DAYS] * 4 >= day  # a day with at least a quarter of its steps known
+    else:
+        means = (windows[:, m - tail :] @ plan.spans) / plan.span_steps
+        whole = totals / m
+        change = np.add.reduce(np.abs(recent - before), axis=1) / day
+        mostly_known = plan.full_days
+    last = _SPAN["day"]
+    if counting:
+        last_day = np.maximum(np.where(mostly_known[:, last], means[:, last], whole), floor)
+    else:
+        last_day = np.maximum(means[:, last] if mostly_known[0, last] else whole, floor)
     # The level L: the last day's mean; with a weekly cycle, the median of the last seven days'
     # means. A week's median shrugs off one anomalous day and spans every weekday, so a Sunday is
     # not the yardstick of a Monday. With the last day as L, the day after nyc_taxi's blizzard read
     # as a 4-fold rebound, a ratio the model had never seen (that fold's MASE 2.86, now 1.09).
     level = last_day
-    if weekly:
-        week = _nanmedian(np.where(mostly_known, means[:, : _LAST_DAYS], np.nan), axis=1)
-        level = np.where(np.isnan(week), last_day, np.maximum(week, floor))
-    volatility = _nanmean(np.abs(windows[:, m - day :] - windows[:, m - 2 * day : m - day]), axis=1) / level
+    if weekly and not counting and mostly_known.all():
+        level = np.maximum(_nanmedian(means[:, :_LAST_DAYS], axis=1, known=True), floor)
+    elif weekly:
+        week = _nanmedian(np.where(mostly_known, means[:, :_LAST_DAYS], np.nan), axis=1)
+        level = np.where(week != week, last_day, np.maximum(week, floor))
+    volatility = change / level
 
-    features: dict[str, np.ndarray] = {  # one value per origin ([:, None]) or per row
-        "horizon_step": np.arange(1.0, h + 1),
-        "last_step": (windows[:, -1] / level)[:, None],
-        "recent_1h": (mean["hour"] / level)[:, None],
-        "recent_3h_vs_day_before": _ratio(mean["3h"], mean["3h_day_before"], floor)[:, None],
-        "level_vs_day_before": _ratio(level, mean["day_before"], floor)[:, None],
-        "day_over_day_change": volatility[:, None],
-    }
+    # Each feature written into its column of x: one value per origin ([:, None], broadcast over
+    # the horizon steps) or one per row. (A ufunc's ``out`` straight into the float32 column is
+    # slower: casting into a strided view costs more than the assignment it saves.)
+    x = np.empty((n, h, len(spec.names)), dtype=np.float32)
+    column = plan.column
+
+    def put(name: str, value: np.ndarray) -> None:
+        x[:, :, column[name]] = value
+
+    def mean(span: str) -> np.ndarray:
+        return means[:, _SPAN[span]]
+
+    put("horizon_step", plan.steps)
+    put("last_step", (windows[:, -1] / level)[:, None])
+    put("recent_1h", (mean("hour") / level)[:, None])
+    put("recent_3h_vs_day_before", _ratio(mean("3h"), mean("3h_day_before"), floor)[:, None])
+    put("level_vs_day_before", _ratio(level, mean("day_before"), floor)[:, None])
+    put("day_over_day_change", volatility[:, None])
     if weekly:
-        features["last_day_vs_level"] = (last_day / level)[:, None]
-        features["level_vs_week_before"] = _ratio(level, mean["day_week_before"], floor)[:, None]
+        put("last_day_vs_level", (last_day / level)[:, None])
+        put("level_vs_week_before", _ratio(level, mean("day_week_before"), floor)[:, None])
     if spec.seasonality != "none":
-        seconds = origins_ns[:, None] // _NS + plan.offsets_s[None, :]
-        features["hour_of_day"] = (seconds % _DAY_S) / 3600.0
+        seconds = origins_ns[:, None] // _NS + plan.offsets_s
+        put("hour_of_day", (seconds % _DAY_S) / 3600.0)
         around = windows[:, plan.gather]  # (n, 3, P, h): each profile point with its two neighbours
         # Lags: the points themselves (P[0] one day back, P[1] two days, P[7] one week, P[8] two).
         scale = 1.0 / level[:, None]
-        features["same_time_1d"], features["same_time_2d"] = around[:, 1, 0] * scale, around[:, 1, 1] * scale
+        lags = around[:, 1, plan.lag_points] * scale[:, None]
+        for i, lag in enumerate(_LAGS[: len(plan.lag_points)]):
+            put(lag, lags[:, i])
         # Profiles: each point smoothed with its neighbours, then the median over the days (weeks):
         # one storm day or holiday among them does not bend the profile.
-        present = (around == around) & plan.inside
-        smoothed = _divide(np.add.reduce(np.where(present, around, 0.0), axis=1), np.add.reduce(present, axis=1))
+        if counting:
+            present = (around == around) & plan.inside
+            smoothed = _divide(np.add.reduce(np.where(present, around, 0.0), axis=1),
+                               np.add.reduce(present, axis=1))
+        else:
+            smoothed = np.add.reduce(np.where(plan.inside, around, 0.0), axis=1) / plan.inside_counts
+        complete = not counting and plan.every_point_inside  # then no profile point is NaN
         # The daily profile gives the shape of a day, not its level: divided by the mean of the days it
         # averages. Divided by L instead, a week of decline (fifa after the final) read as "far below
         # the usual level" and the model, taught by the tournament's rest days, forecast a rebound that
         # never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(mean["days"], floor)[:, None]
-        features["profile_days"] = _nanmedian(smoothed[:, :PROFILE_DAYS], axis=1) / days_mean
+        days_mean = np.maximum(mean("days"), floor)[:, None]
+        put("profile_days", _nanmedian(smoothed[:, :PROFILE_DAYS], axis=1, known=complete) / days_mean)
         if weekly:
-            features["day_of_week"] = (seconds // _DAY_S + 3) % 7  # 1970-01-01 was a Thursday
-            features["same_time_1w"] = around[:, 1, PROFILE_DAYS] * scale
-            features["same_time_2w"] = around[:, 1, PROFILE_DAYS + 1] * scale
-            features["profile_weeks"] = _nanmedian(smoothed[:, PROFILE_DAYS:], axis=1) * scale
-
-    x = np.empty((n, h, len(plan.columns)), dtype=np.float32)
-    for column, name in plan.columns:
-        x[:, :, column] = features[name]
+            put("day_of_week", (seconds // _DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
+            put("profile_weeks", _nanmedian(smoothed[:, PROFILE_DAYS:], axis=1, known=complete) * scale)
     return Features(x.reshape(n * h, -1), level, volatility)
 
 
@@ -254,17 +310,22 @@ def _divide(total: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.asarray(total / np.where(count > 0, count, np.nan))
 
 
-def _nanmedian(values: np.ndarray, axis: int) -> np.ndarray:
-    """Median along ``axis`` ignoring ``NaN``, ``NaN`` where nothing is known.
+def _nanmedian(values: np.ndarray, axis: int, *, known: bool = False) -> np.ndarray:
+    """Median along ``axis`` ignoring ``NaN``, ``NaN`` where nothing is known; ``known``: the
+    caller knows there is no ``NaN`` (the check is skipped).
 
     By sorting (``NaN`` sorts last) and picking the middle of the known values with one fancy
     index: ``np.nanmedian`` (warnings, masking) and ``np.take_along_axis`` cost tens of
     microseconds a call, a visible share of a forecast's budget.
     """
+    length = values.shape[axis]
+    if known or not np.isnan(np.add.reduce(values, axis=None)):
+        ordered = np.sort(values, axis=axis)
+        low, high = ordered.take((length - 1) // 2, axis=axis), ordered.take(length // 2, axis=axis)
+        # An odd count has one middle: (a + a) / 2 is a, to the last bit; skip the arithmetic.
+        return low if length % 2 else np.asarray((low + high) / 2)
     ordered = np.sort(np.swapaxes(values, axis, -1), axis=-1)
-    shape, length = ordered.shape[:-1], ordered.shape[-1]
-    if not np.isnan(ordered[..., -1]).any():  # NaN sorts last: none there, none at all (the usual case)
-        return np.asarray((ordered[..., (length - 1) // 2] + ordered[..., length // 2]) / 2)
+    shape = ordered.shape[:-1]
     rows = ordered.reshape(-1, length)
     count = np.add.reduce(rows == rows, axis=1)  # NaN != NaN: the known values, sorted first
     at = np.arange(rows.shape[0])
@@ -331,7 +392,7 @@ def p90_margin_unit(volatility: np.ndarray) -> np.ndarray:
     before) counts as the median of the bounds.
     """
     bounded = np.minimum(np.maximum(volatility, MIN_VOLATILITY), MAX_VOLATILITY)  # NaN stays NaN
-    return np.asarray(np.where(bounded == bounded, bounded, np.sqrt(MIN_VOLATILITY * MAX_VOLATILITY)))
+    return np.asarray(np.where(bounded == bounded, bounded, _UNKNOWN_VOLATILITY))
 
 
 def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) -> np.ndarray:
@@ -354,6 +415,6 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     return _divide(np.add.reduce(np.where(known, values, 0.0), axis=axis), np.add.reduce(known, axis=axis))
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: np.ndarray) -> np.ndarray:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: float | np.ndarray) -> np.ndarray:
     # Both sides are at least the floor (or NaN, which propagates quietly): no division by zero.
     return np.asarray(np.maximum(numerator, floor) / np.maximum(denominator, floor))

@@ -124,7 +124,8 @@ class ForecastCore:
                                                 spec.kind_effects, unknown=np.nan)
             future = start_ns + np.arange(h, dtype=np.int64) * step_ns
             multipliers = event_multipliers(events, self.service, future, spec.step_seconds, spec.kind_effects)
-        known = int(np.count_nonzero(values == values))  # NaN != NaN: the known steps
+        total = np.add.reduce(values)  # NaN != NaN: when the sum is a number, every step is known
+        known = values.size if total == total else int(np.count_nonzero(values == values))
         if known < spec.min_history_steps:
             raise HistoryTooShort(
                 f"{known} known steps in the {spec.window_steps} steps before "

@@ -15,12 +15,16 @@ Three parts, each the same in the replay (:mod:`scaler.simulate`) and in the con
   (:mod:`scaler.replay`) at each target; the share ``p`` of intervals it falls short in sets how
   far into the forecast's errors the floor reaches: the margins tried are the quantiles
   ``1 - k x p`` (k in :data:`MARGIN_SHARES`) of the rate's excess over the forecast made one
-  interval before, in the shapes of :data:`EXPONENTS` (``x sqrt(f)``: request counts spread by
+  interval before, in the shapes of :data:`EXPONENT_OF` (``x sqrt(f)``: request counts spread by
   the square root of their rate; ``x f``: bursts that scale with the level). An interval needs
   ``ceil((f + margin x f^shape) / saturation)`` replicas; the floor binds only where that is
   above what the HPA holds, i.e. where the HPA's delayed, tolerant count would be short.
+* **Or the spread floor** (:func:`spread_forecasts`), for traffic whose intervals vary more
+  than a forecast of their level can follow: the same quantiles ``1 - k x p``, of the rates of
+  the last :data:`SPREAD_RECENT_SECONDS` and of those around the same clock time on the days
+  before, are what an interval needs.
 * **The HPA's target chosen together with the margin** (:func:`learn_policy`): every (target,
-  shape, margin) is replayed on history with its floor, and the one with the fewest violations
+  floor, margin or quantile) is replayed on history with its floor, and the one with the fewest violations
   relative to the plain HPA's cost/violation curve (the whole sweep of
   :data:`scaler.replay.HPA_TARGETS`) at its own replica-hours is kept (ties: the cheaper), never
   one costlier than the most expensive plain HPA. Where the HPA at the reference target (0.8)
@@ -81,8 +85,14 @@ RARE_SHORTFALL = 0.001
 #: Margins tried: the excess over the forecast that all but this many times the HPA's share of
 #: short intervals stay below (so that the floor would cover about that share of its misses).
 MARGIN_SHARES = (2.0, 1.0, 0.5, 0.25, 0.1)
-#: The margin's shapes tried: x sqrt(forecast), x forecast.
-EXPONENTS = (0.5, 1.0)
+#: The margin's shapes tried, by family name: x sqrt(forecast), x forecast.
+EXPONENT_OF = {"level^0.5": 0.5, "level^1": 1.0}
+#: The spread floor's recent window: the quantile of this many seconds of rates (at least three
+#: intervals).
+SPREAD_RECENT_SECONDS = 3 * 3600
+#: The spread floor's seasonal window: this many seconds either side of the same clock time,
+#: on each of the :data:`SEASON_DAYS` days before (at least one interval).
+SPREAD_SEASON_HALF_SECONDS = 90 * 60
 #: The planner's floor hold (``planner.stabilization_seconds``'s default).
 HOLD_SECONDS = 300.0
 DAY = 86_400
@@ -100,14 +110,28 @@ class FloorPolicy:
     #: The margin is ``margin x f ** exponent``: 0.5 (spread like a Poisson stream's) or 1 (a
     #: share of the forecast, for traffic whose bursts scale with its level).
     exponent: float = 0.5
+    #: Set for the spread floor (:func:`spread_forecasts`): the quantile of recent and
+    #: same-clock-time rates the floor covers (then ``margin`` is 0 and ``exponent`` 1).
+    quantile: float | None = None
     basis: str = ""
-    #: The candidates replayed on history: (target, exponent, margin) -> figures.
-    tried: dict[tuple[float, float, float | None], Figures] = field(default_factory=dict, compare=False,
-                                                                     repr=False)
+    #: The candidates replayed on history: (target, family, margin or quantile) -> figures;
+    #: the family is "hpa" (the plain HPA), "level^0.5", "level^1" or "spread".
+    tried: dict[tuple[float, str, float | None], Figures] = field(default_factory=dict, compare=False,
+                                                                  repr=False)
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"fallback_target": self.fallback_target, "margin": self.margin,
-                "level_intervals": float(self.level_intervals), "exponent": self.exponent}
+        values = {"fallback_target": self.fallback_target, "margin": self.margin,
+                  "level_intervals": float(self.level_intervals), "exponent": self.exponent}
+        if self.quantile is not None:
+            values["quantile"] = self.quantile
+        return values
+
+    def forecasts(self, rate: np.ndarray, interval_seconds: int, horizon: int) -> np.ndarray:
+        """The forecasts this policy plans with (:func:`short_forecasts` or
+        :func:`spread_forecasts`), rows as theirs."""
+        if self.quantile is not None:
+            return spread_forecasts(rate, interval_seconds, horizon, self.quantile)
+        return short_forecasts(rate, interval_seconds, horizon, self.level_intervals)
 
 
 def horizon_steps(interval_seconds: int, warmup_seconds: float) -> int:
@@ -161,9 +185,57 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
     return out
 
 
+def spread_windows(interval_seconds: int) -> tuple[int, int]:
+    """The spread floor's recent window and seasonal half-width, in intervals."""
+    return (max(3, SPREAD_RECENT_SECONDS // interval_seconds),
+            max(1, SPREAD_SEASON_HALF_SECONDS // interval_seconds))
+
+
+def spread_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, quantile: float) -> np.ndarray:
+    """Row ``c``: the rate the floor covers in intervals ``c + 1 .. c + horizon``, made when
+    interval ``c`` has just completed: the larger of the ``quantile`` of the recent window's
+    rates and the mean, over the previous :data:`SEASON_DAYS` days, of the ``quantile`` of the
+    rates around the forecast interval's clock time (:func:`spread_windows`); NaN where
+    neither is known.
+
+    For traffic whose intervals vary more than any forecast of their level can follow (request
+    counts whose spread is as large as their mean), covering a share of what the rate was
+    recently and at this time of day buys fewer misses per replica-hour than a level plus a
+    margin: the level forecast's own errors widen the margin it needs."""
+    if not 0 < quantile < 1:
+        raise InvalidInput(f"the spread floor's quantile must be in (0, 1), got {quantile}", source="policy")
+    values = pd.Series(np.asarray(rate, dtype=np.float64))
+    n = len(values)
+    recent, half = spread_windows(interval_seconds)
+    latest = values.rolling(recent, min_periods=recent // 2 + 1).quantile(quantile).to_numpy()
+    out = np.repeat(latest[:, None], horizon, axis=1)
+    if DAY % interval_seconds:
+        return out
+    period = DAY // interval_seconds
+    # The quantile of the 2 x half + 1 rates centred on each interval (known once its window is).
+    around = values.rolling(2 * half + 1, center=True, min_periods=half + 1).quantile(quantile).to_numpy()
+    for h in range(1, horizon + 1):
+        total, count = np.zeros(n), np.zeros(n)
+        for day in range(1, SEASON_DAYS + 1):
+            by = day * period - h  # row c reads the window centred on c + h - day x period
+            if by < half or by >= n:
+                continue  # the window would reach past c (never at a day's period), or no such day
+            shifted = np.full(n, np.nan)
+            shifted[by:] = around[: n - by]
+            usable = ~np.isnan(shifted)
+            total += np.where(usable, shifted, 0.0)
+            count += usable
+        with np.errstate(invalid="ignore", divide="ignore"):
+            seasonal = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out[:, h - 1] = np.fmax(out[:, h - 1], seasonal)
+    return out
+
+
 def history_intervals(interval_seconds: int, warmup_seconds: float, level_intervals: int) -> int:
-    """Intervals of history one forecast reads (the seasonal days, the level, the horizon)."""
-    return (SEASON_DAYS * DAY // interval_seconds + level_intervals
+    """Intervals of history one forecast reads (the seasonal days, the level or the spread
+    floor's windows, the horizon)."""
+    recent, half = spread_windows(interval_seconds)
+    return (SEASON_DAYS * DAY // interval_seconds + max(level_intervals, recent) + half
             + horizon_steps(interval_seconds, warmup_seconds) + 2)
 
 
@@ -265,8 +337,7 @@ def short_forecast(name: str, history: pd.Series, interval_seconds: int, warmup_
         return None
     margin = policy.margin
     horizon = horizon_steps(interval_seconds, warmup_seconds)
-    rows = short_forecasts(history.to_numpy(dtype=np.float64, na_value=np.nan), interval_seconds, horizon,
-                           policy.level_intervals)
+    rows = policy.forecasts(history.to_numpy(dtype=np.float64, na_value=np.nan), interval_seconds, horizon)
     p50 = rows[-1]
     if np.isnan(p50).any():
         return None
@@ -339,12 +410,12 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
         capacity = run.ready.reshape(-1, per).mean(axis=1) * service.saturation
         return figures, capacity
 
-    tried: dict[tuple[float, float, float | None], Figures] = {}
+    tried: dict[tuple[float, str, float | None], Figures] = {}
     # The curve is always the whole sweep, whichever targets the policy may choose from.
     plain: dict[float, tuple[Figures, np.ndarray]] = {
         t: replay(t, None) for t in sorted(set(HPA_TARGETS) | set(targets))}
     for target in targets:
-        tried[(target, 0.5, None)] = plain[target][0]
+        tried[(target, "hpa", None)] = plain[target][0]
     base = plain[reference][0]
     if base.violation_share < RARE_SHORTFALL:
         return FloorPolicy(reference, None, basis=f"the HPA at {reference} fell short in {base.violations} of "
@@ -352,28 +423,40 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
 
     warm = max(warm, 1)
     level = choose_level(values, interval_seconds, warm)
-    forecasts = short_forecasts(values, interval_seconds, horizon_steps(interval_seconds, service.warmup_seconds),
-                                level)
+    horizon = horizon_steps(interval_seconds, service.warmup_seconds)
+    forecasts = short_forecasts(values, interval_seconds, horizon, level)
     scored = values[warm:]
     # The forecast of each scored interval made one interval before it.
     ahead = forecasts[warm - 1 : len(values) - 1, 0]
     usable = (ahead > 0) & ~np.isnan(scored)
     curve = [(f.replica_hours, float(f.violations)) for f, _ in plain.values()]
-    for exponent in EXPONENTS:
-        excess = (scored[usable] - ahead[usable]) / ahead[usable] ** exponent
-        for target in targets:
-            figures, _ = plain[target]
-            if not figures.violations or not excess.size:
-                continue
-            # How often the HPA falls short sets how far into the forecast's errors the floor reaches.
-            shares = [min(0.999, max(0.5, 1 - k * figures.violation_share)) for k in MARGIN_SHARES]
-            margins = sorted({round(max(0.0, float(np.quantile(excess, q))), 4) for q in shares})
-            for candidate in margins:
-                floor = floor_ticks(forecasts, candidate, service, interval_seconds, tick_seconds, first, last,
-                                    hold_seconds, exponent)
-                result, _ = replay(target, floor)
-                tried[(target, exponent, candidate)] = result
-    best: tuple[float, float, tuple[float, float, float | None]] | None = None  # (score, cost, candidate)
+    spreads: dict[float, np.ndarray] = {}  # quantile -> spread_forecasts, made once for every target
+
+    def floor_of(family: str, value: float) -> np.ndarray:
+        if family == "spread":
+            if value not in spreads:
+                spreads[value] = spread_forecasts(values, interval_seconds, horizon, value)
+            return floor_ticks(spreads[value], 0.0, service, interval_seconds, tick_seconds, first, last,
+                               hold_seconds, 1.0)
+        return floor_ticks(forecasts, value, service, interval_seconds, tick_seconds, first, last, hold_seconds,
+                           EXPONENT_OF[family])
+
+    for target in targets:
+        figures, _ = plain[target]
+        if not figures.violations:
+            continue
+        # How often the HPA falls short sets how far into the forecast's errors (or the rates'
+        # spread) the floor reaches.
+        shares = sorted({min(0.999, max(0.5, 1 - k * figures.violation_share)) for k in MARGIN_SHARES})
+        candidates: list[tuple[str, float]] = [("spread", round(q, 4)) for q in shares]
+        for family, exponent in EXPONENT_OF.items():
+            excess = (scored[usable] - ahead[usable]) / ahead[usable] ** exponent
+            if excess.size:
+                candidates += [(family, m) for m in sorted({round(max(0.0, float(np.quantile(excess, q))), 4)
+                                                             for q in shares})]
+        for family, value in candidates:
+            tried[(target, family, value)], _ = replay(target, floor_of(family, value))
+    best: tuple[float, float, tuple[float, str, float | None]] | None = None  # (score, cost, candidate)
     most = max(x for x, _ in curve)
     for candidate_key, result in tried.items():
         relative = max(result.violations, 0.5) / curve_violations(curve, result.replica_hours)
@@ -384,13 +467,18 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
         if best is None or key[:2] < best[:2]:
             best = key
     assert best is not None
-    relative, _, (target, exponent, chosen_margin) = best
-    chosen = tried[(target, exponent, chosen_margin)]
-    return FloorPolicy(target, chosen_margin, level, exponent,
-                       f"on {chosen.intervals} intervals of history: HPA at {target} with margin {chosen_margin} "
-                       f"x f^{exponent}: "
-                       f"{chosen.violations} violations at {chosen.replica_hours:.1f} replica-hours, "
-                       f"{relative:.2f}x the plain HPA's curve there", tried=tried)
+    relative, _, (target, family, chosen_value) = best
+    chosen = tried[(target, family, chosen_value)]
+    measured = (f"{chosen.violations} violations at {chosen.replica_hours:.1f} replica-hours, "
+                f"{relative:.2f}x the plain HPA's curve there")
+    where = f"on {chosen.intervals} intervals of history: HPA at {target}"
+    if chosen_value is None:
+        return FloorPolicy(target, None, basis=f"{where} alone: {measured}", tried=tried)
+    if family == "spread":
+        return FloorPolicy(target, 0.0, level, 1.0, quantile=chosen_value, tried=tried,
+                           basis=f"{where} with the spread floor at quantile {chosen_value}: {measured}")
+    return FloorPolicy(target, chosen_value, level, EXPONENT_OF[family], tried=tried,
+                       basis=f"{where} with margin {chosen_value} x f^{EXPONENT_OF[family]}: {measured}")
 
 
 # --- in the controller -------------------------------------------------------------------------
@@ -415,6 +503,8 @@ class ShortTermPlan:
                   "level_intervals": float(self.policy.level_intervals), "exponent": self.policy.exponent}
         if self.policy.margin is not None:
             values["margin"] = self.policy.margin
+        if self.policy.quantile is not None:
+            values["quantile"] = self.policy.quantile
         return values
 
 

@@ -60,14 +60,16 @@ def _reference(window: np.ndarray, origin_s: int, spec: FeatureSpec, h: int) -> 
 
 @pytest.mark.parametrize("seasonality", ["none", "daily", "weekly"])
 @pytest.mark.parametrize("h", [1, 24, 60])
-def test_batch_features_match_their_definitions(seasonality: str, h: int) -> None:
+@pytest.mark.parametrize("gaps", [True, False], ids=["unknown-steps", "all-known"])
+def test_batch_features_match_their_definitions(seasonality: str, h: int, gaps: bool) -> None:
     spec = FeatureSpec(step_seconds=STEP, seasonality=seasonality, horizon_steps=72, level_floor=0.05)  # type: ignore[arg-type]
     rng = np.random.default_rng(7)
     windows = rng.gamma(2.0, 1.0, (4, spec.window_steps))
-    windows[rng.random(windows.shape) < 0.15] = np.nan
-    windows[1, -20:] = np.nan  # the last day mostly unknown: the level falls back to the window's mean
-    windows[2, :3] = np.nan  # a profile point's outer neighbour off the window's start
-    windows[3, -3 * DAY : -2 * DAY] = np.nan  # a day unknown: the weekly level is the median of six
+    if gaps:  # the counting path; without gaps, the path that takes the counts from the plan
+        windows[rng.random(windows.shape) < 0.15] = np.nan
+        windows[1, -20:] = np.nan  # the last day mostly unknown: the level falls back to the window's mean
+        windows[2, :3] = np.nan  # a profile point's outer neighbour off the window's start
+        windows[3, -3 * DAY : -2 * DAY] = np.nan  # a day unknown: the weekly level is the median of six
     origins_s = 1_700_000_000 + np.arange(4) * 4_000
     x = build_features(windows, origins_s * 10**9, spec, h).x.reshape(4, h, -1)
     for i in range(4):
@@ -87,3 +89,10 @@ def test_one_window_and_a_batch_give_the_same_rows() -> None:
     for i in range(5):
         single = build_features(windows[i : i + 1], origins[i : i + 1], spec, 24).x
         np.testing.assert_array_equal(single, batch[i])
+    # A batch with an unknown step somewhere counts known steps for every window: the fully known
+    # ones get the very same rows as alone, where the counts come from the plan.
+    gappy = windows.copy()
+    gappy[0, 100] = np.nan
+    counted = build_features(gappy, origins, spec, 24).x.reshape(5, 24, -1)
+    for i in range(1, 5):
+        np.testing.assert_array_equal(counted[i], batch[i])

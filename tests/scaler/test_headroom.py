@@ -23,6 +23,8 @@ from scaler.headroom import (
     learn_policy,
     planner_ticks,
     short_forecasts,
+    spread_forecasts,
+    spread_windows,
 )
 from scaler.replay import Service, observed_rate, run_hpa, score
 from scaler.trace import load_trace
@@ -52,6 +54,29 @@ def test_the_forecast_follows_the_daily_shape_from_the_recent_level() -> None:
     gappy = rate.copy()
     gappy[100:110] = np.nan
     assert np.isnan(short_forecasts(gappy, 60, 1, level_intervals=5)[109, 0])
+
+
+def test_the_spread_floor_covers_a_quantile_of_recent_and_same_clock_time_rates() -> None:
+    # 5-minute intervals: the recent window is 36 intervals, the seasonal one 18 either side.
+    assert spread_windows(300) == (36, 18)
+    period = 288
+    rate = np.full(3 * period, 10.0)
+    rate[period + 100] = 50.0  # one busy interval on day 2
+    rate[2 * period - 5 :] = 20.0  # busier from day 2's last five intervals on
+    forecasts = spread_forecasts(rate, 300, 2, 0.99)
+    # Right after the first busier intervals: their quantile (day 1's windows are all 10).
+    assert forecasts[2 * period - 1].tolist() == pytest.approx([20.0, 20.0])
+    # Day 3, interval 90 (row 2 x 288 + 89): the windows centred on day 2's and day 1's
+    # interval 90 (72..108) hold the 50 on day 2 only; their quantiles (35.6 and 10) averaged are
+    # above the recent window's (all 20).
+    c = 2 * period + 89
+    day2 = float(np.quantile(np.r_[np.full(36, 10.0), 50.0], 0.99))
+    assert day2 == pytest.approx(35.6)
+    assert forecasts[c, 0] == pytest.approx((day2 + 10.0) / 2)
+    # A coarse step without a whole number of intervals a day: the recent window only.
+    assert spread_forecasts(np.r_[np.full(10, 1.0), 9.0], 7 * 3600, 1, 0.5)[-1, 0] == pytest.approx(1.0)
+    with pytest.raises(InvalidInput, match="quantile"):
+        spread_forecasts(rate, 300, 1, 1.0)
 
 
 def test_where_the_hpa_never_falls_short_nothing_is_added() -> None:
@@ -94,9 +119,9 @@ def test_the_replays_floor_is_the_controllers_floor(traces_dir: Path, trace: str
     last = first + DAY // 15 // 2
     service = Service(saturation=float(np.nanpercentile(loaded.demand[:first], 95)) / 20, warmup_seconds=90)
     values = loaded.rate.to_numpy(dtype=np.float64, na_value=np.nan)
-    for policy in (FloorPolicy(0.7, 0.5, level_intervals=3), FloorPolicy(0.9, 0.3, level_intervals=1, exponent=1.0)):
-        forecasts = short_forecasts(values, interval, horizon_steps(interval, service.warmup_seconds),
-                                    policy.level_intervals)
+    for policy in (FloorPolicy(0.7, 0.5, level_intervals=3), FloorPolicy(0.9, 0.3, level_intervals=1, exponent=1.0),
+                   FloorPolicy(0.9, 0.0, exponent=1.0, quantile=0.9)):
+        forecasts = policy.forecasts(values, interval, horizon_steps(interval, service.warmup_seconds))
         assert policy.margin is not None
         vectorized = floor_ticks(forecasts, policy.margin, service, interval, 15, first, last,
                                  exponent=policy.exponent)
@@ -136,10 +161,11 @@ async def test_the_controllers_floor_rises_a_warmup_and_a_lead_before_the_jump()
         assert result is not None and result.policy.margin is not None
         return result.plan.floor_at(when)
 
-    quiet = await floor_at(jump - timedelta(seconds=ahead + 1))
-    assert quiet == 2  # 20 req/s: ceil(1.6)
+    # Whichever floor was learned (the jump covered from its own time, or the spread of the
+    # hours around it), it is raised by a warm-up and a lead before the jump, and only around it.
+    assert await floor_at(jump - timedelta(hours=6)) == 2  # 20 req/s: ceil(1.6)
     assert await floor_at(jump - timedelta(seconds=ahead)) >= 5  # 60 req/s: ceil(4.8)
-    assert await floor_at(jump + timedelta(minutes=10)) == quiet
+    assert await floor_at(jump + timedelta(hours=6)) == 2
     # A source that cannot give a 60 s or 300 s step: no short-horizon plan, logged, no error.
     assert await ShortTermFloors(MinuteHistory(series.iloc[:1])).plan(
         "svc", "ns", profile, jump, stabilization_seconds=300) is None
