@@ -144,8 +144,15 @@ class _Plan(NamedTuple):
     steps: np.ndarray
     #: Column of ``x`` of each feature.
     column: Mapping[str, int]
-    #: Profile points the lags read (``same_time_1d``, ``_2d``, and ``_1w``, ``_2w`` when weekly).
+    #: Profile points the lags read (``same_time_1d``, ``_2d``, and ``_1w``, ``_2w`` when weekly),
+    #: and the lags' columns of ``x``.
     lag_points: np.ndarray
+    lag_columns: np.ndarray
+    #: The features with one value per origin, each a ratio of two of the values ``_RATIO_OF``
+    #: names: their positions in the values (``_values_index``) and their columns of ``x``.
+    ratio_numerators: np.ndarray
+    ratio_denominators: np.ndarray
+    ratio_columns: np.ndarray
     #: Whether each of the last seven days is mostly known in a fully known window (it is, unless
     #: the window is shorter than a week).
     full_days: np.ndarray
@@ -163,6 +170,25 @@ _SPANS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
 _SPAN = {name: column for column, name in enumerate(_SPANS)}
 _LAST_DAYS = 7  # the first seven spans
 _LAGS = ("same_time_1d", "same_time_2d", "same_time_1w", "same_time_2w")
+#: The values every per-origin feature is a ratio of, after the range means: the last step, the
+#: level L, the last day's mean and the day-over-day change (see :func:`build_features`).
+_VALUES = (*_SPANS, "last_step", "level", "last_day", "change")
+#: Each per-origin feature as (numerator, denominator); a name ending in "+" is that value at
+#: least the level floor (both sides of a ratio between two levels are: no division by zero).
+_RATIO_OF = {
+    "last_step": ("last_step", "level"),
+    "recent_1h": ("hour", "level"),
+    "recent_3h_vs_day_before": ("3h+", "3h_day_before+"),
+    "level_vs_day_before": ("level+", "day_before+"),
+    "day_over_day_change": ("change", "level"),
+    "last_day_vs_level": ("last_day", "level"),
+    "level_vs_week_before": ("level+", "day_week_before+"),
+}
+
+
+def _values_index(name: str) -> int:
+    """Where ``name`` is in the values and their floored copy, side by side."""
+    return _VALUES.index(name.rstrip("+")) + (len(_VALUES) if name.endswith("+") else 0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -187,9 +213,15 @@ def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step
     counts[counts == 0] = np.nan
     lag_points = np.array([0, 1, PROFILE_DAYS, PROFILE_DAYS + 1][: 4 if "same_time_1w" in spec_names else 2])
     span_steps = spans.sum(axis=0)
+    ratios = [name for name in spec_names if name in _RATIO_OF]
     plan = _Plan(spans, span_steps, np.clip(around, 0, m - 1), inside, counts, not np.isnan(counts).any(),
                  j * step_seconds, np.arange(1.0, h + 1), {name: i for i, name in enumerate(spec_names)},
-                 lag_points, span_steps[None, :_LAST_DAYS] * 4 >= day)
+                 lag_points, np.array([spec_names.index(lag) for lag in _LAGS[: len(lag_points)]
+                                       if lag in spec_names], dtype=np.int64),
+                 np.array([_values_index(_RATIO_OF[name][0]) for name in ratios]),
+                 np.array([_values_index(_RATIO_OF[name][1]) for name in ratios]),
+                 np.array([spec_names.index(name) for name in ratios]),
+                 span_steps[None, :_LAST_DAYS] * 4 >= day)
     for array in plan:
         if isinstance(array, np.ndarray):
             array.setflags(write=False)
@@ -263,27 +295,20 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     def put(name: str, value: np.ndarray) -> None:
         x[:, :, column[name]] = value
 
-    def mean(span: str) -> np.ndarray:
-        return means[:, _SPAN[span]]
-
     put("horizon_step", plan.steps)
-    put("last_step", (windows[:, -1] / level)[:, None])
-    put("recent_1h", (mean("hour") / level)[:, None])
-    put("recent_3h_vs_day_before", _ratio(mean("3h"), mean("3h_day_before"), floor)[:, None])
-    put("level_vs_day_before", _ratio(level, mean("day_before"), floor)[:, None])
-    put("day_over_day_change", volatility[:, None])
-    if weekly:
-        put("last_day_vs_level", (last_day / level)[:, None])
-        put("level_vs_week_before", _ratio(level, mean("day_week_before"), floor)[:, None])
+    # Every per-origin feature in one division: the values side by side with their floored copy,
+    # numerators and denominators gathered from them (``_RATIO_OF``).
+    values = np.concatenate((means, windows[:, -1:], level[:, None], last_day[:, None], change[:, None]), axis=1)
+    floors = spec.level_floor if level_floors is None else level_floors[:, None]  # one per row of values
+    values = np.concatenate((values, np.maximum(values, floors)), axis=1)
+    x[:, :, plan.ratio_columns] = (values[:, plan.ratio_numerators] / values[:, plan.ratio_denominators])[:, None]
     if spec.seasonality != "none":
         seconds = origins_ns[:, None] // _NS + plan.offsets_s
         put("hour_of_day", (seconds % _DAY_S) / 3600.0)
         around = windows[:, plan.gather]  # (n, 3, P, h): each profile point with its two neighbours
         # Lags: the points themselves (P[0] one day back, P[1] two days, P[7] one week, P[8] two).
         scale = 1.0 / level[:, None]
-        lags = around[:, 1, plan.lag_points] * scale[:, None]
-        for i, lag in enumerate(_LAGS[: len(plan.lag_points)]):
-            put(lag, lags[:, i])
+        x[:, :, plan.lag_columns] = (around[:, 1, plan.lag_points] * scale[:, None]).transpose(0, 2, 1)
         # Profiles: each point smoothed with its neighbours, then the median over the days (weeks):
         # one storm day or holiday among them does not bend the profile.
         if counting:
@@ -297,7 +322,7 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
         # averages. Divided by L instead, a week of decline (fifa after the final) read as "far below
         # the usual level" and the model, taught by the tournament's rest days, forecast a rebound that
         # never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(mean("days"), floor)[:, None]
+        days_mean = np.maximum(means[:, _SPAN["days"]], floor)[:, None]
         put("profile_days", _nanmedian(smoothed[:, :PROFILE_DAYS], axis=1, known=complete) / days_mean)
         if weekly:
             put("day_of_week", (seconds // _DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
@@ -413,8 +438,3 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     overhead is a visible share of the forecast."""
     known = ~np.isnan(values)
     return _divide(np.add.reduce(np.where(known, values, 0.0), axis=axis), np.add.reduce(known, axis=axis))
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, floor: float | np.ndarray) -> np.ndarray:
-    # Both sides are at least the floor (or NaN, which propagates quietly): no division by zero.
-    return np.asarray(np.maximum(numerator, floor) / np.maximum(denominator, floor))
