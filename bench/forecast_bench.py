@@ -95,22 +95,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def timed(call: Callable[[], object], repeat: int, warmup: int) -> dict[str, float]:
     """Wall time of ``call`` in microseconds: p50, p99, mean (GC paused while timing)."""
-    for _ in range(warmup):
-        call()
-    samples = np.empty(repeat)
+    return timed_together({"call": (call, repeat, warmup)}, rounds=1)["call"]
+
+
+def timed_together(calls: dict[str, tuple[Callable[[], object], int, int]], rounds: int = 10) -> dict[str, Any]:
+    """:func:`timed` for several calls (name -> (call, repeat, warmup)), their repeats taken in
+    ``rounds`` interleaved rounds: on a shared machine a noisy minute then slows every path a
+    little instead of one path a lot, so the ratios between them hold."""
+    for call, _, warmup in calls.values():
+        for _ in range(warmup):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     gc.collect()
     gc.disable()
     try:
-        for i in range(repeat):
-            began = time.perf_counter_ns()
-            call()
-            samples[i] = time.perf_counter_ns() - began
+        for round_ in range(rounds):
+            for name, (call, repeat, _) in calls.items():
+                share = repeat // rounds + (1 if round_ < repeat % rounds else 0)
+                for _ in range(share):
+                    began = time.perf_counter_ns()
+                    call()
+                    samples[name].append(time.perf_counter_ns() - began)
     finally:
         gc.enable()
-    samples /= 1000.0
-    return {"p50_us": round(float(np.percentile(samples, 50)), 2),
-            "p99_us": round(float(np.percentile(samples, 99)), 2),
-            "mean_us": round(float(samples.mean()), 2), "runs": repeat}
+    results: dict[str, Any] = {}
+    for name, values in samples.items():
+        micros = np.asarray(values) / 1000.0
+        results[name] = {"p50_us": round(float(np.percentile(micros, 50)), 2),
+                         "p99_us": round(float(np.percentile(micros, 99)), 2),
+                         "mean_us": round(float(micros.mean()), 2), "runs": len(values)}
+    return results
 
 
 def latency(model: TrainedModel, *, quick: bool) -> dict[str, Any]:
@@ -136,17 +150,18 @@ def latency(model: TrainedModel, *, quick: bool) -> dict[str, Any]:
     prophet = ProphetBaseline().fit(series, events, LATENCY_TRACE)
     future = pd.date_range(series.index[-1] + pd.Timedelta(seconds=model.spec.step_seconds), periods=HORIZON,
                            freq=pd.Timedelta(seconds=model.spec.step_seconds))
-    results = {
-        "onnxruntime_predict": timed(lambda: forecaster.predict_ratios(rows), 5000 // scale, 200),
-        "sklearn_predict": timed(lambda: model.predict_ratios(rows), 500 // scale, 20),
-        "prophet_predict": timed(lambda: prophet.predict(future), 30 // min(scale, 3), 2),
-        "onnxruntime_forecast_end_to_end": timed(
+    # Interleaved rounds: every path sees the same share of whatever else the machine is doing.
+    results = timed_together({
+        "onnxruntime_predict": (lambda: forecaster.predict_ratios(rows), 5000 // scale, 200),
+        "sklearn_predict": (lambda: model.predict_ratios(rows), 500 // scale, 20),
+        "prophet_predict": (lambda: prophet.predict(future), 30 // min(scale, 3), 2),
+        "onnxruntime_forecast_end_to_end": (
             lambda: forecaster.forecast(history, horizon_steps=HORIZON), 3000 // scale, 100),
-        "sklearn_forecast_end_to_end": timed(
+        "sklearn_forecast_end_to_end": (
             lambda: twin.forecast_with(model.predict_ratios, history, horizon_steps=HORIZON), 300 // scale, 10),
-        "pooled_onnxruntime_forecast_end_to_end": timed(
+        "pooled_onnxruntime_forecast_end_to_end": (
             lambda: member.forecast(history, horizon_steps=HORIZON), 3000 // scale, 100),
-    }
+    })
     ort, skl, pro = (results[k]["p50_us"] for k in ("onnxruntime_predict", "sklearn_predict", "prophet_predict"))
     return {
         "trace": LATENCY_TRACE, "horizon_steps": HORIZON, "feature_rows": int(rows.shape[0]),
