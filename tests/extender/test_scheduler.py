@@ -178,8 +178,16 @@ async def test_warmup_pods_land_only_where_the_headroom_is(
 
     assert await eventually(event_with_reason, timeout=60, what="a FailedScheduling event with the reason")
 
-    # A warm-up pod goes away: the watch frees its bandwidth and the waiting pod fits.
+    # A warm-up pod goes away: the watch frees its bandwidth and the waiting pod fits. Waited for
+    # in two steps, so that a failure says which side was late: the extender's watch, or the
+    # scheduler's retry of a pod every extender rejected (backoff, at most 10 s by default).
+    tracked = harness.state.tracked_pods
     await core.delete_namespaced_pod("warm-0", namespace, grace_period_seconds=0)
+
+    async def deletion_seen() -> bool | None:
+        return harness.state.tracked_pods < tracked or None
+
+    await eventually(deletion_seen, timeout=60, what="the extender's watch to see warm-0 deleted")
     assert await bound_node(core, namespace, "one-too-many", eventually) == f"{pool}-big"
 
 
