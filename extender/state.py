@@ -123,6 +123,11 @@ class ClusterState:
         entry = self._assumed.get(uid)
         return self.slot_names[entry[0].slot] if entry else None
 
+    def bound_node(self, uid: str) -> str | None:
+        """The node the watch saw pod ``uid`` bound to, if its bandwidth is counted there."""
+        placement = self._bound.get(uid)
+        return self.slot_names[placement.slot] if placement else None
+
     # --- slots -------------------------------------------------------------------------
     def slot_of(self, name: str) -> int:
         """The slot of ``name``, allocated on first sight (pods may arrive before their node)."""

@@ -209,8 +209,6 @@ class Reflector:
 
     async def run(self) -> None:
         backoff = 0.2
-        #: The resourceVersion the last failed watch had reached.
-        failed_at: str | None = None
         while True:
             try:
                 if self.resource_version is None:
@@ -218,7 +216,6 @@ class Reflector:
                 await self._watch()
                 self.last_contact = time.monotonic()  # the apiserver ended the watch on time
                 backoff = 0.2
-                failed_at = None
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
@@ -230,18 +227,7 @@ class Reflector:
                     continue
                 log.warning("reflector %s: API error %s, retrying in %.1fs", self.name, exc.status, backoff)
             except Exception as exc:  # a dropped connection must not end the cache
-                if self.resource_version is not None and self.resource_version == failed_at:
-                    # The watch failed twice at the same point: resuming from there replays the
-                    # same event (one the client cannot read, such as an object whose JSON line
-                    # is longer than its 64 KiB read buffer) and the cache would never move on.
-                    # A list is not read line by line: relist, and watch on from after it.
-                    log.warning("reflector %s: %s, twice at resourceVersion %s; relisting", self.name, exc,
-                                failed_at)
-                    self.resource_version = None
-                    failed_at = None
-                else:
-                    failed_at = self.resource_version
-                    log.warning("reflector %s: %s, retrying in %.1fs", self.name, exc, backoff)
+                log.warning("reflector %s: %s, retrying in %.1fs", self.name, exc, backoff)
             await asyncio.sleep(backoff * (1 + random.random() / 2))
             backoff = min(backoff * 2, 10.0)
 
