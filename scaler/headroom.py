@@ -105,7 +105,7 @@ class FloorPolicy:
 
     fallback_target: float
     margin: float | None
-    #: Intervals the forecast's recent level is the mean of.
+    #: Intervals the level floor's recent level is the mean of (the spread floor has no level).
     level_intervals: int = 1
     #: The margin is ``margin x f ** exponent``: 0.5 (spread like a Poisson stream's) or 1 (a
     #: share of the forecast, for traffic whose bursts scale with its level).
@@ -120,10 +120,13 @@ class FloorPolicy:
                                                                   repr=False)
 
     def as_dict(self) -> dict[str, float | None]:
-        values = {"fallback_target": self.fallback_target, "margin": self.margin,
-                  "level_intervals": float(self.level_intervals), "exponent": self.exponent}
+        """The learned values: a level floor's level, margin and exponent, or the spread floor's
+        quantile."""
+        values: dict[str, float | None] = {"fallback_target": self.fallback_target, "margin": self.margin}
         if self.quantile is not None:
             values["quantile"] = self.quantile
+        else:
+            values |= {"level_intervals": float(self.level_intervals), "exponent": self.exponent}
         return values
 
     def forecasts(self, rate: np.ndarray, interval_seconds: int, horizon: int) -> np.ndarray:
@@ -157,24 +160,14 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
     out = np.empty((n, horizon))
     period = DAY // interval_seconds if DAY % interval_seconds == 0 else 0
 
-    def shifted(array: np.ndarray, by: int) -> np.ndarray:
-        """``array[c - by]`` at ``c`` (NaN outside)."""
-        result = np.full(n, np.nan)
-        if by >= 0:
-            if by < n:
-                result[by:] = array[: n - by]
-        elif -by < n:
-            result[:by] = array[-by:]
-        return result
-
     for h in range(1, horizon + 1):
         growth = np.ones(n)
         if period:
             numerator = np.zeros(n)
             denominator = np.zeros(n)
             for day in range(1, SEASON_DAYS + 1):
-                ahead = shifted(values, day * period - h)
-                base = shifted(level, day * period)
+                ahead = _lagged(values, day * period - h)
+                base = _lagged(level, day * period)
                 usable = ~np.isnan(ahead) & ~np.isnan(base)
                 numerator += np.where(usable, ahead, 0.0)
                 denominator += np.where(usable, base, 0.0)
@@ -183,6 +176,19 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
             growth = np.clip(growth, 0.25, 4.0)
         out[:, h - 1] = level * growth
     return out
+
+
+def _lagged(array: np.ndarray, by: int) -> np.ndarray:
+    """``array[c - by]`` at each ``c`` (NaN where that is outside ``array``; ``by`` may be
+    negative, reading ahead)."""
+    n = len(array)
+    result = np.full(n, np.nan)
+    if by >= 0:
+        if by < n:
+            result[by:] = array[: n - by]
+    elif -by < n:
+        result[:by] = array[-by:]
+    return result
 
 
 def spread_windows(interval_seconds: int) -> tuple[int, int]:
@@ -218,12 +224,11 @@ def spread_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, quan
         total, count = np.zeros(n), np.zeros(n)
         for day in range(1, SEASON_DAYS + 1):
             by = day * period - h  # row c reads the window centred on c + h - day x period
-            if by < half or by >= n:
-                continue  # the window would reach past c (never at a day's period), or no such day
-            shifted = np.full(n, np.nan)
-            shifted[by:] = around[: n - by]
-            usable = ~np.isnan(shifted)
-            total += np.where(usable, shifted, 0.0)
+            if by < half:
+                continue  # the window would reach past c (never at a day's period)
+            earlier = _lagged(around, by)
+            usable = ~np.isnan(earlier)
+            total += np.where(usable, earlier, 0.0)
             count += usable
         with np.errstate(invalid="ignore", divide="ignore"):
             seasonal = np.where(count > 0, total / np.maximum(count, 1), np.nan)
@@ -475,7 +480,7 @@ def learn_policy(rate: np.ndarray, interval_seconds: int, service: Service, *, t
     if chosen_value is None:
         return FloorPolicy(target, None, basis=f"{where} alone: {measured}", tried=tried)
     if family == "spread":
-        return FloorPolicy(target, 0.0, level, 1.0, quantile=chosen_value, tried=tried,
+        return FloorPolicy(target, 0.0, exponent=1.0, quantile=chosen_value, tried=tried,
                            basis=f"{where} with the spread floor at quantile {chosen_value}: {measured}")
     return FloorPolicy(target, chosen_value, level, EXPONENT_OF[family], tried=tried,
                        basis=f"{where} with margin {chosen_value} x f^{EXPONENT_OF[family]}: {measured}")
@@ -499,13 +504,7 @@ class ShortTermPlan:
 
     def learned(self) -> dict[str, float]:
         """The policy as the plan annotation's ``learned`` values."""
-        values = {"fallback_target": self.policy.fallback_target,
-                  "level_intervals": float(self.policy.level_intervals), "exponent": self.policy.exponent}
-        if self.policy.margin is not None:
-            values["margin"] = self.policy.margin
-        if self.policy.quantile is not None:
-            values["quantile"] = self.policy.quantile
-        return values
+        return {key: value for key, value in self.policy.as_dict().items() if value is not None}
 
 
 class ShortTermFloors:

@@ -296,7 +296,8 @@ async def test_the_short_horizon_floor_rises_before_a_jump_the_hpa_would_miss_an
     report = await plans.run_once()
     assert report.outcome == "applied" and bare(report.floors) == {"checkout": 1}
     learned = bare(report.learned)["checkout"]
-    assert {"fallback_target", "margin", "exponent", "level_intervals"} <= set(learned)
+    assert {"fallback_target", "margin"} <= set(learned)
+    assert "quantile" in learned or {"exponent", "level_intervals"} <= set(learned), learned
     lead = WARMUP + lead_seconds()  # a warm-up, a planner interval and an HPA sync ahead
     jump = T0 + timedelta(minutes=20)
 
