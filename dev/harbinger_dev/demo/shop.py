@@ -362,7 +362,7 @@ class Shop:
 
     async def rehearse(self, experiment: dict[str, Any]) -> Rehearsal:
         """A declared ChaosExperiment while a load generator sends 10 requests a second through
-        frontend's sidecar (and 2 to a payments pod's own); then requests until all succeed
+        frontend's sidecar (and 5 to a payments pod's own); then requests until all succeed
         within half a second."""
         pods = {name: await asyncio.to_thread(self.wait, f"{name}'s pods Ready with their sidecars",
                                                lambda name=name: self.ready_pods(name))
@@ -384,7 +384,7 @@ class Shop:
         target = f"http://{pods['payments'][0]['status']['podIP']}:{SIDECAR_PORT}/"
         try:
             async with LoadGenerator(entry, rate=10, max_seconds=400) as during, \
-                    LoadGenerator(target, rate=2, max_seconds=400) as at_target:
+                    LoadGenerator(target, rate=5, max_seconds=400) as at_target:
                 await asyncio.sleep(20)  # steady traffic first: the controller measures its baseline after this
                 await asyncio.to_thread(self.apply, experiment)
                 status = await asyncio.to_thread(self.wait, "the rehearsal finished", finished, 400)
