@@ -153,10 +153,11 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
     """Row ``c``: the forecast rate of intervals ``c + 1 .. c + horizon`` made when interval
     ``c`` has just completed, from the mean of the last ``level_intervals`` (module docstring);
     NaN where the recent level is unknown."""
-    values = np.asarray(rate, dtype=np.float64)
-    n = len(values)
+    series = pd.Series(np.asarray(rate, dtype=np.float64))
+    n = len(series)
     m = max(1, level_intervals)
-    level = pd.Series(values).rolling(m, min_periods=1).mean().to_numpy()
+    level_series = series.rolling(m, min_periods=1).mean()
+    level = level_series.to_numpy()
     out = np.empty((n, horizon))
     period = DAY // interval_seconds if DAY % interval_seconds == 0 else 0
 
@@ -166,8 +167,9 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
             numerator = np.zeros(n)
             denominator = np.zeros(n)
             for day in range(1, SEASON_DAYS + 1):
-                ahead = _lagged(values, day * period - h)
-                base = _lagged(level, day * period)
+                # Row c reads the rate of c + h and the level at c, a whole number of days back.
+                ahead = series.shift(day * period - h).to_numpy()
+                base = level_series.shift(day * period).to_numpy()
                 usable = ~np.isnan(ahead) & ~np.isnan(base)
                 numerator += np.where(usable, ahead, 0.0)
                 denominator += np.where(usable, base, 0.0)
@@ -176,19 +178,6 @@ def short_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, level
             growth = np.clip(growth, 0.25, 4.0)
         out[:, h - 1] = level * growth
     return out
-
-
-def _lagged(array: np.ndarray, by: int) -> np.ndarray:
-    """``array[c - by]`` at each ``c`` (NaN where that is outside ``array``; ``by`` may be
-    negative, reading ahead)."""
-    n = len(array)
-    result = np.full(n, np.nan)
-    if by >= 0:
-        if by < n:
-            result[by:] = array[: n - by]
-    elif -by < n:
-        result[:by] = array[-by:]
-    return result
 
 
 def spread_windows(interval_seconds: int) -> tuple[int, int]:
@@ -219,14 +208,14 @@ def spread_forecasts(rate: np.ndarray, interval_seconds: int, horizon: int, quan
         return out
     period = DAY // interval_seconds
     # The quantile of the 2 x half + 1 rates centred on each interval (known once its window is).
-    around = values.rolling(2 * half + 1, center=True, min_periods=half + 1).quantile(quantile).to_numpy()
+    around = values.rolling(2 * half + 1, center=True, min_periods=half + 1).quantile(quantile)
     for h in range(1, horizon + 1):
         total, count = np.zeros(n), np.zeros(n)
         for day in range(1, SEASON_DAYS + 1):
             by = day * period - h  # row c reads the window centred on c + h - day x period
             if by < half:
                 continue  # the window would reach past c (never at a day's period)
-            earlier = _lagged(around, by)
+            earlier = around.shift(by).to_numpy()
             usable = ~np.isnan(earlier)
             total += np.where(usable, earlier, 0.0)
             count += usable
