@@ -211,13 +211,14 @@ def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step
     inside = (around >= 0) & (around < m)
     counts = np.add.reduce(inside, axis=0).astype(np.float64)
     counts[counts == 0] = np.nan
-    lag_points = np.array([0, 1, PROFILE_DAYS, PROFILE_DAYS + 1][: 4 if "same_time_1w" in spec_names else 2])
+    # The lags the layout has (none without a cycle): their profile points and columns, from one list.
+    lags = [lag for lag in _LAGS if lag in spec_names]
+    lag_points = np.array([0, 1, PROFILE_DAYS, PROFILE_DAYS + 1][: len(lags)], dtype=np.int64)
     span_steps = spans.sum(axis=0)
     ratios = [name for name in spec_names if name in _RATIO_OF]
     plan = _Plan(spans, span_steps, np.clip(around, 0, m - 1), inside, counts, not np.isnan(counts).any(),
                  j * step_seconds, np.arange(1.0, h + 1), {name: i for i, name in enumerate(spec_names)},
-                 lag_points, np.array([spec_names.index(lag) for lag in _LAGS[: len(lag_points)]
-                                       if lag in spec_names], dtype=np.int64),
+                 lag_points, np.array([spec_names.index(lag) for lag in lags], dtype=np.int64),
                  np.array([_values_index(_RATIO_OF[name][0]) for name in ratios]),
                  np.array([_values_index(_RATIO_OF[name][1]) for name in ratios]),
                  np.array([spec_names.index(name) for name in ratios]),
