@@ -95,9 +95,8 @@ async def test_a_rehearsal_fails_real_requests_through_the_sidecars_and_rolls_ba
     assert status["breach"]["service"] in {"checkout", "frontend"} and status["rollback"]["reason"] == "breach"
     # The load generator saw the injected status at payments' sidecar, and the errors passed on
     # by checkout and frontend as 502s ... The breach is caught within seconds of the 60 % step,
-    # so the counts are small: at 5 requests a second a few 503s (the app itself never answers
-    # 503), where one CI run at 2 a second saw exactly 5.
-    assert rehearsal.at_target.by_status.get(503, 0) >= 3, rehearsal.at_target
+    # so payments' own load is 5 requests a second: at 2, one CI run saw exactly 5 503s.
+    assert rehearsal.at_target.by_status.get(503, 0) > 5, rehearsal.at_target
     assert rehearsal.during.by_status.get(200, 0) > 100, rehearsal.during
     assert rehearsal.during.by_status.get(502, 0) > 10, rehearsal.during
     # ... no fault is left on payments' pods, and, once rolled back, every request succeeds.
