@@ -345,7 +345,7 @@ def extra_versions() -> dict[str, str]:
     import importlib.metadata
 
     found = {}
-    for name in ("prophet", "protobuf"):
+    for name in ("numba", "prophet", "protobuf"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -21,7 +21,6 @@ history shows it, and a past campaign does not pollute the seasonal lags.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from models.events import Event
+from models.kernels import cut_window, fill_rows, margin_units, ratios_to_tps
 from models.seasonality import Seasonality
 
 _NS = 1_000_000_000
@@ -36,11 +36,6 @@ _DAY_S = 86_400
 #: Days averaged at the same time of day, and weeks at the same time of week.
 PROFILE_DAYS = 7
 PROFILE_WEEKS = 3
-#: Bounds of the volatility that scales the P90 margin (share of the level).
-MIN_VOLATILITY = 0.02
-MAX_VOLATILITY = 2.0
-#: The volatility a window without a day before counts as: the median of the bounds.
-_UNKNOWN_VOLATILITY = math.sqrt(MIN_VOLATILITY * MAX_VOLATILITY)
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,12 @@ class FeatureSpec:
     def min_history_steps(self) -> int:
         """What the recent level needs (one day, by default). Longer windows are used when given."""
         return max(1, self.min_history_hours * 3600 // self.step_seconds)
+
+    @functools.cached_property
+    def plans(self) -> dict[int, _Plan]:
+        """The feature positions of each horizon asked for (:func:`_plan`), kept on the spec: looked
+        up on every forecast, where building the cache key alone cost a microsecond."""
+        return {}
 
     @functools.cached_property
     def names(self) -> tuple[str, ...]:  # cached: read on every forecast
@@ -116,46 +117,24 @@ class Features(NamedTuple):
 
 
 class _Plan(NamedTuple):
-    """Where every feature reads its window, for one layout and horizon; computed once and cached.
+    """Where every feature reads its window, for one layout and horizon; computed once and cached,
+    in the integer arrays :func:`models.kernels.fill_rows` walks."""
 
-    With the positions fixed in advance, a batch of any size (one service or ten thousand) costs a
-    fixed number of numpy calls: one product for all the range means, one gather for all the
-    seasonal lags with their neighbours. Per call, index building and one assignment per
-    feature were most of a single forecast's time; what a window with no unknown step would
-    count (steps per span, neighbours per profile point) is counted here once.
-    """
-
-    #: ``(tail, spans)`` 0/1: which of the window's last ``tail`` positions each range mean
-    #: covers (see ``_SPANS``; none reaches further back than a week).
+    #: ``(S, 2)`` window positions ``[start, stop)`` of each range mean (``_SPANS``, in order).
     spans: np.ndarray
-    #: ``(spans,)`` the steps each span covers: a fully known window's counts.
-    span_steps: np.ndarray
     #: ``(3, P, h)`` window positions of every profile point (``[1]``) and its two neighbours,
     #: clipped into the window; ``inside`` is False for the neighbours that fall off either end.
     gather: np.ndarray
     inside: np.ndarray
-    #: ``(P, h)`` neighbours inside the window of each profile point (NaN where none is), and
-    #: whether every point has one (then a fully known window's profiles have no NaN).
-    inside_counts: np.ndarray
-    every_point_inside: bool
     #: Seconds from the origin of each horizon step.
     offsets_s: np.ndarray
-    #: ``1 .. h``, the ``horizon_step`` feature.
-    steps: np.ndarray
-    #: Column of ``x`` of each feature.
-    column: Mapping[str, int]
-    #: Profile points the lags read (``same_time_1d``, ``_2d``, and ``_1w``, ``_2w`` when weekly),
-    #: and the lags' columns of ``x``.
-    lag_points: np.ndarray
-    lag_columns: np.ndarray
-    #: The features with one value per origin, each a ratio of two of the values ``_RATIO_OF``
-    #: names: their positions in the values (``_values_index``) and their columns of ``x``.
-    ratio_numerators: np.ndarray
-    ratio_denominators: np.ndarray
-    ratio_columns: np.ndarray
-    #: Whether each of the last seven days is mostly known in a fully known window (it is, unless
-    #: the window is shorter than a week).
-    full_days: np.ndarray
+    #: ``(R, 3)`` each per-origin feature (a ratio of two of the values ``_RATIO_OF`` names): its
+    #: numerator's and denominator's positions in the values (``_values_index``), its column.
+    ratios: np.ndarray
+    #: ``(L, 2)`` each lag the layout has (``_LAGS``): its profile point and its column.
+    lags: np.ndarray
+    #: Columns of horizon_step, hour_of_day, day_of_week, profile_days, profile_weeks (-1: absent).
+    columns: np.ndarray
 
 
 #: Range means each origin needs, as ``(start, stop)`` offsets from the window's end in units of
@@ -170,6 +149,8 @@ _SPANS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
 _SPAN = {name: column for column, name in enumerate(_SPANS)}
 _LAST_DAYS = 7  # the first seven spans
 _LAGS = ("same_time_1d", "same_time_2d", "same_time_1w", "same_time_2w")
+#: The profile point each lag reads: one and two days back, one and two weeks back.
+_LAG_POINTS = (0, 1, PROFILE_DAYS, PROFILE_DAYS + 1)
 #: The values every per-origin feature is a ratio of, after the range means: the last step, the
 #: level L, the last day's mean and the day-over-day change (see :func:`build_features`).
 _VALUES = (*_SPANS, "last_step", "level", "last_day", "change")
@@ -184,6 +165,8 @@ _RATIO_OF = {
     "last_day_vs_level": ("last_day", "level"),
     "level_vs_week_before": ("level+", "day_week_before+"),
 }
+#: The features with a column of their own in ``_Plan.columns``, in its order.
+_OWN_COLUMNS = ("horizon_step", "hour_of_day", "day_of_week", "profile_days", "profile_weeks")
 
 
 def _values_index(name: str) -> int:
@@ -193,12 +176,8 @@ def _values_index(name: str) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step_seconds: int) -> _Plan:
-    tail = min(m, 7 * day)
-    spans = np.zeros((tail, len(_SPANS)))
-    for column, ((start_days, start_hours), (stop_days, stop_hours)) in enumerate(_SPANS.values()):
-        start = max(tail + start_days * day + start_hours * hour, 0)
-        stop = max(tail + stop_days * day + stop_hours * hour, 0)
-        spans[start:stop, column] = 1.0
+    spans = np.array([[max(m + start[0] * day + start[1] * hour, 0), max(m + stop[0] * day + stop[1] * hour, 0)]
+                      for start, stop in _SPANS.values()], dtype=np.int64)
     j = np.arange(h)
     # Target t = o + j sits at window position m + j; the nearest known same time of day is
     # ``rounds`` days back, with rounds = ceil((j + 1) / day).
@@ -208,24 +187,16 @@ def _plan(spec_names: tuple[str, ...], m: int, day: int, hour: int, h: int, step
         points += [m + j - (r + 1) * 7 * day for r in range(PROFILE_WEEKS)]
     centre = np.stack(points)
     around = np.stack((centre - 1, centre, centre + 1))
-    inside = (around >= 0) & (around < m)
-    counts = np.add.reduce(inside, axis=0).astype(np.float64)
-    counts[counts == 0] = np.nan
-    # The lags the layout has (none without a cycle): their profile points and columns, from one list.
-    lags = [lag for lag in _LAGS if lag in spec_names]
-    lag_points = np.array([0, 1, PROFILE_DAYS, PROFILE_DAYS + 1][: len(lags)], dtype=np.int64)
-    span_steps = spans.sum(axis=0)
-    ratios = [name for name in spec_names if name in _RATIO_OF]
-    plan = _Plan(spans, span_steps, np.clip(around, 0, m - 1), inside, counts, not np.isnan(counts).any(),
-                 j * step_seconds, np.arange(1.0, h + 1), {name: i for i, name in enumerate(spec_names)},
-                 lag_points, np.array([spec_names.index(lag) for lag in lags], dtype=np.int64),
-                 np.array([_values_index(_RATIO_OF[name][0]) for name in ratios]),
-                 np.array([_values_index(_RATIO_OF[name][1]) for name in ratios]),
-                 np.array([spec_names.index(name) for name in ratios]),
-                 span_steps[None, :_LAST_DAYS] * 4 >= day)
+    ratios = [[_values_index(numerator), _values_index(denominator), spec_names.index(name)]
+              for name, (numerator, denominator) in _RATIO_OF.items() if name in spec_names]
+    lags = [[point, spec_names.index(lag)] for lag, point in zip(_LAGS, _LAG_POINTS, strict=True) if lag in spec_names]
+    plan = _Plan(spans, np.ascontiguousarray(np.clip(around, 0, m - 1), dtype=np.int64), (around >= 0) & (around < m),
+                 (j * step_seconds).astype(np.int64), np.array(ratios, dtype=np.int64).reshape(-1, 3),
+                 np.array(lags, dtype=np.int64).reshape(-1, 2),
+                 np.array([spec_names.index(name) if name in spec_names else -1 for name in _OWN_COLUMNS],
+                          dtype=np.int64))
     for array in plan:
-        if isinstance(array, np.ndarray):
-            array.setflags(write=False)
+        array.setflags(write=False)
     return plan
 
 
@@ -234,130 +205,53 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     """Rows for every (origin, horizon step) of ``windows`` (``(n, spec.window_steps)``,
     de-evented, ``NaN`` where unknown).
 
-    Written for the serving path as much as for training: a fixed number of vectorised
-    numpy operations whatever ``n`` is (every range mean from one matrix product, every
-    seasonal lag from one gather, both at positions cached per layout), no per-row Python.
-    A batch with no unknown step (the usual serving case) skips the counting of known steps:
-    the counts are the plan's, and the arithmetic is otherwise the same, to the last bit.
-    ``level_floors`` (one per origin) lets services with different models but the same
-    feature layout share one pass.
+    The one pass for training (hundreds of thousands of origins) and serving (one service, or a
+    batch of thousands): :func:`models.kernels.fill_rows`, compiled, at positions cached
+    per layout (:func:`_plan`). What each feature is:
+
+    - The level L: the last day's mean (the whole window's when the last day is mostly unknown);
+      with a weekly cycle, the median of the last seven days' means. A week's median shrugs off
+      one anomalous day and spans every weekday, so a Sunday is not the yardstick of a Monday.
+      With the last day as L, the day after nyc_taxi's blizzard read as a 4-fold rebound, a ratio
+      the model had never seen (that fold's MASE 2.86, now 1.09).
+    - One value per origin, each a ratio of two range means or levels (``_RATIO_OF``).
+    - The lags: the same time of day one and two days back (one and two weeks when weekly), over L.
+    - The profiles: each point smoothed with its neighbours, then the median over the days
+      (weeks), so one storm day or holiday among them does not bend the profile. The daily profile
+      gives the shape of a day, not its level: divided by the mean of the days it averages.
+      Divided by L instead, a week of decline (fifa after the final) read as "far below the usual
+      level" and the model, taught by the tournament's rest days, forecast a rebound that never
+      came (MASE 0.119 against 0.071 for the shape-only profile).
+
+    ``level_floors`` (one per origin) lets services with different models but the same feature
+    layout share one pass.
     """
     n, m = windows.shape
     if m != spec.window_steps:
         raise ValueError(f"windows have {m} steps, the spec needs {spec.window_steps}")
     h = spec.horizon_steps if horizon_steps is None else horizon_steps
     day = spec.steps_per_day
-    plan = _plan(spec.names, m, day, max(1, round(3600 / spec.step_seconds)), h, spec.step_seconds)
-    floor: float | np.ndarray = spec.level_floor if level_floors is None else level_floors
-    weekly = spec.seasonality == "weekly"
-    tail = plan.spans.shape[0]
-    recent, before = windows[:, m - day :], windows[:, m - 2 * day : m - day]
-
-    # Every range mean: known values summed and counted over each span, in two products.
-    totals = np.add.reduce(windows, axis=1)
-    grand = np.add.reduce(totals)
-    counting = bool(grand != grand)  # NaN != NaN: some step of some window is unknown
-    if counting:
-        known = ~np.isnan(windows)
-        filled, counted = np.where(known, windows, 0.0), known.astype(np.float64)
-        counts = counted[:, m - tail :] @ plan.spans
-        means = _divide(filled[:, m - tail :] @ plan.spans, counts)
-        whole = _divide(np.add.reduce(filled, axis=1), np.add.reduce(counted, axis=1))
-        change = _nanmean(np.abs(recent - before), axis=1)
-        mostly_known = counts[:, :_LAST_DAYS] * 4 >= day  # a day with at least a quarter of its steps known
-    else:
-        means = (windows[:, m - tail :] @ plan.spans) / plan.span_steps
-        whole = totals / m
-        change = np.add.reduce(np.abs(recent - before), axis=1) / day
-        mostly_known = plan.full_days
-    last = _SPAN["day"]
-    if counting:
-        last_day = np.maximum(np.where(mostly_known[:, last], means[:, last], whole), floor)
-    else:
-        last_day = np.maximum(means[:, last] if mostly_known[0, last] else whole, floor)
-    # The level L: the last day's mean; with a weekly cycle, the median of the last seven days'
-    # means. A week's median shrugs off one anomalous day and spans every weekday, so a Sunday is
-    # not the yardstick of a Monday. With the last day as L, the day after nyc_taxi's blizzard read
-    # as a 4-fold rebound, a ratio the model had never seen (that fold's MASE 2.86, now 1.09).
-    level = last_day
-    if weekly and not counting and mostly_known.all():
-        level = np.maximum(_nanmedian(means[:, :_LAST_DAYS], axis=1, known=True), floor)
-    elif weekly:
-        week = _nanmedian(np.where(mostly_known, means[:, :_LAST_DAYS], np.nan), axis=1)
-        level = np.where(week != week, last_day, np.maximum(week, floor))
-    volatility = change / level
-
-    # Each feature written into its column of x: one value per origin ([:, None], broadcast over
-    # the horizon steps) or one per row. (A ufunc's ``out`` straight into the float32 column is
-    # slower: casting into a strided view costs more than the assignment it saves.)
+    plan = spec.plans.get(h)
+    if plan is None:
+        plan = spec.plans[h] = _plan(spec.names, m, day, max(1, round(3600 / spec.step_seconds)), h,
+                                     spec.step_seconds)
+    floors = np.full(n, spec.level_floor) if level_floors is None else np.asarray(level_floors, dtype=np.float64)
     x = np.empty((n, h, len(spec.names)), dtype=np.float32)
-    column = plan.column
-
-    def put(name: str, value: np.ndarray) -> None:
-        x[:, :, column[name]] = value
-
-    put("horizon_step", plan.steps)
-    # Every per-origin feature in one division: the values side by side with their floored copy,
-    # numerators and denominators gathered from them (``_RATIO_OF``).
-    values = np.concatenate((means, windows[:, -1:], level[:, None], last_day[:, None], change[:, None]), axis=1)
-    floors = spec.level_floor if level_floors is None else level_floors[:, None]  # one per row of values
-    values = np.concatenate((values, np.maximum(values, floors)), axis=1)
-    x[:, :, plan.ratio_columns] = (values[:, plan.ratio_numerators] / values[:, plan.ratio_denominators])[:, None]
-    if spec.seasonality != "none":
-        seconds = origins_ns[:, None] // _NS + plan.offsets_s
-        put("hour_of_day", (seconds % _DAY_S) / 3600.0)
-        around = windows[:, plan.gather]  # (n, 3, P, h): each profile point with its two neighbours
-        # Lags: the points themselves (P[0] one day back, P[1] two days, P[7] one week, P[8] two).
-        scale = 1.0 / level[:, None]
-        x[:, :, plan.lag_columns] = (around[:, 1, plan.lag_points] * scale[:, None]).transpose(0, 2, 1)
-        # Profiles: each point smoothed with its neighbours, then the median over the days (weeks):
-        # one storm day or holiday among them does not bend the profile.
-        if counting:
-            present = (around == around) & plan.inside
-            smoothed = _divide(np.add.reduce(np.where(present, around, 0.0), axis=1),
-                               np.add.reduce(present, axis=1))
-        else:
-            smoothed = np.add.reduce(np.where(plan.inside, around, 0.0), axis=1) / plan.inside_counts
-        complete = not counting and plan.every_point_inside  # then no profile point is NaN
-        # The daily profile gives the shape of a day, not its level: divided by the mean of the days it
-        # averages. Divided by L instead, a week of decline (fifa after the final) read as "far below
-        # the usual level" and the model, taught by the tournament's rest days, forecast a rebound that
-        # never came (MASE 0.119 against 0.071 for the shape-only profile).
-        days_mean = np.maximum(means[:, _SPAN["days"]], floor)[:, None]
-        put("profile_days", _nanmedian(smoothed[:, :PROFILE_DAYS], axis=1, known=complete) / days_mean)
-        if weekly:
-            put("day_of_week", (seconds // _DAY_S + 3) % 7)  # 1970-01-01 was a Thursday
-            put("profile_weeks", _nanmedian(smoothed[:, PROFILE_DAYS:], axis=1, known=complete) * scale)
+    level, volatility = np.empty(n), np.empty(n)
+    fill_rows(np.ascontiguousarray(windows, dtype=np.float64), np.asarray(origins_ns, dtype=np.int64), floors,
+              plan.spans, plan.gather, plan.inside, plan.offsets_s, plan.ratios, plan.lags, plan.columns,
+              day, _LAST_DAYS, _SPAN["days"], PROFILE_DAYS, x, level, volatility)
     return Features(x.reshape(n * h, -1), level, volatility)
 
 
-def _divide(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """``total / count``, ``NaN`` where nothing was counted (no warning)."""
-    return np.asarray(total / np.where(count > 0, count, np.nan))
-
-
-def _nanmedian(values: np.ndarray, axis: int, *, known: bool = False) -> np.ndarray:
-    """Median along ``axis`` ignoring ``NaN``, ``NaN`` where nothing is known; ``known``: the
-    caller knows there is no ``NaN`` (the check is skipped).
-
-    By sorting (``NaN`` sorts last) and picking the middle of the known values with one fancy
-    index: ``np.nanmedian`` (warnings, masking) and ``np.take_along_axis`` cost tens of
-    microseconds a call, a visible share of a forecast's budget.
-    """
-    length = values.shape[axis]
-    if known or not np.isnan(np.add.reduce(values, axis=None)):
-        ordered = np.sort(values, axis=axis)
-        low, high = ordered.take((length - 1) // 2, axis=axis), ordered.take(length // 2, axis=axis)
-        # An odd count has one middle: (a + a) / 2 is a, to the last bit; skip the arithmetic.
-        return low if length % 2 else np.asarray((low + high) / 2)
-    ordered = np.sort(np.swapaxes(values, axis, -1), axis=-1)
-    shape = ordered.shape[:-1]
-    rows = ordered.reshape(-1, length)
-    count = np.add.reduce(rows == rows, axis=1)  # NaN != NaN: the known values, sorted first
-    at = np.arange(rows.shape[0])
-    middle = (rows[at, np.maximum(count - 1, 0) // 2] + rows[at, np.minimum(count // 2, length - 1)]) / 2
-    middle[count == 0] = np.nan
-    return np.asarray(middle.reshape(shape))
+def warm_up(spec: FeatureSpec) -> None:
+    """Run the feature pass once on a made-up window, so that the compiled loop is ready (loaded
+    from numba's cache, or compiled) before the first real forecast: a model's load, which runs
+    off the webhook's and the planner's event loops, pays for it, not an admission request."""
+    features = build_features(np.ones((1, spec.window_steps)), np.zeros(1, dtype=np.int64), spec, 1)
+    for dtype in (np.float32, np.float64):  # onnxruntime's ratios, and a batch's gathered ones
+        to_tps(np.ones(1, dtype=dtype), np.ones(1, dtype=dtype), features, np.ones(1), 0.5)
+    cut_window(np.zeros(1, dtype=np.int64), np.ones(1), 0, 1, np.empty(1))
 
 
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
@@ -402,11 +296,12 @@ def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, features: Features, mul
     ``p90_margin`` is one number, or one per origin when a batch mixes models.
     """
     n = features.level.size
-    mid = np.maximum(ratio_p50.reshape(n, -1), 0.0)
-    margin = p90_margin * p90_margin_unit(features.volatility)
-    high = np.maximum(ratio_p90.reshape(n, -1) + margin[:, None], mid)
-    scale = features.level[:, None] * multipliers.reshape(n, -1)
-    return mid * scale, high * scale
+    margins = (np.full(n, float(p90_margin)) if isinstance(p90_margin, int | float)
+               else np.asarray(p90_margin, dtype=np.float64))
+    p50, p90 = np.empty((n, ratio_p50.size // n)), np.empty((n, ratio_p50.size // n))
+    ratios_to_tps(ratio_p50.reshape(n, -1), ratio_p90.reshape(n, -1), features.level, features.volatility,
+                  multipliers.reshape(n, -1), margins, p50, p90)
+    return p50, p90
 
 
 def p90_margin_unit(volatility: np.ndarray) -> np.ndarray:
@@ -415,10 +310,11 @@ def p90_margin_unit(volatility: np.ndarray) -> np.ndarray:
     A margin proportional to how unsettled the traffic is now keeps the P90 honest both in
     fifa's tournament (days swing 3-fold) and in the calm weeks after it; one fixed margin
     was too narrow for the first and too wide for the second. Unknown volatility (no day
-    before) counts as the median of the bounds.
+    before) counts as the median of the bounds (:func:`models.kernels.margin_unit`).
     """
-    bounded = np.minimum(np.maximum(volatility, MIN_VOLATILITY), MAX_VOLATILITY)  # NaN stays NaN
-    return np.asarray(np.where(bounded == bounded, bounded, _UNKNOWN_VOLATILITY))
+    units = np.empty(volatility.shape)
+    margin_units(np.ascontiguousarray(volatility, dtype=np.float64).reshape(-1), units.reshape(-1))
+    return units
 
 
 def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) -> np.ndarray:
@@ -431,11 +327,3 @@ def sliding_windows(values: np.ndarray, origins: np.ndarray, window_steps: int) 
 def _ns(moment: Any) -> int:
     return int(moment.timestamp() * _NS)
 
-
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """``nanmean`` without the all-NaN warning: ``NaN`` where nothing is known.
-
-    Written with ufunc reductions, not ``np.sum``: on the one-service path each wrapper's
-    overhead is a visible share of the forecast."""
-    known = ~np.isnan(values)
-    return _divide(np.add.reduce(np.where(known, values, 0.0), axis=axis), np.add.reduce(known, axis=axis))

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import BadSeries, HistoryTooShort
+from models.kernels import BAD_VALUE, OFF_GRID, cut_window
 
 AbsentRows = Literal["missing", "zero"]
 
@@ -204,30 +205,22 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
                   *, source: str = "history", stamps: np.ndarray | None = None) -> np.ndarray:
     """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
 
-    This is the serving hot path: two binary searches and a slice. The index's order is
-    checked by pandas once and cached on the index; the values are checked only in the
-    slice that is used, and a slice is recognised as on the model's grid from its ends (the
-    stamps strictly increase, so n stamps spanning (n - 1) steps are every step). A slice
-    that is not on the grid is averaged onto it first.
+    This is the serving hot path: one compiled loop (:func:`models.kernels.cut_window`), two
+    binary searches and a copy. The index's order is checked by pandas once and cached on the
+    index; the values are checked only in the span that is used. A span with a stamp off the
+    model's grid is averaged onto it first.
     """
     stamps = utc_stamps(history, source) if stamps is None else stamps  # given: already checked
-    step_ns = step_seconds * _NS
-    first_ns = end_ns - n_steps * step_ns
-    lo = int(np.searchsorted(stamps, first_ns, side="left"))
-    hi = int(np.searchsorted(stamps, end_ns, side="left"))
-    out = np.full(n_steps, np.nan)
-    if hi <= lo:
-        return out
-    part = stamps[lo:hi]
-    values = _checked(_float_values(history, source)[lo:hi], source)
-    if part[0] % step_ns or part[-1] - part[0] != (part.size - 1) * step_ns:
-        if not _is_on_grid(part, step_ns):
-            regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
-            return window_before(regular, end_ns, n_steps, step_seconds, source=source)
-        out[(part - first_ns) // step_ns] = values
-        return out
-    offset = int((part[0] - first_ns) // step_ns)
-    out[offset : offset + part.size] = values
+    out = np.empty(n_steps)
+    known = cut_window(stamps, _float_values(history, source), end_ns - n_steps * step_seconds * _NS,
+                       step_seconds * _NS, out)
+    if known == BAD_VALUE:
+        lo, hi = np.searchsorted(stamps, [end_ns - n_steps * step_seconds * _NS, end_ns])
+        _checked(_float_values(history, source)[lo:hi], source)  # raises, naming what is wrong
+    if known == OFF_GRID:
+        lo, hi = np.searchsorted(stamps, [end_ns - n_steps * step_seconds * _NS, end_ns])
+        regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
+        return window_before(regular, end_ns, n_steps, step_seconds, source=source)
     return out
 
 

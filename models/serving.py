@@ -27,7 +27,7 @@ import pandas as pd
 from harbinger.clock import format_time
 from models.errors import BadRequest, HistoryTooShort, ModelMismatch
 from models.events import Event
-from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps
+from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps, warm_up
 from models.forecast import Forecast
 from models.metadata import (
     INPUT_NAME,
@@ -202,6 +202,7 @@ class Forecaster(ForecastCore):
         self.graph_sha256 = graph_sha256
         _check_graph_signature(session, len(spec.names), metadata)
         self._outputs = [OUTPUT_P50, OUTPUT_P90]
+        warm_up(spec)
 
     @classmethod
     def load(cls, model_dir: Path, *, sessions: dict[str, ort.InferenceSession] | None = None) -> Forecaster:
