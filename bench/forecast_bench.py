@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             report["accuracy"] = accuracy(args.folds, None, with_events=True, unseen=unseen,
                                           prophet=_prophet_rows(earlier, "accuracy"))
             if earlier:
-                report["prophet_from"] = earlier["generated_at"]
+                # The run that fitted Prophet, also when that file had its scores from an earlier one.
+                report["prophet_from"] = earlier.get("prophet_from", earlier["generated_at"])
     if args.estimators:
         report["estimators"] = estimators(min(args.folds, 7))
     (args.out / "forecast.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -7,7 +7,7 @@ history, features, one ``session.run``, ratios back to TPS, events put back in.
 One :class:`onnxruntime.InferenceSession` per graph, created once at load, single-threaded
 inside (``intra_op_num_threads=1``): a 24-step forecast is tens of microseconds of tree
 walking, which thread hand-offs would only slow down; callers parallelise across services.
-:class:`ForecasterBatch` forecasts many services at once: one vectorised feature pass for all
+:class:`ForecasterBatch` forecasts many services at once: one compiled feature pass for all
 services whose models share a feature layout, then one ``run`` per graph.
 """
 
@@ -135,7 +135,7 @@ class ForecastCore:
         return HistoryWindow(values, start_ns, multipliers)
 
     def prepare_many(self, windows: Sequence[HistoryWindow]) -> PreparedRequest:
-        """Features for several windows (same spec, same horizon) in one vectorised pass."""
+        """Features for several windows (same spec, same horizon) in one compiled pass."""
         h = windows[0].multipliers.size
         if len(windows) == 1:  # the one-service path: views, not copies
             stacked, multipliers = windows[0].values[None, :], windows[0].multipliers[None, :]
@@ -259,7 +259,7 @@ class ForecasterBatch:
         """A forecast per service in ``histories``; a service without a model is a :class:`BadRequest`.
 
         Services whose models share a feature layout (step and seasonality) get their
-        features in one vectorised pass; services that share a graph share one
+        features in one pass; services that share a graph share one
         ``session.run``. Per service, what is left is cutting its history window and
         walking its own trees.
         """
