@@ -30,8 +30,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _compiled(func: _F) -> _F:
     """``numba.njit``, cached on disk where numba finds a writable place (next to this file, or
-    ``NUMBA_CACHE_DIR``): a process then loads the machine code in tens of milliseconds instead of
-    compiling it for about two seconds. In a read-only image without ``NUMBA_CACHE_DIR``, numba
+    ``NUMBA_CACHE_DIR``): a process then loads the machine code in a fraction of a second instead
+    of compiling it for about five. In a read-only image without ``NUMBA_CACHE_DIR``, numba
     refuses ``cache=True`` outright; there each process compiles once, when it loads its first
     model (see :func:`models.features.warm_up`)."""
     options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
