@@ -238,8 +238,6 @@ def cut_window(stamps: np.ndarray, values: np.ndarray, first_ns: int, step_ns: i
     n = out.size
     lo = np.searchsorted(stamps, first_ns)
     hi = np.searchsorted(stamps, first_ns + n * step_ns)
-    for q in range(n):
-        out[q] = np.nan
     known = 0
     bad = False
     for q in range(lo, hi):  # branch-free, so that it vectorises
@@ -252,9 +250,11 @@ def cut_window(stamps: np.ndarray, values: np.ndarray, first_ns: int, step_ns: i
         # On the grid from its ends: the stamps strictly increase, so n stamps spanning n - 1 steps
         # are every step (no division per stamp: that was most of this loop's time).
         offset = (stamps[lo] - first_ns) // step_ns
-        for q in range(lo, hi):
-            out[offset + q - lo] = values[q]
+        out[:offset] = np.nan
+        out[offset : offset + hi - lo] = values[lo:hi]
+        out[offset + hi - lo :] = np.nan
         return known
+    out[:] = np.nan
     for q in range(lo, hi):
         if stamps[q] % step_ns:
             return OFF_GRID

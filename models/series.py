@@ -202,8 +202,9 @@ def regularize(history: pd.Series, step_seconds: int, *, source: str = "history"
 
 
 def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: int,
-                  *, source: str = "history", stamps: np.ndarray | None = None) -> np.ndarray:
-    """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown).
+                  *, source: str = "history", stamps: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown), and how
+    many of them are known.
 
     This is the serving hot path: one compiled loop (:func:`models.kernels.cut_window`), two
     binary searches and a copy. The index's order is checked by pandas once and cached on the
@@ -211,17 +212,17 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     model's grid is averaged onto it first.
     """
     stamps = utc_stamps(history, source) if stamps is None else stamps  # given: already checked
+    first_ns = end_ns - n_steps * step_seconds * _NS
     out = np.empty(n_steps)
-    known = cut_window(stamps, _float_values(history, source), end_ns - n_steps * step_seconds * _NS,
-                       step_seconds * _NS, out)
+    known = cut_window(stamps, _float_values(history, source), first_ns, step_seconds * _NS, out)
     if known == BAD_VALUE:
-        lo, hi = np.searchsorted(stamps, [end_ns - n_steps * step_seconds * _NS, end_ns])
+        lo, hi = np.searchsorted(stamps, [first_ns, end_ns])
         _checked(_float_values(history, source)[lo:hi], source)  # raises, naming what is wrong
     if known == OFF_GRID:
-        lo, hi = np.searchsorted(stamps, [end_ns - n_steps * step_seconds * _NS, end_ns])
+        lo, hi = np.searchsorted(stamps, [first_ns, end_ns])
         regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
         return window_before(regular, end_ns, n_steps, step_seconds, source=source)
-    return out
+    return out, known
 
 
 def require_history(series: pd.Series, min_steps: int, step_seconds: int, *, source: str) -> None:

@@ -114,18 +114,17 @@ class ForecastCore:
         h = self._checked_horizon(horizon_steps)
         stamps = utc_stamps(history, self.service)
         start_ns = self._origin_ns(stamps, now)
-        values = window_before(history, start_ns, spec.window_steps, spec.step_seconds, source=self.service,
-                               stamps=stamps)
+        values, known = window_before(history, start_ns, spec.window_steps, spec.step_seconds,
+                                      source=self.service, stamps=stamps)
         multipliers = _no_events(h)
         if events:
             past = start_ns - np.arange(spec.window_steps, 0, -1, dtype=np.int64) * step_ns
             # A step inside an event of unmeasured effect becomes unknown, not normal traffic.
             values = values / event_multipliers(events, self.service, past, spec.step_seconds,
                                                 spec.kind_effects, unknown=np.nan)
+            known = int(np.count_nonzero(values == values))
             future = start_ns + np.arange(h, dtype=np.int64) * step_ns
             multipliers = event_multipliers(events, self.service, future, spec.step_seconds, spec.kind_effects)
-        total = np.add.reduce(values)  # NaN != NaN: when the sum is a number, every step is known
-        known = values.size if total == total else int(np.count_nonzero(values == values))
         if known < spec.min_history_steps:
             raise HistoryTooShort(
                 f"{known} known steps in the {spec.window_steps} steps before "

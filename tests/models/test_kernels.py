@@ -38,7 +38,9 @@ def test_a_window_on_the_grid_is_each_steps_value_or_unknown(slots: list[int], e
     for slot, value in zip(slots, values, strict=True):
         if end_slot - steps <= slot < end_slot:
             expected[slot - (end_slot - steps)] = value
-    np.testing.assert_array_equal(window_before(history, int(end.value), steps, STEP), expected)
+    values, known = window_before(history, int(end.value), steps, STEP)
+    np.testing.assert_array_equal(values, expected)
+    assert known == np.count_nonzero(~np.isnan(expected))
 
 
 def test_a_window_off_the_grid_is_averaged_onto_it() -> None:
@@ -46,8 +48,9 @@ def test_a_window_off_the_grid_is_averaged_onto_it() -> None:
     history = pd.Series([1.0, 2.0, 4.0, 6.0, 8.0], index=pd.DatetimeIndex(stamps))
     end = int((BASE + pd.Timedelta(hours=1)).value)
     expected = regularize(history, STEP).reindex(pd.date_range(BASE, periods=4, freq="15min")).to_numpy()
-    np.testing.assert_array_equal(window_before(history, end, 4, STEP), expected)
-    assert window_before(history, end, 4, STEP)[1] == 4.0  # 15, 20 and 25 minutes past: one step
+    values, known = window_before(history, end, 4, STEP)
+    np.testing.assert_array_equal(values, expected)
+    assert values[1] == 4.0 and known == 3  # 15, 20 and 25 minutes past: one step
 
 
 @pytest.mark.parametrize("bad", [-1.0, np.inf, -np.inf])
@@ -57,7 +60,8 @@ def test_a_negative_or_infinite_value_in_the_window_is_refused_by_name(bad: floa
     with pytest.raises(BadSeries, match="negative or infinite"):
         window_before(history, end, 3, STEP)
     # Outside the window the value is not read.
-    assert window_before(history, end, 1, STEP)[0] == 3.0
+    values, known = window_before(history, end, 1, STEP)
+    assert values.tolist() == [3.0] and known == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

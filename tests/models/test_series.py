@@ -131,9 +131,11 @@ def test_window_before_fast_path_and_irregular_history() -> None:
     index = pd.date_range("2024-01-01", periods=8, freq="15min", tz="UTC")
     history = pd.Series(np.arange(8.0), index=index)
     end = int(index[-1].value) + 900 * 10**9
-    np.testing.assert_array_equal(window_before(history, end, 4, 900), [4.0, 5.0, 6.0, 7.0])
-    padded = window_before(history, end, 10, 900)
-    assert np.isnan(padded[:2]).all() and padded[-1] == 7.0
+    values, known = window_before(history, end, 4, 900)
+    np.testing.assert_array_equal(values, [4.0, 5.0, 6.0, 7.0])
+    assert known == 4
+    padded, known = window_before(history, end, 10, 900)
+    assert np.isnan(padded[:2]).all() and padded[-1] == 7.0 and known == 8
     # Five-minute samples are averaged onto the 15-minute grid.
     fine = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
                      index=pd.date_range("2024-01-01", periods=6, freq="5min", tz="UTC"))
