@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from models.errors import BadSeries, HistoryTooShort
-from models.kernels import BAD_VALUE, OFF_GRID, cut_window
 
 AbsentRows = Literal["missing", "zero"]
 
@@ -201,30 +200,6 @@ def regularize(history: pd.Series, step_seconds: int, *, source: str = "history"
                      name=history.name)
 
 
-def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: int,
-                  *, source: str = "history", stamps: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """The ``n_steps`` TPS values of the steps just before ``end_ns`` (``NaN`` where unknown), and how
-    many of them are known.
-
-    This is the serving hot path: one compiled loop (:func:`models.kernels.cut_window`), two
-    binary searches and a copy. The index's order is checked by pandas once and cached on the
-    index; the values are checked only in the span that is used. A span with a stamp off the
-    model's grid is averaged onto it first.
-    """
-    stamps = utc_stamps(history, source) if stamps is None else stamps  # given: already checked
-    first_ns = end_ns - n_steps * step_seconds * _NS
-    out = np.empty(n_steps)
-    known = cut_window(stamps, _float_values(history, source), first_ns, step_seconds * _NS, out)
-    if known == BAD_VALUE:
-        lo, hi = np.searchsorted(stamps, [first_ns, end_ns])
-        _checked(_float_values(history, source)[lo:hi], source)  # raises, naming what is wrong
-    if known == OFF_GRID:
-        lo, hi = np.searchsorted(stamps, [first_ns, end_ns])
-        regular = regularize(history.iloc[lo:hi], step_seconds, source=source)
-        return window_before(regular, end_ns, n_steps, step_seconds, source=source)
-    return out, known
-
-
 def require_history(series: pd.Series, min_steps: int, step_seconds: int, *, source: str) -> None:
     """Refuse a series with fewer known steps than ``min_steps``, saying the minimum."""
     known = int(series.notna().sum())
@@ -249,10 +224,10 @@ def utc_stamps(history: pd.Series, source: str) -> np.ndarray:
 
 
 def _checked_values(history: pd.Series, source: str) -> np.ndarray:
-    return _checked(_float_values(history, source), source)
+    return checked(float_values(history, source), source)
 
 
-def _float_values(history: pd.Series, source: str) -> np.ndarray:
+def float_values(history: pd.Series, source: str) -> np.ndarray:
     if history.dtype == np.float64:
         return history.to_numpy()  # a view: no copy, no conversion on the hot path
     try:
@@ -261,7 +236,7 @@ def _float_values(history: pd.Series, source: str) -> np.ndarray:
         raise BadSeries("the history's values are not numbers", source=source) from None
 
 
-def _checked(values: np.ndarray, source: str) -> np.ndarray:
+def checked(values: np.ndarray, source: str) -> np.ndarray:
     # fmin/fmax skip NaN (unknown steps are allowed); two reductions, no temporaries.
     if values.size and (np.fmin.reduce(values) < 0 or np.fmax.reduce(values) == np.inf):
         raise BadSeries("the history has negative or infinite values; TPS must be finite and >= 0",

@@ -38,7 +38,8 @@ from models.metadata import (
     ModelMetadata,
     read_metadata,
 )
-from models.series import utc_stamps, window_before
+from models.series import utc_stamps
+from models.window import window_before
 
 log = logging.getLogger(__name__)
 

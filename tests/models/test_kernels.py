@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from models import kernels
 from models.errors import BadSeries
 from models.features import Features, p90_margin_unit, to_tps
-from models.series import regularize, window_before
+from models.series import regularize
+from models.window import window_before
 
 STEP = 900
 _NS = 10**9

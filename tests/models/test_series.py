@@ -10,7 +10,8 @@ import pytest
 
 from harbinger.errors import InvalidInput
 from models.errors import BadSeries, HistoryTooShort
-from models.series import load_csv, read_counts_csv, regularize, require_history, window_before
+from models.series import load_csv, read_counts_csv, regularize, require_history
+from models.window import window_before
 
 HEADER = "timestamp,value\n"
 
