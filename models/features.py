@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from models.events import Event
-from models.kernels import cut_window, fill_rows, margin_units, ratios_to_tps
+from models.kernels import fill_rows, margin_units, ratios_to_tps, read_only
 from models.seasonality import Seasonality
 
 _NS = 1_000_000_000
@@ -244,16 +244,6 @@ def build_features(windows: np.ndarray, origins_ns: np.ndarray, spec: FeatureSpe
     return Features(x.reshape(n * h, -1), level, volatility)
 
 
-def warm_up(spec: FeatureSpec) -> None:
-    """Run the feature pass once on a made-up window, so that the compiled loop is ready (loaded
-    from numba's cache, or compiled) before the first real forecast: a model's load, which runs
-    off the webhook's and the planner's event loops, pays for it, not an admission request."""
-    features = build_features(np.ones((1, spec.window_steps)), np.zeros(1, dtype=np.int64), spec, 1)
-    for dtype in (np.float32, np.float64):  # onnxruntime's ratios, and a batch's gathered ones
-        to_tps(np.ones(1, dtype=dtype), np.ones(1, dtype=dtype), features, np.ones(1), 0.5)
-    cut_window(np.zeros(1, dtype=np.int64), np.ones(1), 0, 1, np.empty(1))
-
-
 def event_multipliers(events: Sequence[Event], service: str, times_ns: np.ndarray, step_seconds: int,
                       kind_effects: Mapping[str, float], *, unknown: float = 1.0) -> np.ndarray:
     """The expected traffic multiplier of each step starting at ``times_ns``.
@@ -300,7 +290,7 @@ def to_tps(ratio_p50: np.ndarray, ratio_p90: np.ndarray, features: Features, mul
                else np.asarray(p90_margin, dtype=np.float64))
     p50, p90 = np.empty((n, ratio_p50.size // n)), np.empty((n, ratio_p50.size // n))
     ratios_to_tps(ratio_p50.reshape(n, -1), ratio_p90.reshape(n, -1), features.level, features.volatility,
-                  multipliers.reshape(n, -1), margins, p50, p90)
+                  read_only(multipliers.reshape(n, -1)), margins, p50, p90)
     return p50, p90
 
 

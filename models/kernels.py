@@ -33,12 +33,27 @@ def _compiled(func: _F) -> _F:
     ``NUMBA_CACHE_DIR``): a process then loads the machine code in a fraction of a second instead
     of compiling it for about five. In a read-only image without ``NUMBA_CACHE_DIR``, numba
     refuses ``cache=True`` outright; there each process compiles once, when it loads its first
-    model (see :func:`models.features.warm_up`)."""
+    model (see :func:`models.serving.warm_up`)."""
     options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
     try:
         return numba.njit(cache=True, **options)(func)  # type: ignore[no-any-return]
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(**options)(func)  # type: ignore[no-any-return]
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, or a read-only view of it.
+
+    numba compiles a loop once per combination of its arrays' types, and whether an array is
+    writable is part of the type. An input that is read-only on one path and writable on another
+    (pandas' values under copy-on-write and after a conversion; the shared no-events multipliers
+    and an events' fresh ones) would compile the loop a second time on the first forecast that
+    takes the other path. Passed through here, such an input has one type.
+    """
+    if array.flags.writeable:
+        array = array.view()
+        array.setflags(write=False)
+    return array
 
 
 @_compiled
@@ -71,16 +86,15 @@ def _median_of_known(values: np.ndarray, first: int, stop: int, scratch: np.ndar
 
 
 @_compiled
-def _mean_of_known(values: np.ndarray) -> float:
-    """The mean of the known values (``NaN`` when none is)."""
+def _known_sum(values: np.ndarray) -> tuple[float, int]:
+    """The sum and the count of the known (not ``NaN``) values."""
     total = 0.0
     count = 0
     for value in values:
         if value == value:
             total += value
             count += 1
-    mean: float = total / count if count > 0 else np.nan
-    return mean
+    return total, count
 
 
 @_compiled
@@ -113,13 +127,7 @@ def fill_rows(windows: np.ndarray, origins_ns: np.ndarray, floors: np.ndarray, s
         floor = floors[i]
         # Every range mean over the known steps of its span.
         for k in range(n_spans):
-            total = 0.0
-            count = 0
-            for q in range(spans[k, 0], spans[k, 1]):
-                v = w[q]
-                if v == v:
-                    total += v
-                    count += 1
+            total, count = _known_sum(w[spans[k, 0] : spans[k, 1]])
             counts[k] = count
             values[k] = total / count if count > 0 else np.nan
         # The change: the mean |difference| between the last day and the day before, step by step.
@@ -133,7 +141,11 @@ def fill_rows(windows: np.ndarray, origins_ns: np.ndarray, floors: np.ndarray, s
         change = total / count if count > 0 else np.nan
         # A day counts when at least a quarter of its steps are known; without the last day, the
         # level falls back to the whole window's mean.
-        last_day = _floored(values[0] if counts[0] * 4 >= day else _mean_of_known(w), floor)
+        if counts[0] * 4 >= day:
+            last_day = _floored(values[0], floor)
+        else:
+            total, count = _known_sum(w)
+            last_day = _floored(total / count if count > 0 else np.nan, floor)
         level_i = last_day
         if col_dow >= 0:  # weekly: the median of the last seven days' means
             for k in range(last_days):

@@ -228,6 +228,7 @@ def _checked_values(history: pd.Series, source: str) -> np.ndarray:
 
 
 def float_values(history: pd.Series, source: str) -> np.ndarray:
+    """The values as float64: a view when they already are (read-only under copy-on-write)."""
     if history.dtype == np.float64:
         return history.to_numpy()  # a view: no copy, no conversion on the hot path
     try:
@@ -237,6 +238,7 @@ def float_values(history: pd.Series, source: str) -> np.ndarray:
 
 
 def checked(values: np.ndarray, source: str) -> np.ndarray:
+    """``values``, or :class:`BadSeries` naming a negative or infinite one (``NaN`` is allowed)."""
     # fmin/fmax skip NaN (unknown steps are allowed); two reductions, no temporaries.
     if values.size and (np.fmin.reduce(values) < 0 or np.fmax.reduce(values) == np.inf):
         raise BadSeries("the history has negative or infinite values; TPS must be finite and >= 0",

@@ -27,7 +27,7 @@ import pandas as pd
 from harbinger.clock import format_time
 from models.errors import BadRequest, HistoryTooShort, ModelMismatch
 from models.events import Event
-from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps, warm_up
+from models.features import Features, FeatureSpec, build_features, event_multipliers, to_tps
 from models.forecast import Forecast
 from models.metadata import (
     INPUT_NAME,
@@ -202,7 +202,7 @@ class Forecaster(ForecastCore):
         self.graph_sha256 = graph_sha256
         _check_graph_signature(session, len(spec.names), metadata)
         self._outputs = [OUTPUT_P50, OUTPUT_P90]
-        warm_up(spec)
+        warm_up()
 
     @classmethod
     def load(cls, model_dir: Path, *, sessions: dict[str, ort.InferenceSession] | None = None) -> Forecaster:
@@ -325,6 +325,22 @@ def _check_graph_signature(session: ort.InferenceSession, n_features: int, metad
     if not {OUTPUT_P50, OUTPUT_P90} <= outputs:
         raise ModelMismatch(f"the graph outputs {sorted(outputs)}; expected {OUTPUT_P50} and {OUTPUT_P90}",
                             source=service)
+
+
+@functools.cache
+def warm_up() -> None:
+    """Forecast once from a made-up history through the serving path's own steps (cut, features,
+    ratios to TPS as onnxruntime and as a batch give them), so that numba's loops are ready,
+    loaded from its cache or compiled, before the first real forecast. Once per process: the
+    loops' types do not depend on the model. A model's load pays for it, off the webhook's and
+    the planner's event loops, not an admission request."""
+    spec = FeatureSpec(step_seconds=3600, seasonality="weekly", horizon_steps=1, level_floor=1.0)
+    history = pd.Series(np.ones(spec.window_steps),
+                        index=pd.date_range("2024-01-01", periods=spec.window_steps, freq="h", tz="UTC"))
+    core = ForecastCore("warm-up", "warm-up", spec, 0.5)
+    request = core.prepare(history)
+    for dtype in (np.float32, np.float64):
+        core.finish(request, np.ones(1, dtype=dtype), np.ones(1, dtype=dtype))
 
 
 @functools.lru_cache(maxsize=32)

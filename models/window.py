@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.kernels import BAD_VALUE, OFF_GRID, cut_window
+from models.kernels import BAD_VALUE, OFF_GRID, cut_window, read_only
 from models.series import checked, float_values, regularize, utc_stamps
 
 _NS = 1_000_000_000
@@ -28,7 +28,7 @@ def window_before(history: pd.Series, end_ns: int, n_steps: int, step_seconds: i
     stamps = utc_stamps(history, source) if stamps is None else stamps  # given: already checked
     first_ns = end_ns - n_steps * step_seconds * _NS
     out = np.empty(n_steps)
-    known = cut_window(stamps, float_values(history, source), first_ns, step_seconds * _NS, out)
+    known = cut_window(stamps, read_only(float_values(history, source)), first_ns, step_seconds * _NS, out)
     if known == BAD_VALUE:
         lo, hi = np.searchsorted(stamps, [first_ns, end_ns])
         checked(float_values(history, source)[lo:hi], source)  # raises, naming what is wrong

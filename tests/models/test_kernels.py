@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from models import kernels
 from models.errors import BadSeries
-from models.features import Features, p90_margin_unit, to_tps
+from models.events import Event
+from models.features import Features, FeatureSpec, p90_margin_unit, to_tps
 from models.series import regularize
+from models.serving import ForecastCore, warm_up
 from models.window import window_before
 
 STEP = 900
@@ -105,3 +107,28 @@ def test_without_a_writable_cache_each_process_compiles(monkeypatch: pytest.Monk
         return float(values.sum() * 2)
 
     assert kernels._compiled(double)(np.ones(3)) == 6.0
+
+
+def test_after_the_warm_up_no_forecast_path_compiles_again() -> None:
+    # numba compiles once per combination of array types, writability included: the first real
+    # forecast must find every loop ready, whichever path it takes (pandas' read-only values or a
+    # converted copy, the shared no-events multipliers or an event's own, one service or a batch).
+    warm_up()
+    loops = (kernels.fill_rows, kernels.cut_window, kernels.ratios_to_tps)
+    compiled = [len(loop.signatures) for loop in loops]
+    spec = FeatureSpec(step_seconds=STEP, seasonality="daily", horizon_steps=8, level_floor=0.1)
+    core = ForecastCore("checkout", "v1", spec, 0.5)
+    index = pd.date_range(BASE, periods=spec.window_steps, freq="15min")
+    history = pd.Series(np.linspace(1.0, 5.0, spec.window_steps), index=index)
+
+    def onnxruntime_like(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(len(rows), dtype=np.float32), np.full(len(rows), 1.5, dtype=np.float32)
+
+    campaign = Event(name="sale", start=index[-1] + pd.Timedelta(hours=1), end=index[-1] + pd.Timedelta(hours=2),
+                     multiplier=2.0)
+    core.forecast_with(onnxruntime_like, history)
+    core.forecast_with(onnxruntime_like, history.astype(np.float32))  # converted: a writable copy
+    core.forecast_with(onnxruntime_like, history, events=[campaign])
+    request = core.prepare_many([core.window(history), core.window(history, events=[campaign])])
+    core.finish_many([core, core], request, np.ones(16), np.full(16, 1.5))  # a batch's float64 ratios
+    assert [len(loop.signatures) for loop in loops] == compiled
