@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harbinger.clock import format_time
+from models.adaptive import CoverageCheck, carried, next_level
 from models.baselines import ProphetBaseline, seasonal_naive
 from models.errors import BadRequest, HistoryTooShort
 from models.events import Event
@@ -25,7 +26,7 @@ from models.forecast import Forecast
 from models.metrics import FoldErrors, Scores, mase_scale, pooled_scores
 from models.pooled import OWN, POOLED_CHOICE, Choice, choose, for_service, train_pooled
 from models.serving import ForecastCore
-from models.training import TrainingConfig, train
+from models.training import TrainedModel, TrainingConfig, train
 
 HARBINGER = "harbinger"
 #: Harbinger's two candidates when a pool is given; ``harbinger`` is the one chosen.
@@ -172,25 +173,44 @@ def backtest(series: pd.Series, *, events: Sequence[Event] = (), service: str | 
 
 @dataclass
 class Candidates:
-    """Harbinger's forecasts at one origin, each trained on the history before it."""
+    """Harbinger's forecasts at one origin, each trained on the history before it.
+
+    Each candidate carries its P90's level from one origin to the next, as retraining in the
+    cluster does (:mod:`models.adaptive`): every forecast is scored against the history of the
+    next call, in time order (the own-or-pooled validation days first, then the folds).
+    """
 
     service: str
     events: Sequence[Event]
     training: TrainingConfig
     pool: Mapping[str, pd.Series] | None
+    checks: dict[str, CoverageCheck] = field(default_factory=dict)
 
     def own(self, history: pd.Series) -> Forecast:
-        trained = train(history, service=self.service, events=self.events, config=self.training)
-        core = ForecastCore(self.service, "backtest", trained.spec, trained.p90_margin)
-        return core.forecast_with(trained.predict_ratios, history, events=list(self.events))
+        level = self._level(OWN, history)
+        trained = train(history, service=self.service, events=self.events, config=self.training, p90_level=level)
+        return self._forecast(OWN, trained, history)
 
     def pooled(self, history: pd.Series) -> Forecast:
+        level = self._level(POOLED_CHOICE, history)
         # The series itself is one of the pooled histories, up to the origin: its recent
         # days are what the pooled model is weakest at without it.
         pooled = train_pooled({**(self.pool or {}), self.service: history}, config=self.training)
-        model = for_service(pooled, history, self.training, events=self.events, service=self.service)
+        model = for_service(pooled, history, self.training, events=self.events, service=self.service,
+                            p90_level=level)
+        return self._forecast(POOLED_CHOICE, model, history)
+
+    def _level(self, candidate: str, history: pd.Series) -> float:
+        return next_level(self.checks.get(candidate), history, rate=self.training.p90_adaptation_rate,
+                          bounds=self.training.p90_level_bounds)
+
+    def _forecast(self, candidate: str, model: TrainedModel, history: pd.Series) -> Forecast:
         core = ForecastCore(self.service, "backtest", model.spec, model.p90_margin)
-        return core.forecast_with(model.predict_ratios, history, events=list(self.events))
+        forecast = core.forecast_with(model.predict_ratios, history, events=list(self.events))
+        check = carried(self.checks.get(candidate), history, model.p90_level, forecast)
+        if check is not None:
+            self.checks[candidate] = check
+        return forecast
 
 
 def _forecast(model: str, history: pd.Series, horizon: int, candidates: Candidates,

@@ -22,6 +22,7 @@ from onnx import compose, helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
+from models.adaptive import CoverageCheck
 from models.metadata import (
     GRAPH_FILE,
     INPUT_NAME,
@@ -64,13 +65,15 @@ def to_onnx_graph(model: TrainedModel) -> onnx.ModelProto:
 
 
 def export_model(model: TrainedModel, model_dir: Path, *, backtest: dict[str, Any] | None = None,
-                 choice: dict[str, Any] | None = None) -> ModelMetadata:
-    """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed)."""
-    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest, choice=choice)
+                 choice: dict[str, Any] | None = None, check: CoverageCheck | None = None) -> ModelMetadata:
+    """Write ``model.onnx`` and ``metadata.json`` into ``model_dir`` (created if needed); ``check``:
+    the model's first forecast, for the next training to score (:mod:`models.adaptive`)."""
+    return write_model_dir(model, to_onnx_graph(model), model_dir, backtest=backtest, choice=choice, check=check)
 
 
 def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path, *,
-                    backtest: dict[str, Any] | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
+                    backtest: dict[str, Any] | None = None, choice: dict[str, Any] | None = None,
+                    check: CoverageCheck | None = None) -> ModelMetadata:
     """Stamp ``graph`` (from :func:`to_onnx_graph`) with the model's service and version, and write
     it with its metadata. Separate from the conversion so that one converted graph can be
     written for several services (the benchmark's 1,000 services). The pooled model is written
@@ -78,13 +81,14 @@ def write_model_dir(model: TrainedModel, graph: onnx.ModelProto, model_dir: Path
     data, model_version = stamp(model, graph)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / GRAPH_FILE).write_bytes(data)
-    metadata = model_metadata(model, data, model_version, backtest=backtest, choice=choice)
+    metadata = model_metadata(model, data, model_version, backtest=backtest, choice=choice, check=check)
     write_metadata(model_dir, metadata)
     return metadata
 
 
 def write_pooled_dirs(pooled: TrainedModel, members: Mapping[str, tuple[Path, float]], *,
-                      choices: Mapping[str, dict[str, Any]] | None = None) -> dict[str, ModelMetadata]:
+                      choices: Mapping[str, dict[str, Any]] | None = None,
+                      checks: Mapping[str, CoverageCheck] | None = None) -> dict[str, ModelMetadata]:
     """The pooled model as the model of each service in ``members`` (service -> (directory, level
     floor)): converted and stamped once, the same graph bytes in every directory (hard-linked
     where the file system allows), a metadata file of each service's own."""
@@ -104,7 +108,7 @@ def write_pooled_dirs(pooled: TrainedModel, members: Mapping[str, tuple[Path, fl
             first = first or target
         member = replace(pooled, spec=replace(pooled.spec, level_floor=floor))
         metadata = model_metadata(member, data, model_version, serves=service,
-                                  choice=(choices or {}).get(service))
+                                  choice=(choices or {}).get(service), check=(checks or {}).get(service))
         write_metadata(model_dir, metadata)
         written[service] = metadata
     return written
@@ -122,7 +126,8 @@ def stamp(model: TrainedModel, graph: onnx.ModelProto) -> tuple[bytes, str]:
 
 
 def model_metadata(model: TrainedModel, data: bytes, model_version: str, *, backtest: dict[str, Any] | None = None,
-                   serves: str | None = None, choice: dict[str, Any] | None = None) -> ModelMetadata:
+                   serves: str | None = None, choice: dict[str, Any] | None = None,
+                   check: CoverageCheck | None = None) -> ModelMetadata:
     """The metadata of ``model``'s stamped graph ``data``; with ``serves``, as that service's model
     (the pooled model's: the graph keeps its stamp, ``graph_service`` names it)."""
     return ModelMetadata(
@@ -139,6 +144,8 @@ def model_metadata(model: TrainedModel, data: bytes, model_version: str, *, back
         min_history_steps=model.spec.min_history_steps,
         feature_spec=model.spec.to_json(),
         p90_margin=model.p90_margin,
+        p90_level=model.p90_level,
+        p90_check=check.to_json() if check else None,
         estimator=model.config.estimator,
         training_rows=model.n_rows,
         seed=model.config.seed,

@@ -24,6 +24,7 @@ CronJob's pod with a CPU limit, not a pool competing with the components.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -41,9 +42,11 @@ from harbinger.clock import format_time
 from harbinger.errors import HarbingerError, InvalidInput
 from harbinger.events import record_event
 from harbinger.kube import read_json
+from models.adaptive import CoverageCheck, carried, next_level
 from models.errors import HistoryTooShort
 from models.features import FeatureSpec
 from models.forecast import Forecast
+from models.metadata import METADATA_FILE
 from models.pooled import OWN, POOLED_CHOICE, choose, for_service, train_pooled
 from models.serving import ForecastCore
 from models.store import ModelStore, read_files
@@ -150,15 +153,15 @@ def validation_steps(spec: FeatureSpec, days: int) -> int:
 
 
 def _serve_with(series: pd.Series, own: TrainedModel | None, pool: Pool | None, service: str,
-                config: TrainingConfig) -> tuple[TrainedModel | None, dict[str, Any] | None]:
-    """The model that serves the service (own or the pooled one for it) and why; ``None`` when
-    neither can."""
+                config: TrainingConfig, p90_level: float) -> tuple[TrainedModel | None, dict[str, Any] | None]:
+    """The model that serves the service (own or the pooled one for it, its P90 at the
+    service's level) and why; ``None`` when neither can."""
     if pool is None:
         return own, None
     if own is None:
         short = int(series.notna().sum()) >= pool.final.spec.min_history_steps
-        return (for_service(pool.final, series, config), {"served_by": POOLED_CHOICE, "reason": "short history"}
-                ) if short else (None, None)
+        return (for_service(pool.final, series, config, p90_level=p90_level),
+                {"served_by": POOLED_CHOICE, "reason": "short history"}) if short else (None, None)
     before = series.iloc[: -validation_steps(own.spec, pool.validation_days)]
     try:
         own_before = train(before, service=service, config=config)
@@ -175,7 +178,7 @@ def _serve_with(series: pd.Series, own: TrainedModel | None, pool: Pool | None, 
     choice = choose(series, forecast_with(own_before), forecast_with(pooled_before), days=pool.validation_days,
                     horizon_steps=own.spec.horizon_steps)
     if choice.served_by == POOLED_CHOICE:
-        return for_service(pool.final, series, config), choice.as_dict()
+        return for_service(pool.final, series, config, p90_level=p90_level), choice.as_dict()
     return own, choice.as_dict()
 
 
@@ -184,24 +187,30 @@ async def _one(store: ModelStore, namespace: str, service: str, series: pd.Serie
     from models.export import export_model, write_pooled_dirs
 
     too_short = None
+    check = await previous_check(store, namespace, service)
+    level = next_level(check, series, rate=config.p90_adaptation_rate, bounds=config.p90_level_bounds)
     try:
-        own: TrainedModel | None = await asyncio.to_thread(train, series, service=service, config=config)
+        own: TrainedModel | None = await asyncio.to_thread(train, series, service=service, config=config,
+                                                           p90_level=level)
     except HistoryTooShort as exc:
         own, too_short = None, exc.message
     except (InvalidInput, ValueError, ArithmeticError) as exc:
         return Outcome(namespace, service, "failed", f"training failed: {exc}")
     try:
-        model, choice = await asyncio.to_thread(_serve_with, series, own, pool, service, config)
+        model, choice = await asyncio.to_thread(_serve_with, series, own, pool, service, config, level)
     except (InvalidInput, ValueError, ArithmeticError) as exc:  # its own model still serves
         model, choice = own, {"served_by": OWN, "reason": f"comparing with the pooled model failed: {exc}"}
     if model is None:
         return Outcome(namespace, service, "no-history", too_short or "no model can be trained")
+    first = await asyncio.to_thread(_first_forecast, model, series, service)
+    next_check = carried(check, series, model.p90_level, first)
     with tempfile.TemporaryDirectory(prefix="harbinger-model-") as tmp:
         if model.service == service:
-            metadata = await asyncio.to_thread(export_model, model, Path(tmp), choice=choice)
+            metadata = await asyncio.to_thread(export_model, model, Path(tmp), choice=choice, check=next_check)
         else:
             written = await asyncio.to_thread(write_pooled_dirs, model, {service: (Path(tmp), model.spec.level_floor)},
-                                              choices={service: choice} if choice else None)
+                                              choices={service: choice} if choice else None,
+                                              checks={service: next_check} if next_check else None)
             metadata = written[service]
         files = read_files(Path(tmp))
     try:
@@ -217,8 +226,39 @@ async def _one(store: ModelStore, namespace: str, service: str, series: pd.Serie
         f"({_why(choice)})")
     return Outcome(namespace, service, "trained",
                    f"{metadata.period} seasonality, step {metadata.step_seconds} s, {metadata.training_rows} rows, "
-                   f"history {format_time(metadata.training_start)} to {format_time(metadata.training_end)}{served}",
-                   metadata.model_version)
+                   f"history {format_time(metadata.training_start)} to {format_time(metadata.training_end)}, "
+                   f"P90 level {metadata.p90_level:.2f}{served}", metadata.model_version)
+
+
+async def previous_check(store: ModelStore, namespace: str, service: str) -> CoverageCheck | None:
+    """The first forecast of the service's stored model, for this training to score
+    (:mod:`models.adaptive`). None, and the level starts again at 0.9, when there is no stored
+    model, it has no check (an older Harbinger's), or the check cannot be read."""
+    try:
+        stored = await store.get(namespace, service)
+    except ApiException as exc:
+        log.warning("%s/%s: the stored model could not be read (%s %s); its P90 level starts again at 0.9",
+                    namespace, service, exc.status, exc.reason)
+        return None
+    if stored is None:
+        return None
+    try:
+        raw = json.loads(stored.files[METADATA_FILE]).get("p90_check")
+        return CoverageCheck.from_json(raw) if raw is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s/%s: the stored model's p90_check is malformed (%s); its P90 level starts again at 0.9",
+                    namespace, service, exc)
+        return None
+
+
+def _first_forecast(model: TrainedModel, series: pd.Series, service: str) -> Forecast | None:
+    """The forecast the model serves first (from the end of its history); None when it cannot."""
+    core = ForecastCore(service, "check", model.spec, model.p90_margin)
+    try:
+        return core.forecast_with(model.predict_ratios, series)
+    except (InvalidInput, ValueError, ArithmeticError) as exc:
+        log.warning("%s: no first forecast to check the P90 with: %s", service, exc)
+        return None
 
 
 def _why(choice: Mapping[str, Any]) -> str:

@@ -46,6 +46,12 @@ class ModelMetadata(BaseModel):
     feature_spec: dict[str, Any]
     #: Calibrated P90 margin, in units of the recent volatility (see models.features.to_tps).
     p90_margin: float
+    #: The share of held-out steps the margin puts at or under the P90: 0.9, moved by the
+    #: previous model's misses (models.adaptive).
+    p90_level: float = Field(default=0.9, gt=0, lt=1)
+    #: The model's first forecast (``models.adaptive.CoverageCheck``), which the next training
+    #: scores against the traffic that came to move the level.
+    p90_check: dict[str, Any] | None = None
     estimator: str
     training_rows: int
     seed: int

@@ -31,6 +31,7 @@ from models.forecast import Forecast
 from models.seasonality import SeasonalityReport
 from models.series import AbsentRows, counts_to_tps, read_counts_csv
 from models.training import (
+    P90,
     TrainedModel,
     TrainingConfig,
     calibrate_p90,
@@ -103,29 +104,33 @@ def train_pooled(histories: Mapping[str, pd.Series], *, config: TrainingConfig |
                               "model on", source=POOLED)
     x, y, level, unit, fit_rows, held_out = (np.concatenate(column) for column in zip(*parts, strict=True))
     with threadpool_limits(limits=config.threads):
-        p90_margin = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
+        calibration = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
         p50, p90 = fit_quantiles(x, y, config)
     starts = [series.index[0].to_pydatetime() for series in usable.values()]
     ends = [series.index[-1].to_pydatetime() for series in usable.values()]
-    log.info("pooled model: %d services, %d rows, step %d s, P90 margin %.3f", len(parts), y.size, step, p90_margin)
-    return TrainedModel(service=pooled_name(step), spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
-                        training_start=min(starts), training_end=max(ends),
-                        seasonality=SeasonalityReport("weekly", float("nan"), float("nan")),
-                        n_rows=int(y.size), config=config)
+    model = TrainedModel(service=pooled_name(step), spec=spec, p50=p50, p90=p90, p90_margin=0.0,
+                         training_start=min(starts), training_end=max(ends),
+                         seasonality=SeasonalityReport("weekly", float("nan"), float("nan")),
+                         n_rows=int(y.size), config=config, calibration=calibration).at_level(P90)
+    log.info("pooled model: %d services, %d rows, step %d s, P90 margin %.3f", len(parts), y.size, step,
+             model.p90_margin)
+    return model
 
 
 def for_service(pooled: TrainedModel, history: pd.Series, config: TrainingConfig | None = None, *,
-                events: Sequence[Event] = (), service: str = "") -> TrainedModel:
+                events: Sequence[Event] = (), service: str = "", p90_level: float = P90) -> TrainedModel:
     """The pooled model as one service's model: the same trees, the service's own level floor
     and the effects of its event kinds, learned from its own history as :func:`train` does
-    (without them, the steps of an event kind that declares no multiplier would be unknown)."""
+    (without them, the steps of an event kind that declares no multiplier would be unknown),
+    and the P90 margin read at the service's own level (:mod:`models.adaptive`)."""
     values = history.to_numpy(dtype=np.float64)
     floor = level_floor(values, config or pooled.config)
     effects = {}
     if events:
         times_ns = pd.DatetimeIndex(history.index).as_unit("ns").asi8
         effects = learn_kind_effects(values, times_ns, events, service, pooled.spec.step_seconds)
-    return replace(pooled, spec=replace(pooled.spec, level_floor=floor, kind_effects=effects))
+    member = pooled if p90_level == pooled.p90_level else pooled.at_level(p90_level)
+    return replace(member, spec=replace(pooled.spec, level_floor=floor, kind_effects=effects))
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,17 @@ class ModelStore:
         items: list[dict[str, Any]] = listed.get("items") or []
         return items
 
+    async def get(self, namespace: str, service: str) -> StoredModel | None:
+        """The stored model of the service; None when there is none, or it is not a whole model."""
+        try:
+            config_map = await read_json(self.core.read_namespaced_config_map(
+                config_map_name(namespace, service), self.namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return stored_model(config_map)
+
     async def put(self, namespace: str, service: str, files: Mapping[str, bytes], *, version: str,
                   trained_at: str) -> bool:
         """Store the model; False when the stored one is the same model (its version names the

@@ -7,7 +7,8 @@ The path reads top to bottom in :func:`train`:
 3. cut training rows: sampled forecast origins, every horizon step of each;
 4. calibrate the P90 (normalised conformalised quantile regression): fit on all but the
    last third of the history, and find the margin that, added to the raw P90 in units of
-   the recent volatility, puts 90 % of the held-out actuals at or under it. Quantile
+   the recent volatility, puts 90 % of the held-out actuals at or under it (or the share
+   :mod:`models.adaptive` moved the level to, after the previous model's misses). Quantile
    boosting is overconfident on the data it was fitted on. Scaling the P50-P90 band was
    unstable (scales from 0.7 to 6.4 between neighbouring folds of one trace, the band being
    thin); a fixed margin was too wide once fifa's tournament was over;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +60,11 @@ class TrainingConfig:
     max_rows: int = 60_000
     #: Share of the latest origins held out to calibrate the P90 band.
     calibration_share: float = 1 / 3
+    #: How far one training moves the P90's level per unit of the previous model's miss
+    #: (``models.adaptive``; 0 keeps it at 0.9).
+    p90_adaptation_rate: float = 0.75
+    #: The range the P90's level is kept in: between the held-out median and 99th percentile.
+    p90_level_bounds: tuple[float, float] = (0.5, 0.99)
     #: Origins are drawn with probability level ** weight_power (1: the loss counts requests).
     weight_power: float = 1.0
     #: Threads for fitting (OpenMP inside scikit-learn).
@@ -81,6 +87,16 @@ class TrainedModel:
     seasonality: SeasonalityReport
     n_rows: int
     config: TrainingConfig
+    #: The quantile level of the held-out shortfalls ``p90_margin`` was read at (models.adaptive).
+    p90_level: float = P90
+    #: The held-out shortfalls, to read the margin at another level; None: too little history.
+    calibration: Calibration | None = None
+
+    def at_level(self, level: float) -> TrainedModel:
+        """This model with its P90 margin read at ``level`` (the same trees)."""
+        if self.calibration is None:
+            return replace(self, p90_level=level)
+        return replace(self, p90_level=level, p90_margin=self.calibration.margin_at(level))
 
     def predict_ratios(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """scikit-learn's raw outputs (ratios to the level) for feature rows ``x``."""
@@ -94,8 +110,9 @@ def min_training_steps(steps_per_day: int, horizon_steps: int) -> int:
 
 
 def train(series: pd.Series, *, service: str | None = None, events: Sequence[Event] = (),
-          config: TrainingConfig | None = None) -> TrainedModel:
-    """Fit a forecaster on a regular TPS series (see :mod:`models.series`)."""
+          config: TrainingConfig | None = None, p90_level: float = P90) -> TrainedModel:
+    """Fit a forecaster on a regular TPS series (see :mod:`models.series`), its P90 margin
+    read at ``p90_level`` (:func:`models.adaptive.next_level`)."""
     config = config or TrainingConfig()
     service = service or str(series.name or "service")
     step = step_seconds_of(series, source=service)
@@ -125,12 +142,12 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     # the planner trains many services side by side anyway.
     with threadpool_limits(limits=config.threads):
         fit_rows, held_out = calibration_split(origin_of_row, spec.horizon_steps, config.calibration_share)
-        p90_margin = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
+        calibration = calibrate_p90(x, y, level, unit, fit_rows, held_out, config)
         p50, p90 = fit_quantiles(x, y, config)
     return TrainedModel(
-        service=service, spec=spec, p50=p50, p90=p90, p90_margin=p90_margin,
+        service=service, spec=spec, p50=p50, p90=p90, p90_margin=0.0,
         training_start=series.index[0].to_pydatetime(), training_end=series.index[-1].to_pydatetime(),
-        seasonality=report, n_rows=int(y.size), config=config)
+        seasonality=report, n_rows=int(y.size), config=config, calibration=calibration).at_level(p90_level)
 
 
 def learn_kind_effects(values: np.ndarray, times_ns: np.ndarray, events: Sequence[Event], service: str,
@@ -248,10 +265,29 @@ def calibration_split(origin_of_row: np.ndarray, horizon_steps: int,
     return origin_of_row + horizon_steps <= cut, origin_of_row >= cut
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The held-out shortfalls of the calibration P90 (in margin units), sorted, and their
+    cumulative weights: the margin that puts any share of held-out steps at or under the P90."""
+
+    shortfalls: np.ndarray
+    cumulative: np.ndarray
+
+    @classmethod
+    def of(cls, shortfalls: np.ndarray, weights: np.ndarray) -> Calibration:
+        order = np.argsort(shortfalls)
+        return cls(shortfalls[order], np.cumsum(weights[order]))
+
+    def margin_at(self, level: float) -> float:
+        position = int(np.searchsorted(self.cumulative, level * self.cumulative[-1], side="left"))
+        return float(self.shortfalls[min(position, self.shortfalls.size - 1)])
+
+
 def calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.ndarray, fit_rows: np.ndarray,
-                  held_out: np.ndarray, config: TrainingConfig) -> float:
-    """The margin (in units of ``unit``, the recent volatility) that puts 90 % of held-out
-    steps at or under the P90.
+                  held_out: np.ndarray, config: TrainingConfig) -> Calibration | None:
+    """The held-out shortfalls of a P90 fitted on earlier origins, in units of ``unit`` (the
+    recent volatility): their quantile at 0.9 is the margin that puts 90 % of held-out steps at
+    or under the P90. ``None`` (keep the raw P90) when the history is too short to hold out.
 
     Fits the P90 on ``fit_rows`` (earlier origins) and measures it on ``held_out`` (later ones).
     Rows were drawn by level; weighting them by ``1 / level ** weight_power`` counts every
@@ -259,11 +295,11 @@ def calibrate_p90(x: np.ndarray, y: np.ndarray, level: np.ndarray, unit: np.ndar
     """
     if np.count_nonzero(fit_rows) < 1000 or np.count_nonzero(held_out) < 100:
         log.warning("too little history to calibrate the P90; keeping the raw P90")
-        return 0.0
+        return None
     p90 = make_quantile_estimator(config.estimator, P90, seed=config.seed, params=config.params)
     p90.fit(_fittable(x[fit_rows]), y[fit_rows])
     shortfall = (y[held_out] - p90.predict(x[held_out])) / unit[held_out]
-    return weighted_quantile(shortfall, 1.0 / level[held_out] ** config.weight_power, P90)
+    return Calibration.of(shortfall, 1.0 / level[held_out] ** config.weight_power)
 
 
 def fit_quantiles(x: np.ndarray, y: np.ndarray, config: TrainingConfig) -> tuple[Any, Any]:
@@ -290,8 +326,3 @@ def _fittable(x: np.ndarray) -> np.ndarray:
     return fixed
 
 
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    position = int(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
-    return float(values[order][min(position, values.size - 1)])

@@ -136,6 +136,9 @@ def test_bad_flag_values_are_argparse_errors(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         evaluate(["--trace", "x.csv", "--baselines", "arima"])
     assert "unknown baseline 'arima'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate(["--trace", "x.csv", "--p90-adaptation-rate", "-1"])
+    assert "-1 is outside 0 to 10" in capsys.readouterr().err
 
 
 def test_traces_dir_points_at_the_shared_traces() -> None:

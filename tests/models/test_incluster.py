@@ -7,6 +7,7 @@ the webhook and the planner read them, and removes a model whose ConfigMap is go
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -16,14 +17,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from harbinger import contract
 from harbinger_dev.localcluster import LocalCluster
+from models.adaptive import CoverageCheck, realized_coverage
 from models.incluster import train_cluster
 from models.layout import find
+from models.metadata import METADATA_FILE
 from models.mirror import mirror_once
 from models.serving import Forecaster
 from models.store import ModelStore, config_map_name, stored_model
@@ -107,6 +111,27 @@ async def test_models_are_trained_in_the_cluster_stored_and_mirrored(
         "fresh", end=datetime(1995, 8, 15, tzinfo=UTC), lookback=timedelta(days=1), step_seconds=300)
     forecast = served.forecast(history)
     assert forecast.p50.size == served.spec.horizon_steps and 0 < forecast.p50.mean() < 10 * history.mean()
+    # A day later the first model's forecast has all come in: the next training scores it and moves
+    # the P90's level by its miss (models.adaptive), and keeps its own first forecast instead.
+    kept_metadata = json.loads(model.files[METADATA_FILE])
+    check = CoverageCheck.from_json(kept_metadata["p90_check"])
+    assert kept_metadata["p90_level"] == check.level == 0.9
+    assert check.start == datetime(1995, 8, 15, tzinfo=UTC) and len(check.p90) == 288
+    day_later = [arg if not arg.startswith("--now=") else "--now=1995-08-16T00:00:00Z" for arg in train]
+    later = await asyncio.to_thread(harbinger, cluster, store, *day_later)
+    assert later.returncode == 0, later.stderr
+    retrained = {s["service"]: s for s in json.loads(later.stdout.splitlines()[-1])["services"]}
+    arrived = await TraceHistory.parse([f"frontend={traces_dir / 'nasa.csv'}"]).history(
+        "frontend", end=datetime(1995, 8, 16, tzinfo=UTC), lookback=timedelta(days=2), step_seconds=300)
+    coverage = realized_coverage(check, arrived)
+    assert coverage is not None
+    level = min(max(0.9 + 0.75 * (0.9 - coverage), 0.5), 0.99)
+    assert f"P90 level {level:.2f}" in retrained[f"{namespace}/frontend"]["detail"], retrained
+    now_kept = await core.read_namespaced_config_map(config_map_name(namespace, "frontend"), store)
+    now_metadata = json.loads(base64.b64decode(now_kept.binary_data[METADATA_FILE]))
+    assert now_metadata["p90_level"] == pytest.approx(level)
+    assert CoverageCheck.from_json(now_metadata["p90_check"]).start == datetime(1995, 8, 16, tzinfo=UTC)
+
     # A model the mirror did not write is not its to remove; one whose ConfigMap went is.
     (models_dir / "by-hand" / "svc").mkdir(parents=True)
     await core.delete_namespaced_config_map(config_map_name(namespace, "frontend"), store)
