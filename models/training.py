@@ -115,6 +115,8 @@ def train(series: pd.Series, *, service: str | None = None, events: Sequence[Eve
     read at ``p90_level`` (:func:`models.adaptive.next_level`)."""
     config = config or TrainingConfig()
     service = service or str(series.name or "service")
+    if not 0.0 < p90_level < 1.0:
+        raise BadRequest(f"P90 level {p90_level:g}: it must be between 0 and 1", source=service)
     step = step_seconds_of(series, source=service)
     steps_per_day = 86_400 // step
     horizon = config.horizon_steps or steps_per_day

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from models.adaptive import TARGET, CoverageCheck, carried, next_level, pending, realized_coverage
+from models.errors import BadRequest
 from models.evaluation import BacktestConfig, backtest
 from models.forecast import Forecast
-from models.training import Calibration, TrainingConfig
+from models.training import Calibration, TrainingConfig, train
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 STEP = 3600
@@ -86,6 +87,12 @@ def test_a_check_round_trips_through_json_and_malformed_ones_are_refused_by_name
             CoverageCheck.from_json(broken)
     with pytest.raises(KeyError):
         CoverageCheck.from_json({k: v for k, v in data.items() if k != "p90"})
+
+
+def test_a_level_outside_zero_to_one_is_refused_by_name(fast: TrainingConfig) -> None:
+    series = hourly([100.0] * 24 * 4)
+    with pytest.raises(BadRequest, match=r"P90 level 1\.2: it must be between 0 and 1"):
+        train(series, service="svc", config=fast, p90_level=1.2)
 
 
 def test_the_margin_at_a_level_is_the_weighted_quantile_of_the_shortfalls() -> None:
