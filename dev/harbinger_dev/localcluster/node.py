@@ -56,6 +56,8 @@ REAL_NODE_LABEL = "harbinger.io/real-node"
 PAUSE_IMAGE = "harbinger.local/pause:1"
 HELLO_IMAGE = "harbinger.local/hello:1"
 NETNS_PREFIX = "hbn-"
+#: Where iproute2 keeps named network namespaces.
+NETNS_DIR = Path("/run/netns")
 CGROUP_PREFIX = "harbinger-node-"
 #: Global kernel settings the kubelet writes, and the values it wants; bound over in the node's
 #: private mount namespace, so the host's stay as they are.
@@ -151,6 +153,24 @@ def remove_cgroup_tree(name: str, *, timeout: float = 10.0) -> list[Path]:
         time.sleep(0.2)
 
 
+def release_netns_dir() -> None:
+    """Undo what ``ip netns add`` does to a host once it is no longer needed.
+
+    The first time a host gets a named network namespace, iproute2 bind-mounts ``/run/netns``
+    onto itself (so that namespaces mounted under it propagate). ``ip netns delete`` never
+    unmounts it, so a host that had no such mount would keep one for good. When the
+    directory is empty again (ours were the last namespaces in it), unmount it and remove it.
+    A namespace someone else keeps there leaves it alone."""
+    with contextlib.suppress(OSError):
+        if any(NETNS_DIR.iterdir()):
+            return
+    mounted = any(line.split()[4] == str(NETNS_DIR) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    if mounted and run("umount", str(NETNS_DIR), check=False).returncode != 0:
+        return  # busy: a namespace was added meanwhile
+    with contextlib.suppress(OSError):
+        NETNS_DIR.rmdir()
+
+
 def netns_pids(netns: str) -> list[int]:
     result = run("ip", "netns", "pids", netns, check=False)
     return [int(p) for p in result.stdout.split()]
@@ -187,6 +207,8 @@ def sweep_stale_nodes() -> list[str]:
         kill_cgroup_tree(CGROUP_PREFIX + node_id)
         run("ip", "netns", "delete", netns, check=False)
         remove_cgroup_tree(CGROUP_PREFIX + node_id)
+    if stale:
+        release_netns_dir()
     return sorted(stale)
 
 
@@ -271,6 +293,7 @@ class RealNode:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
         run("ip", "netns", "delete", self.netns, check=False)
+        release_netns_dir()
         left = remove_cgroup_tree(self.cgroup_root)
         if left:
             raise ClusterError(f"cgroups of node {self.name} could not be removed: {', '.join(map(str, left))}")
