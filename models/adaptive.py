@@ -9,8 +9,9 @@ as long as the new regime lasts. Two of the traces show it:
 - in Auckland's Christmas weeks, the P90 was too narrow every other day.
 
 So each training scores the previous model's first forecast against the traffic that has
-arrived since (a :class:`CoverageCheck`, kept in the model's metadata). It then moves the
-quantile level at which the margin is read from the held-out shortfalls by the miss:
+arrived since (a :class:`CoverageCheck`, kept in the model's metadata), once all of it has
+arrived (:func:`pending`). It then moves the quantile level at which the margin is read from
+the held-out shortfalls by the miss:
 
     level' = clip(level + rate * (0.9 - coverage), 0.5, 0.99)
 
