@@ -191,6 +191,12 @@ async def test_warmup_pods_land_only_where_the_headroom_is(
         return harness.state.bound_node(warm0.metadata.uid) is None
 
     await eventually(deletion_seen, timeout=60, what="the extender's watch to see warm-0 deleted")
+    # The scheduler retries one-too-many on the deletion itself. Where that retry came before the
+    # watch had seen it (a loaded machine), the extender said no again, and the scheduler waits
+    # for its next cluster event (or its 5-minute flush of unschedulable pods): one is made
+    # here, a label on the big node, once the watch has seen the deletion.
+    nudged = {"metadata": {"labels": {"harbinger-test/retry": uuid.uuid4().hex[:8]}}}
+    await core.patch_node(f"{pool}-big", nudged)
     assert await bound_node(core, namespace, "one-too-many", eventually) == f"{pool}-big"
 
 
